@@ -1,0 +1,3 @@
+"""ProGAN-256 in the GAN Dissection layout (filled in by the ProGAN work)."""
+
+PROGAN_SPECS: dict = {}

@@ -1,0 +1,77 @@
+"""Which models exist, where their weights come from, and how to load one by name."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+
+from .base import LayeredGenerator, ModelError, freeze
+from .dcgan import MODEL_ID as DCGAN_ID
+from .dcgan import load_dcgan64
+
+DEFAULT_MODEL = DCGAN_ID
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    id: str
+    family: str  # "dcgan64" | "progan256"
+    resolution: int
+    source: str  # where the weights come from, for humans
+    file_name: str = ""
+    url: str = ""
+    sha256_prefix: str = ""
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _specs() -> dict[str, ModelSpec]:
+    from .progan import PROGAN_SPECS  # local: keeps the DCGAN path import-light
+
+    specs = {
+        DCGAN_ID: ModelSpec(DCGAN_ID, "dcgan64", 64, "pip package gan-face-generate==1.1.1",
+                            "weights.tar"),
+    }
+    specs.update(PROGAN_SPECS)
+    return specs
+
+
+def model_specs() -> list[ModelSpec]:
+    return list(_specs().values())
+
+
+def get_spec(model_id: str) -> ModelSpec:
+    specs = _specs()
+    if model_id not in specs:
+        raise ModelError(f"unknown model {model_id!r}; known: {', '.join(specs)}")
+    return specs[model_id]
+
+
+def resolve_device(device: str = "auto") -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ModelError("--device cuda asked for, but torch sees no CUDA device")
+    return torch.device(device)
+
+
+def load_model(model_id: str = DEFAULT_MODEL, device: str | torch.device = "auto",
+               checkpoint: Path | None = None, download: bool = True) -> LayeredGenerator:
+    """Load a registered model (frozen, eval mode) onto a device.
+
+    ``checkpoint`` overrides where the weights are read from (any file in the published
+    layout); otherwise DCGAN reads the installed package and ProGAN the user cache,
+    downloading (and verifying) when allowed.
+    """
+    spec = get_spec(model_id)
+    dev = device if isinstance(device, torch.device) else resolve_device(device)
+    if spec.family == "dcgan64":
+        gen = load_dcgan64(checkpoint, verify=checkpoint is None)
+    else:
+        from .progan import load_progan
+
+        gen = load_progan(spec, checkpoint=checkpoint, download=download)
+    return freeze(gen.to(dev))

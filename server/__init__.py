@@ -1,0 +1,1 @@
+"""ganpaint.server: the local ZeroMQ edit server, its client and the `ganpaint` CLI."""
