@@ -4,6 +4,14 @@ from .base import LayeredGenerator, LayerInfo, ModelError, freeze
 from .registry import DEFAULT_MODEL, ModelSpec, get_spec, load_model, model_specs, resolve_device
 
 __all__ = [
-    "DEFAULT_MODEL", "LayerInfo", "LayeredGenerator", "ModelError", "ModelSpec", "freeze",
-    "get_spec", "load_model", "model_specs", "resolve_device",
+    "DEFAULT_MODEL",
+    "LayerInfo",
+    "LayeredGenerator",
+    "ModelError",
+    "ModelSpec",
+    "freeze",
+    "get_spec",
+    "load_model",
+    "model_specs",
+    "resolve_device",
 ]

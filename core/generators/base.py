@@ -65,7 +65,9 @@ class LayeredGenerator(nn.Module):
         try:
             return self.layer_names.index(layer)
         except ValueError:
-            raise KeyError(f"unknown layer {layer!r}; layers: {', '.join(self.layer_names)}")
+            raise KeyError(
+                f"unknown layer {layer!r}; layers: {', '.join(self.layer_names)}"
+            ) from None
 
     def out_shape(self, layer: str | int) -> tuple[int, int, int]:
         """(C, H, W) of a layer's output."""

@@ -19,10 +19,21 @@ def load_state_dict(path: Path, key: str | None = None) -> dict[str, torch.Tenso
     """
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
-    except (RuntimeError, EOFError, OSError, pickle.UnpicklingError, zipfile.BadZipFile,
-            ValueError, AttributeError, KeyError, IndexError) as e:
+    except (
+        RuntimeError,
+        EOFError,
+        OSError,
+        pickle.UnpicklingError,
+        zipfile.BadZipFile,
+        ValueError,
+        AttributeError,
+        KeyError,
+        IndexError,
+    ) as e:
         first = (str(e).strip().splitlines() or [type(e).__name__])[0][:160]
-        raise ModelError(f"cannot read checkpoint {path}: truncated or not a torch file ({first})")
+        raise ModelError(
+            f"cannot read checkpoint {path}: truncated or not a torch file ({first})"
+        ) from None
     if key is not None:
         if not isinstance(obj, dict) or key not in obj:
             raise ModelError(f"checkpoint {path} has no {key!r} entry")

@@ -40,7 +40,9 @@ class DCGAN64(LayeredGenerator):
         layers, infos = [], []
         for i in range(5):
             first, last = i == 0, i == 4
-            layers.append(_block(chans[i], chans[i + 1], 1 if first else 2, 0 if first else 1, last))
+            layers.append(
+                _block(chans[i], chans[i + 1], 1 if first else 2, 0 if first else 1, last)
+            )
             infos.append(LayerInfo("output" if last else f"layer{i + 1}", chans[i + 1], 4 * 2**i))
         super().__init__(layers, infos)
         self.model_id = model_id
@@ -57,7 +59,9 @@ class DCGAN64(LayeredGenerator):
         try:
             self.load_state_dict(mapped, strict=True)
         except RuntimeError as e:
-            raise ModelError(f"DCGAN checkpoint does not fit the 64×64 layout: {str(e)[:200]}")
+            raise ModelError(
+                f"DCGAN checkpoint does not fit the 64×64 layout: {str(e)[:200]}"
+            ) from None
 
 
 def weights_path() -> Path:

@@ -32,8 +32,9 @@ def _specs() -> dict[str, ModelSpec]:
     from .progan import PROGAN_SPECS  # local: keeps the DCGAN path import-light
 
     specs = {
-        DCGAN_ID: ModelSpec(DCGAN_ID, "dcgan64", 64, "pip package gan-face-generate==1.1.1",
-                            "weights.tar"),
+        DCGAN_ID: ModelSpec(
+            DCGAN_ID, "dcgan64", 64, "pip package gan-face-generate==1.1.1", "weights.tar"
+        ),
     }
     specs.update(PROGAN_SPECS)
     return specs
@@ -58,8 +59,12 @@ def resolve_device(device: str = "auto") -> torch.device:
     return torch.device(device)
 
 
-def load_model(model_id: str = DEFAULT_MODEL, device: str | torch.device = "auto",
-               checkpoint: Path | None = None, download: bool = True) -> LayeredGenerator:
+def load_model(
+    model_id: str = DEFAULT_MODEL,
+    device: str | torch.device = "auto",
+    checkpoint: Path | None = None,
+    download: bool = True,
+) -> LayeredGenerator:
     """Load a registered model (frozen, eval mode) onto a device.
 
     ``checkpoint`` overrides where the weights are read from (any file in the published

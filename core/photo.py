@@ -1,0 +1,150 @@
+"""Real photos are not 64×64: crop a square around the selection, resize, paste back.
+
+Arrays here are numpy, [H, W, C] with C = 3 or 4 (RGBA keeps its alpha untouched), dtype
+uint8 or uint16; masks are [H, W] uint8 (0 = not selected, 255 = fully selected, values in
+between = feathered). Only pixels where the selection is non-zero ever change.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .adapt import gaussian_blur
+
+DTYPE_MAX = {np.dtype(np.uint8): 255.0, np.dtype(np.uint16): 65535.0}
+
+
+class PhotoError(ValueError):
+    """Bad photo or mask input; the message is one line for the user."""
+
+
+@dataclass(frozen=True)
+class Box:
+    """A square region (x0, y0, size); it may extend past the image borders."""
+
+    x0: int
+    y0: int
+    size: int
+
+
+def check_photo(photo: np.ndarray, mask: np.ndarray | None = None) -> None:
+    if photo.ndim != 3 or photo.shape[2] not in (3, 4):
+        raise PhotoError(f"photo must be H×W×3 (RGB) or H×W×4 (RGBA), got shape {photo.shape}")
+    if photo.dtype not in DTYPE_MAX:
+        raise PhotoError(f"photo must be 8- or 16-bit, got {photo.dtype}")
+    if min(photo.shape[:2]) < 1:
+        raise PhotoError("photo is empty")
+    if mask is not None:
+        if mask.shape != photo.shape[:2]:
+            raise PhotoError(
+                f"mask size {mask.shape[1]}×{mask.shape[0]} differs from image size "
+                f"{photo.shape[1]}×{photo.shape[0]}"
+            )
+        if mask.dtype != np.uint8:
+            raise PhotoError(f"mask must be 8-bit, got {mask.dtype}")
+        if not mask.any():
+            raise PhotoError("mask is empty: select the region to edit")
+
+
+def selection_box(mask: np.ndarray, context: float = 0.5, min_size: int = 64) -> Box:
+    """Square around the selection's bounding box, with ``context`` × its side on each side."""
+    ys, xs = np.nonzero(mask)
+    if len(ys) == 0:
+        raise PhotoError("mask is empty: select the region to edit")
+    y0, y1, x0, x1 = ys.min(), ys.max() + 1, xs.min(), xs.max() + 1
+    side = max(y1 - y0, x1 - x0)
+    size = max(min_size, int(round(side * (1 + 2 * context))))
+    # Never larger than the image needs: a square covering the whole photo suffices.
+    size = min(size, max(mask.shape))
+    size = max(size, side)
+    cy, cx = (y0 + y1) / 2, (x0 + x1) / 2
+    return Box(_place(cx, size, mask.shape[1]), _place(cy, size, mask.shape[0]), size)
+
+
+def _place(center: float, size: int, extent: int) -> int:
+    """Start of a window of ``size`` centred on ``center``, kept inside [0, extent) when it fits."""
+    start = int(round(center - size / 2))
+    if size <= extent:
+        return min(max(start, 0), extent - size)
+    return int(round((extent - size) / 2))  # larger than the image: centre it
+
+
+def whole_box(height: int, width: int) -> Box:
+    size = max(height, width)
+    return Box(_place(width / 2, size, width), _place(height / 2, size, height), size)
+
+
+def crop(arr: np.ndarray, box: Box) -> np.ndarray:
+    """The box's pixels, [size, size, ...]; outside the image the border pixels repeat."""
+    h, w = arr.shape[:2]
+    ys = np.clip(np.arange(box.y0, box.y0 + box.size), 0, h - 1)
+    xs = np.clip(np.arange(box.x0, box.x0 + box.size), 0, w - 1)
+    return arr[ys[:, None], xs[None, :]]
+
+
+def to_model(rgb: np.ndarray, resolution: int, device: torch.device | str = "cpu") -> torch.Tensor:
+    """[S, S, 3] uint8/16 -> [1, 3, R, R] float in [-1, 1] (area-averaged when shrinking)."""
+    t = torch.from_numpy(rgb.astype(np.float32) / DTYPE_MAX[rgb.dtype]).permute(2, 0, 1)[None]
+    t = resize(t, resolution)
+    return (t * 2 - 1).to(device)
+
+
+def mask_to_model(
+    mask: np.ndarray, resolution: int, device: torch.device | str = "cpu"
+) -> torch.Tensor:
+    """[S, S] uint8 -> [1, 1, R, R] in [0, 1]."""
+    t = torch.from_numpy(mask.astype(np.float32) / 255.0)[None, None]
+    return resize(t, resolution).clamp(0, 1).to(device)
+
+
+def resize(t: torch.Tensor, size: int) -> torch.Tensor:
+    """[B, C, H, W] -> [B, C, size, size]: area when shrinking, bicubic when enlarging."""
+    if t.shape[-1] == size and t.shape[-2] == size:
+        return t
+    if t.shape[-1] > size:
+        return F.interpolate(t, size=(size, size), mode="area")
+    return F.interpolate(t, size=(size, size), mode="bicubic", align_corners=False)
+
+
+def feather_weights(mask: np.ndarray, radius: float) -> np.ndarray:
+    """Blend weights in [0, 1], [H, W] float32: the selection softened inward only.
+
+    w = min(m, blur(m)): a hard edge fades over ~radius pixels inside the selection, soft
+    (already feathered) selections are kept, and w = 0 wherever m = 0 — the footprint never
+    grows past the selection.
+    """
+    m = mask.astype(np.float32) / 255.0
+    if radius <= 0:
+        return m
+    blurred = gaussian_blur(torch.from_numpy(m)[None, None], radius / 2)[0, 0].numpy()
+    return np.minimum(m, blurred)
+
+
+def paste(photo: np.ndarray, generated: torch.Tensor, weights: np.ndarray, box: Box) -> np.ndarray:
+    """Blend the generated square into a copy of the photo inside the weights' footprint.
+
+    photo: [H, W, C]; generated: [1, 3, R, R] in [-1, 1] covering ``box``; weights: [H, W].
+    Pixels with weight 0 and the alpha channel are copied bit for bit.
+    """
+    out = photo.copy()
+    h, w = photo.shape[:2]
+    ys0, xs0 = max(box.y0, 0), max(box.x0, 0)
+    ys1, xs1 = min(box.y0 + box.size, h), min(box.x0 + box.size, w)
+    wt = weights[ys0:ys1, xs0:xs1]
+    if not (wt > 0).any():
+        return out
+    big = resize(generated.detach().float().cpu(), box.size)[0].permute(1, 2, 0)
+    big = ((big.clamp(-1, 1) + 1) / 2).numpy()
+    big = big[ys0 - box.y0 : ys1 - box.y0, xs0 - box.x0 : xs1 - box.x0]
+    top = DTYPE_MAX[photo.dtype]
+    src = photo[ys0:ys1, xs0:xs1, :3].astype(np.float32) / top
+    blend = src * (1 - wt[..., None]) + big * wt[..., None]
+    new = np.clip(np.round(blend * top), 0, top).astype(photo.dtype)
+    region = out[ys0:ys1, xs0:xs1, :3]
+    sel = wt > 0
+    region[sel] = new[sel]
+    return out

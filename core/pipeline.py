@@ -1,0 +1,276 @@
+"""The method end to end on a real photo: crop → invert → edit → adapt G′ → composite.
+
+A photo is [H, W, 3|4] uint8/uint16, a mask [H, W] uint8 (see photo.py). Work happens on a
+square around the selection at the generator's resolution; only pixels inside the
+(feathered) selection change.
+
+``cache`` is any mutable mapping (the server passes an LRU bounded by memory); it keeps one
+FitSession per model + crop content, so a second edit of the same region skips inversion and
+warm-starts G′ from the previous fit.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import MutableMapping, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from .adapt import AdaptConfig, Perturbation, adapt, keep_mask, make_perturbation
+from .edit import apply_edit, edit_values, unit_quantiles
+from .generators.base import LayeredGenerator
+from .invert import Encoder, Inversion, InvertConfig, invert
+from .photo import (
+    Box,
+    check_photo,
+    crop,
+    feather_weights,
+    mask_to_model,
+    paste,
+    selection_box,
+    to_model,
+    whole_box,
+)
+from .progress import CancelFn, ProgressFn
+
+
+@dataclass
+class PipelineConfig:
+    invert: InvertConfig = field(default_factory=InvertConfig)
+    adapt: AdaptConfig = field(default_factory=AdaptConfig)
+    context: float = 0.5  # margin around the selection on each side, × its larger side
+    feather: float = 0.02  # inward feather radius, × the crop side (≥ 1 px)
+    quantile_samples: int = 256  # samples for the units' 0.99-quantile "on" values
+
+
+@dataclass
+class EditSpec:
+    units: Sequence[int]
+    op: str  # "add" | "remove"
+    values: Sequence[float] | None = None  # per-unit "on" values; None = 0.99 quantiles
+    layer: str | int | None = None  # None = the generator's edit layer
+
+
+@dataclass
+class FitSession:
+    """What is worth keeping between edits of one photo region."""
+
+    key: str
+    inversion: Inversion
+    fit: Perturbation | None = None  # the latest G′ perturbation, to warm-start the next
+
+    def nbytes(self) -> int:
+        n = self.inversion.nbytes()
+        if self.fit is not None:
+            n += sum(t.numel() * t.element_size() for t in self.fit.state_dict().values())
+        return n
+
+
+@dataclass
+class Prepared:
+    x: torch.Tensor  # [1, 3, R, R] target in [-1, 1]
+    mask: torch.Tensor  # [1, 1, R, R] selection in [0, 1]
+    box: Box
+    session: FitSession
+    reused: bool
+
+
+@dataclass
+class PhotoResult:
+    image: np.ndarray  # same shape and dtype as the photo
+    generated: torch.Tensor  # [1, 3, R, R] the composite at generator resolution
+    target: torch.Tensor  # [1, 3, R, R] the photo crop at generator resolution
+    psnr_keep: float
+    psnr_inversion: float
+    seconds: float
+    steps: int
+    session_reused: bool
+    box: Box
+    extra: dict = field(default_factory=dict)
+
+
+def _device(gen: LayeredGenerator) -> torch.device:
+    return next(gen.parameters()).device
+
+
+def session_key(gen: LayeredGenerator, x: torch.Tensor) -> str:
+    """Model + exact content the inversion sees: same crop, same key."""
+    h = hashlib.sha256(gen.model_id.encode())
+    h.update(x.detach().cpu().numpy().tobytes())
+    return h.hexdigest()[:32]
+
+
+def prepare(
+    gen: LayeredGenerator,
+    photo: np.ndarray,
+    mask: np.ndarray | None,
+    cfg: PipelineConfig | None = None,
+    progress: ProgressFn | None = None,
+    cancel: CancelFn | None = None,
+    cache: MutableMapping | None = None,
+    encoder: Encoder | None = None,
+) -> Prepared:
+    """Crop around the selection (or take the whole frame when mask is None) and invert it.
+
+    The inversion ignores nothing: the edit decides later what changes, and the same
+    inversion serves every edit of the region.
+    """
+    cfg = cfg or PipelineConfig()
+    check_photo(photo, mask)
+    dev, res = _device(gen), gen.resolution
+    h, w = photo.shape[:2]
+    box = whole_box(h, w) if mask is None else selection_box(mask, cfg.context, min_size=res)
+    x = to_model(crop(photo[..., :3], box), res, dev)
+    m = (
+        torch.zeros(1, 1, res, res, device=dev)
+        if mask is None
+        else mask_to_model(crop(mask, box), res, dev)
+    )
+    key = session_key(gen, x)
+    session = cache.get(key) if cache is not None else None
+    reused = session is not None
+    if session is None:
+        inv = invert(gen, x, cfg.invert, encoder=encoder, progress=progress, cancel=cancel)
+        session = FitSession(key, inv)
+        if cache is not None:
+            cache[key] = session
+    return Prepared(x, m, box, session, reused)
+
+
+def reconstruct_photo(
+    gen: LayeredGenerator,
+    photo: np.ndarray,
+    cfg: PipelineConfig | None = None,
+    progress: ProgressFn | None = None,
+    cancel: CancelFn | None = None,
+    cache: MutableMapping | None = None,
+) -> PhotoResult:
+    """Fit G′ to the whole frame (keep = 1 everywhere) and render it at the photo's size.
+
+    This tests the fit: psnr_keep is the faithful reconstruction's PSNR, psnr_inversion that
+    of G alone.
+    """
+    cfg = cfg or PipelineConfig()
+    t0 = time.perf_counter()
+    prep = prepare(gen, photo, None, cfg, progress, cancel, cache)
+    inv = prep.session.inversion
+    keep = torch.ones_like(prep.mask)
+    z_h = _to_split(gen, inv.r, cfg.adapt)
+    res = adapt(
+        gen,
+        z_h,
+        prep.x,
+        keep,
+        cfg.adapt,
+        init=_warm_start(gen, prep.session, cfg.adapt),
+        progress=progress,
+        cancel=cancel,
+    )
+    prep.session.fit = res.perturbation
+    everywhere = np.ones(photo.shape[:2], np.float32)
+    image = paste(photo, res.image, everywhere, prep.box)
+    return PhotoResult(
+        image,
+        res.image,
+        prep.x,
+        res.psnr_keep,
+        inv.psnr,
+        time.perf_counter() - t0,
+        res.steps,
+        prep.reused,
+        prep.box,
+    )
+
+
+def edit_photo(
+    gen: LayeredGenerator,
+    photo: np.ndarray,
+    mask: np.ndarray,
+    edit: EditSpec,
+    cfg: PipelineConfig | None = None,
+    progress: ProgressFn | None = None,
+    cancel: CancelFn | None = None,
+    cache: MutableMapping | None = None,
+    on_values: torch.Tensor | None = None,
+) -> PhotoResult:
+    """Switch a concept's units on (add) or off (remove) inside the selection.
+
+    on_values: [C] per-unit "on" values of the edit layer, when the caller has them cached;
+    otherwise edit.values or the 0.99 quantiles over random samples are used.
+    """
+    cfg = cfg or PipelineConfig()
+    t0 = time.perf_counter()
+    prep = prepare(gen, photo, mask, cfg, progress, cancel, cache)
+    inv = prep.session.inversion
+    layer = gen.edit_index if edit.layer is None else gen.index(edit.layer)
+    if layer != inv.layer:
+        raise ValueError(
+            f"edits at layer {layer} need an inversion at that layer (have {inv.layer})"
+        )
+    n_units = gen.infos[layer].channels
+    bad = [u for u in edit.units if not 0 <= int(u) < n_units]
+    if bad or not edit.units:
+        raise ValueError(f"unit indices must be in 0..{n_units - 1}: got {list(edit.units)}")
+    if edit.values is not None:
+        if len(edit.values) != len(edit.units):
+            raise ValueError("one value per unit")
+        values = (
+            torch.tensor(list(edit.values)) if edit.op == "add" else torch.zeros(len(edit.units))
+        )
+    else:
+        if on_values is None and edit.op == "add":
+            on_values = unit_quantiles(gen, layer, cfg.quantile_samples)
+        values = edit_values(
+            edit.units, edit.op, on_values if on_values is not None else torch.zeros(0)
+        )
+    r_e = apply_edit(inv.r, prep.mask, list(edit.units), values)
+    keep = keep_mask(prep.mask, gen.resolution)
+    z_h = _to_split(gen, r_e, cfg.adapt)
+    res = adapt(
+        gen,
+        z_h,
+        prep.x,
+        keep,
+        cfg.adapt,
+        init=_warm_start(gen, prep.session, cfg.adapt),
+        progress=progress,
+        cancel=cancel,
+    )
+    prep.session.fit = res.perturbation
+    # Step 4 at generator resolution, then only inside the feathered selection at full size.
+    composite = res.image * (1 - keep) + prep.x * keep
+    radius = max(1.0, cfg.feather * prep.box.size)
+    image = paste(photo, composite, feather_weights(mask, radius), prep.box)
+    return PhotoResult(
+        image,
+        composite,
+        prep.x,
+        res.psnr_keep,
+        inv.psnr,
+        time.perf_counter() - t0,
+        res.steps,
+        prep.reused,
+        prep.box,
+    )
+
+
+def _warm_start(
+    gen: LayeredGenerator, session: FitSession, cfg: AdaptConfig
+) -> Perturbation | None:
+    """The session's last fit, if it is of the kind this config asks for."""
+    fit = session.fit
+    if fit is None:
+        return None
+    want = make_perturbation(gen, cfg)
+    same = type(fit) is type(want) and fit.shapes == want.shapes
+    return fit if same else None
+
+
+def _to_split(gen: LayeredGenerator, r: torch.Tensor, cfg: AdaptConfig) -> torch.Tensor:
+    """Run G_H from the edit layer's output to the split: z_h [1, C_h, H, W]."""
+    h = gen.default_split() if cfg.split is None else cfg.split
+    with torch.no_grad():
+        return gen.run(r, gen.edit_index + 1, h)

@@ -1,0 +1,292 @@
+"""The `ganpaint` command: models, reconstruct, edit, demo, and the commands of other modules
+(concept, serve, bench) registered through their ``register(subparsers)``.
+
+Every user error exits non-zero with one line on stderr; long runs draw a progress bar on
+stderr; ``--json`` prints one JSON object on stdout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import sys
+import time
+from pathlib import Path
+
+from ganpaint.core import __version__
+from ganpaint.core.progress import Cancelled, Progress
+
+# Modules that add sub-commands; each exposes register(subparsers).
+COMMAND_MODULES = (
+    "ganpaint.server.cli_concepts",
+    "ganpaint.server.cli_serve",
+    "ganpaint.server.cli_bench",
+)
+
+
+class UserError(Exception):
+    """Anything the user can fix; printed as one line."""
+
+
+def user_errors() -> tuple[type[BaseException], ...]:
+    from ganpaint.core.generators import ModelError
+    from ganpaint.core.photo import PhotoError
+
+    errors: list[type[BaseException]] = [UserError, ModelError, PhotoError]
+    try:
+        from ganpaint.core.concepts.library import ConceptError
+
+        errors.append(ConceptError)
+    except ImportError:
+        pass
+    return tuple(errors)
+
+
+class ProgressBar:
+    """One self-overwriting line on stderr per stage; silent when stderr is not a terminal
+    unless forced (then one line every ~10 %)."""
+
+    def __init__(self, enabled: bool = True, stream=None):
+        self.stream = stream or sys.stderr
+        self.enabled = enabled
+        self.tty = self.stream.isatty()
+        self.stage: str | None = None
+        self.last_tenth = -1
+
+    def __call__(self, p: Progress) -> None:
+        if not self.enabled:
+            return
+        if p.stage != self.stage:
+            if self.stage is not None and self.tty:
+                self.stream.write("\n")
+            self.stage, self.last_tenth = p.stage, -1
+        frac = p.step / max(1, p.total)
+        width = 30
+        bar = "#" * int(frac * width) + "." * (width - int(frac * width))
+        psnr = f" {p.psnr_keep:5.1f} dB" if p.psnr_keep is not None else ""
+        eta = f" ETA {p.eta_s:4.0f}s" if p.eta_s is not None else ""
+        line = f"{p.stage:<7} [{bar}] {p.step}/{p.total}{psnr}{eta}"
+        if self.tty:
+            self.stream.write("\r" + line)
+            if p.step == p.total:
+                self.stream.write("\n")
+                self.stage = None
+        elif int(frac * 10) > self.last_tenth:
+            self.last_tenth = int(frac * 10)
+            self.stream.write(line + "\n")
+        self.stream.flush()
+
+
+# -- shared options ------------------------------------------------------------------------
+def add_model_args(p: argparse.ArgumentParser) -> None:
+    from ganpaint.core.generators import DEFAULT_MODEL
+
+    p.add_argument("--model", default=DEFAULT_MODEL, help="model id (see `ganpaint models`)")
+    p.add_argument("--checkpoint", type=Path, help="weights file in the model's published layout")
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+
+
+def add_fit_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--steps", type=int, default=1000, help="G′ adaptation steps (default 1000)")
+    p.add_argument(
+        "--variant",
+        choices=["network", "direct"],
+        default="network",
+        help="perturbation: the method's network R (default) or direct δ",
+    )
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def load_generator(args: argparse.Namespace):
+    import torch
+    from ganpaint.core.generators import load_model
+
+    torch.manual_seed(args.seed if hasattr(args, "seed") else 0)
+    return load_model(args.model, args.device, checkpoint=args.checkpoint)
+
+
+def fit_config(args: argparse.Namespace):
+    from ganpaint.core.adapt import AdaptConfig
+    from ganpaint.core.invert import InvertConfig
+    from ganpaint.core.pipeline import PipelineConfig
+
+    if args.steps < 1:
+        raise UserError("--steps must be at least 1")
+    return PipelineConfig(
+        invert=InvertConfig(seed=args.seed),
+        adapt=AdaptConfig(steps=args.steps, variant=args.variant, seed=args.seed),
+    )
+
+
+def report(args: argparse.Namespace, result, out: Path, **extra) -> None:
+    info = {
+        "model": args.model,
+        "steps": result.steps,
+        "seconds": round(result.seconds, 3),
+        "psnr_keep": round(result.psnr_keep, 3),
+        "psnr_inversion": round(result.psnr_inversion, 3),
+        "session_reused": result.session_reused,
+        "output": str(out),
+        **extra,
+    }
+    if args.json:
+        print(json.dumps(info))
+    else:
+        print(
+            f"wrote {out}: psnr_keep {info['psnr_keep']:.2f} dB (inversion alone "
+            f"{info['psnr_inversion']:.2f} dB), {result.steps} steps, {info['seconds']:.1f} s"
+        )
+
+
+# -- commands ------------------------------------------------------------------------------
+def cmd_models(args: argparse.Namespace) -> int:
+    from ganpaint.core.generators import DEFAULT_MODEL, model_specs
+
+    specs = model_specs()
+    if args.json:
+        print(json.dumps({"default": DEFAULT_MODEL, "models": [s.to_dict() for s in specs]}))
+    else:
+        for s in specs:
+            mark = "*" if s.id == DEFAULT_MODEL else " "
+            print(f"{mark} {s.id:<28} {s.resolution:>4}px  {s.source}")
+    return 0
+
+
+def cmd_reconstruct(args: argparse.Namespace) -> int:
+    from ganpaint.core.imageio import read_image, write_image
+    from ganpaint.core.pipeline import reconstruct_photo
+
+    photo = read_image(args.image)
+    gen = load_generator(args)
+    result = reconstruct_photo(gen, photo, fit_config(args), ProgressBar(not args.quiet))
+    write_image(args.output, result.image)
+    report(args, result, args.output)
+    return 0
+
+
+def resolve_edit(args: argparse.Namespace, gen):
+    """EditSpec from --units or --concept (+ --strength)."""
+    from ganpaint.core.pipeline import EditSpec
+
+    if args.units is not None:
+        try:
+            units = [int(u) for u in args.units.split(",") if u.strip()]
+        except ValueError:
+            raise UserError(
+                f"--units must be comma-separated integers, got {args.units!r}"
+            ) from None
+        n = gen.out_shape(gen.edit_layer)[0]
+        bad = [u for u in units if not 0 <= u < n]
+        if not units or bad:
+            raise UserError(
+                f"unknown unit index {bad or args.units!r}: "
+                f"layer {gen.edit_layer} has units 0..{n - 1}"
+            )
+        return EditSpec(units, args.op), f"units {args.units}"
+    from ganpaint.core.concepts.library import ConceptLibrary
+
+    concept = ConceptLibrary(gen.model_id).get(args.concept)
+    units, values = concept.top(args.strength)
+    return EditSpec(list(units), args.op, list(values), concept.layer), args.concept
+
+
+def cmd_edit(args: argparse.Namespace) -> int:
+    from ganpaint.core.imageio import read_image, read_mask, write_image
+    from ganpaint.core.pipeline import edit_photo
+
+    photo = read_image(args.image)
+    mask = read_mask(args.mask)
+    gen = load_generator(args)
+    spec, label = resolve_edit(args, gen)
+    result = edit_photo(gen, photo, mask, spec, fit_config(args), ProgressBar(not args.quiet))
+    write_image(args.output, result.image)
+    report(args, result, args.output, op=args.op, concept=label)
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    """A before/after picture on the default model, made from nothing on disk."""
+    from ganpaint.server.demo import run_demo
+
+    info = run_demo(args.output, steps=args.steps, progress=ProgressBar(not args.quiet))
+    print(
+        json.dumps(info)
+        if args.json
+        else f"wrote {args.output} ({info['seconds']:.1f} s, psnr_keep {info['psnr_keep']:.2f} dB)"
+    )
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="ganpaint", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"ganpaint {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("models", help="list the models")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_models)
+
+    p = sub.add_parser("reconstruct", help="fit G′ to a photo and render it (tests the fit)")
+    p.add_argument("image", type=Path)
+    p.add_argument("-o", "--output", type=Path, required=True)
+    add_model_args(p)
+    add_fit_args(p)
+    p.set_defaults(func=cmd_reconstruct)
+
+    p = sub.add_parser("edit", help="add or remove a concept inside a selection")
+    p.add_argument("image", type=Path)
+    p.add_argument("--mask", type=Path, required=True, help="selection: white = edit")
+    p.add_argument("-o", "--output", type=Path, required=True)
+    what = p.add_mutually_exclusive_group(required=True)
+    what.add_argument("--concept", help="concept name (see `ganpaint concept list`)")
+    what.add_argument("--units", help="comma-separated unit indices at the edit layer")
+    p.add_argument("--op", choices=["add", "remove"], required=True)
+    p.add_argument("--strength", choices=["low", "med", "high"], default="med")
+    add_model_args(p)
+    add_fit_args(p)
+    p.set_defaults(func=cmd_edit)
+
+    p = sub.add_parser("demo", help="edit a generated portrait; writes a before/after picture")
+    p.add_argument("-o", "--output", type=Path, default=Path("ganpaint-demo.png"))
+    p.add_argument("--steps", type=int, default=1000)
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=cmd_demo)
+
+    for name in COMMAND_MODULES:
+        try:
+            module = importlib.import_module(name)
+        except ImportError as e:
+            if e.name != name:
+                raise
+            continue
+        module.register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    errors = user_errors()
+    t0 = time.perf_counter()
+    try:
+        return int(args.func(args) or 0)
+    except errors as e:
+        print(
+            f"ganpaint: error: {str(e).splitlines()[0] if str(e) else type(e).__name__}",
+            file=sys.stderr,
+        )
+        return 2
+    except Cancelled:
+        print("ganpaint: cancelled", file=sys.stderr)
+        return 130
+    except KeyboardInterrupt:
+        print(f"ganpaint: interrupted after {time.perf_counter() - t0:.0f} s", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
