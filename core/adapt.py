@@ -11,6 +11,7 @@ ablation that learns the δ_i tensors themselves).
 
 from __future__ import annotations
 
+import copy
 import math
 from dataclasses import dataclass
 
@@ -168,11 +169,33 @@ def gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
 
 
 @dataclass
-class AdaptResult:
+class Fit:
+    """A trained perturbation and its optimiser state.
+
+    Warm starts need both: a fresh Adam's first steps move every parameter by ~lr, which
+    would throw a good fit away before it helps.
+    """
+
     perturbation: Perturbation
+    opt_state: dict
+
+    def nbytes(self) -> int:
+        tensors = list(self.perturbation.state_dict().values())
+        for st in self.opt_state.get("state", {}).values():
+            tensors += [v for v in st.values() if isinstance(v, torch.Tensor)]
+        return sum(t.numel() * t.element_size() for t in tensors)
+
+
+@dataclass
+class AdaptResult:
+    fit: Fit
     image: torch.Tensor  # G′(z_h) [1, 3, R, R]
     psnr_keep: float
     steps: int
+
+    @property
+    def perturbation(self) -> Perturbation:
+        return self.fit.perturbation
 
 
 def adapt(
@@ -181,23 +204,24 @@ def adapt(
     x: torch.Tensor,
     keep: torch.Tensor,
     cfg: AdaptConfig | None = None,
-    init: Perturbation | None = None,
+    init: Fit | None = None,
     progress: ProgressFn | None = None,
     cancel: CancelFn | None = None,
 ) -> AdaptResult:
     """Fit the perturbation so that G′(z_h) ≈ x where keep = 1.
 
     z_h: [1, C, H, W] representation at the split (after the edit); x: [1, 3, R, R] target
-    in [-1, 1]; keep: [1, 1, R, R]. init: a perturbation to warm-start from (copied, not
-    modified), e.g. the image's cached base fit.
+    in [-1, 1]; keep: [1, 1, R, R]. init: a fit to warm-start from (copied, not modified),
+    e.g. the image's cached base fit.
     """
     cfg = cfg or AdaptConfig()
-    if init is not None:
-        pert = _copy(init)
-    else:
-        pert = make_perturbation(gen, cfg).to(x.device)
+    pert = copy.deepcopy(init.perturbation) if init else make_perturbation(gen, cfg).to(x.device)
     z_h = z_h.detach()
     opt = torch.optim.Adam(pert.parameters(), lr=cfg.lr)
+    if init is not None:
+        opt.load_state_dict(copy.deepcopy(init.opt_state))
+        for group in opt.param_groups:
+            group["lr"] = cfg.lr
     rep = Reporter("adapt", cfg.steps, progress, cancel)
     for i in range(cfg.steps):
         deltas = pert()
@@ -211,13 +235,4 @@ def adapt(
         rep.step(i, psnr(out, x, keep) if rep.wants_psnr(i) else None)
     with torch.no_grad():
         out = run_gprime(gen, z_h, pert())
-    return AdaptResult(pert, out, psnr(out, x, keep), cfg.steps)
-
-
-def _copy(pert: Perturbation) -> Perturbation:
-    import copy
-
-    clone = copy.deepcopy(pert)
-    for p in clone.parameters():
-        p.requires_grad_(True)
-    return clone
+    return AdaptResult(Fit(pert, opt.state_dict()), out, psnr(out, x, keep), cfg.steps)

@@ -75,6 +75,12 @@ def _read_pillow(path: Path) -> np.ndarray:
                 return np.asarray(img, dtype=np.uint16)
             if mode == "I":  # 32-bit int grey, as some 16-bit TIFFs open
                 return np.clip(np.asarray(img), 0, 65535).astype(np.uint16)
+            bits = getattr(img, "tag_v2", {}).get(258, (8,))  # TIFF BitsPerSample
+            if max(bits if isinstance(bits, tuple) else (bits,)) > 8 and mode.startswith("RGB"):
+                # Pillow would silently drop to 8 bits and break bit-exact output.
+                raise PhotoError(
+                    f"{path.name}: 16-bit colour TIFF is not supported; save it as 16-bit PNG"
+                )
             if mode not in ("RGB", "RGBA", "L", "LA"):
                 img = img.convert("RGBA" if "A" in mode or "transparency" in img.info else "RGB")
             return np.asarray(img)

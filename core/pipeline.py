@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from .adapt import AdaptConfig, Perturbation, adapt, keep_mask, make_perturbation
+from .adapt import AdaptConfig, Fit, adapt, keep_mask, make_perturbation
 from .edit import apply_edit, edit_values, unit_quantiles
 from .generators.base import LayeredGenerator
 from .invert import Encoder, Inversion, InvertConfig, invert
@@ -60,13 +60,10 @@ class FitSession:
 
     key: str
     inversion: Inversion
-    fit: Perturbation | None = None  # the latest G′ perturbation, to warm-start the next
+    fit: Fit | None = None  # the latest G′ fit, to warm-start the next
 
     def nbytes(self) -> int:
-        n = self.inversion.nbytes()
-        if self.fit is not None:
-            n += sum(t.numel() * t.element_size() for t in self.fit.state_dict().values())
-        return n
+        return self.inversion.nbytes() + (self.fit.nbytes() if self.fit is not None else 0)
 
 
 @dataclass
@@ -169,7 +166,7 @@ def reconstruct_photo(
         progress=progress,
         cancel=cancel,
     )
-    prep.session.fit = res.perturbation
+    prep.session.fit = res.fit
     everywhere = np.ones(photo.shape[:2], np.float32)
     image = paste(photo, res.image, everywhere, prep.box)
     return PhotoResult(
@@ -239,7 +236,7 @@ def edit_photo(
         progress=progress,
         cancel=cancel,
     )
-    prep.session.fit = res.perturbation
+    prep.session.fit = res.fit
     # Step 4 at generator resolution, then only inside the feathered selection at full size.
     composite = res.image * (1 - keep) + prep.x * keep
     radius = max(1.0, cfg.feather * prep.box.size)
@@ -257,15 +254,14 @@ def edit_photo(
     )
 
 
-def _warm_start(
-    gen: LayeredGenerator, session: FitSession, cfg: AdaptConfig
-) -> Perturbation | None:
+def _warm_start(gen: LayeredGenerator, session: FitSession, cfg: AdaptConfig) -> Fit | None:
     """The session's last fit, if it is of the kind this config asks for."""
     fit = session.fit
     if fit is None:
         return None
     want = make_perturbation(gen, cfg)
-    same = type(fit) is type(want) and fit.shapes == want.shapes
+    have = fit.perturbation
+    same = type(have) is type(want) and have.shapes == want.shapes
     return fit if same else None
 
 

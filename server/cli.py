@@ -96,6 +96,7 @@ def add_fit_args(p: argparse.ArgumentParser) -> None:
         help="perturbation: the method's network R (default) or direct δ",
     )
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--invert-steps", type=int, default=400, help="inversion steps (default 400)")
     p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
@@ -113,11 +114,12 @@ def fit_config(args: argparse.Namespace):
     from ganpaint.core.invert import InvertConfig
     from ganpaint.core.pipeline import PipelineConfig
 
-    if args.steps < 1:
-        raise UserError("--steps must be at least 1")
+    if args.steps < 1 or args.invert_steps < 2:
+        raise UserError("--steps must be at least 1 and --invert-steps at least 2")
+    z_steps = round(args.invert_steps * 3 / 8)  # z first, then the edit layer (see invert.py)
+    inv = InvertConfig(z_steps=z_steps, r_steps=args.invert_steps - z_steps, seed=args.seed)
     return PipelineConfig(
-        invert=InvertConfig(seed=args.seed),
-        adapt=AdaptConfig(steps=args.steps, variant=args.variant, seed=args.seed),
+        invert=inv, adapt=AdaptConfig(steps=args.steps, variant=args.variant, seed=args.seed)
     )
 
 

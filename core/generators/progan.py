@@ -200,8 +200,8 @@ def to_current_layout(sd: dict[str, torch.Tensor], resolution: int,
         elif parts[0] == "output" and len(parts) >= 2:
             new = f"output_{resolution}x{resolution}.{key.split('.', 1)[1]}"
         else:
-            raise ModelError(f"{source}: key {key!r} does not fit the old features.*/output.* "
-                             "layout")
+            raise ModelError(f"{source}: key {key!r} among old-layout features.*/output.* "
+                             "keys; mixed layouts are not supported")
         out[new] = value
     return out
 
@@ -314,11 +314,12 @@ def load_progan(spec: ModelSpec, checkpoint: Path | None = None,
     the weights come from the user cache (``paths.models_dir()``), downloaded and
     SHA-256-checked when missing and ``download`` is true.
     """
-    if not spec.family.startswith("progan"):
-        raise ModelError(f"{spec.id} is a {spec.family} model, not a ProGAN")
+    if not spec.family.startswith("progan") or spec.resolution not in CHANNELS:
+        raise ModelError(f"{spec.id} ({spec.family}, {spec.resolution}px) is not a ProGAN "
+                         f"this loader knows ({', '.join(map(str, CHANNELS))}px)")
     path = Path(checkpoint) if checkpoint is not None else ensure_weights(spec, download)
     if not path.is_file():
         raise ModelError(f"checkpoint not found: {path}")
-    gen = ProGAN(spec.id, spec.resolution)
+    gen = ProGAN256(spec.id) if spec.resolution == 256 else ProGAN(spec.id, spec.resolution)
     gen.load_published(read_checkpoint(path), source=path)
     return gen

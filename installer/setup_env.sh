@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Prepare the server environment from nothing: a virtualenv in .venv with the pinned CPU
+# torch, the project, and the default model's weights. Idempotent.
+#   installer/setup_env.sh          # runtime only
+#   installer/setup_env.sh --test   # plus pytest and ruff
+# Env: PYTHON (interpreter, default python3), VENV (default .venv in the repo root).
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+venv=${VENV:-$root/.venv}
+python=${PYTHON:-python3}
+
+if [ ! -x "$venv/bin/python" ]; then
+  "$python" -m venv "$venv"
+fi
+pip=("$venv/bin/python" -m pip install --quiet --disable-pip-version-check)
+# torch first and pinned: a bare `torch` requirement pulls a multi-GB CUDA build.
+"${pip[@]}" "torch==2.13.0"
+# The default model's weights ship in this package; its own dependencies are not needed.
+"${pip[@]}" --no-deps "gan-face-generate==1.1.1"
+if [ "${1:-}" = "--test" ]; then
+  "${pip[@]}" -e "$root[test]"
+else
+  "${pip[@]}" -e "$root"
+fi
+"$venv/bin/python" -c "import torch, ganpaint.core; print('ganpaint environment ready: torch', torch.__version__)"

@@ -1,0 +1,174 @@
+"""Real photos of any size: crop, feather, paste; 8/16-bit image files."""
+
+import struct
+import zlib
+
+import numpy as np
+import pytest
+import torch
+from conftest import make_mask, make_photo
+from PIL import Image
+
+from ganpaint.core.imageio import read_image, read_mask, write_image
+from ganpaint.core.photo import (
+    Box,
+    PhotoError,
+    check_photo,
+    crop,
+    feather_weights,
+    paste,
+    selection_box,
+    whole_box,
+)
+
+
+def test_selection_box_is_a_square_around_the_selection_with_context():
+    mask = make_mask(800, 1000, (300, 400, 380, 520))  # 80 × 120 selection
+    box = selection_box(mask, context=0.5)
+    assert box.size == 240
+    assert box.x0 <= 400 and box.x0 + box.size >= 520
+    assert box.y0 <= 300 and box.y0 + box.size >= 380
+    # near a border the square slides inside the image instead of leaving it
+    corner = selection_box(make_mask(800, 1000, (0, 0, 50, 50)), context=0.5)
+    assert (corner.x0, corner.y0) == (0, 0)
+
+
+def test_whole_box_and_crop_repeat_borders():
+    img = np.arange(12, dtype=np.uint8).reshape(3, 4, 1)
+    box = whole_box(3, 4)
+    assert box.size == 4
+    c = crop(img, box)
+    assert c.shape == (4, 4, 1)
+    assert (c[:, 0, 0] == img[np.clip(np.arange(box.y0, box.y0 + 4), 0, 2), 0, 0]).all()
+
+
+def test_feather_never_grows_past_the_selection():
+    mask = make_mask(100, 100, (20, 20, 60, 70))
+    w = feather_weights(mask, 6)
+    assert (w[mask == 0] == 0).all()
+    assert w[40, 45] > 0.99 and 0 < w[20, 45] < 0.8  # soft inner edge
+    soft = make_mask(100, 100, (30, 30, 50, 50), soft=10)
+    assert (feather_weights(soft, 4) <= soft / 255 + 1e-6).all()
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16])
+@pytest.mark.parametrize("channels", [3, 4])
+def test_paste_changes_only_the_footprint_and_keeps_alpha(dtype, channels):
+    photo = make_photo(120, 160, channels, dtype)
+    mask = make_mask(120, 160, (40, 50, 80, 110), soft=5)
+    box = selection_box(mask)
+    gen = torch.ones(1, 3, 64, 64) * -1  # black square
+    out = paste(photo, gen, feather_weights(mask, 2), box)
+    assert out.dtype == photo.dtype and out.shape == photo.shape
+    assert np.array_equal(out[mask == 0], photo[mask == 0])
+    if channels == 4:
+        assert np.array_equal(out[..., 3], photo[..., 3])
+    assert (out[60, 80, :3] < photo[60, 80, :3]).all()
+
+
+def test_check_photo_rejects_bad_input():
+    photo = make_photo(10, 12)
+    with pytest.raises(PhotoError, match="mask size 5×5 differs from image size 12×10"):
+        check_photo(photo, np.zeros((5, 5), np.uint8))
+    with pytest.raises(PhotoError, match="mask is empty"):
+        check_photo(photo, np.zeros((10, 12), np.uint8))
+    with pytest.raises(PhotoError, match="H×W×3"):
+        check_photo(photo[..., :2])
+    with pytest.raises(PhotoError, match="8- or 16-bit"):
+        check_photo(photo.astype(np.float32))
+
+
+# -- files -----------------------------------------------------------------------------------
+@pytest.mark.parametrize("channels", [3, 4])
+def test_png16_round_trip_is_exact(tmp_path, channels):
+    a = np.random.default_rng(0).integers(0, 65536, (37, 53, channels)).astype(np.uint16)
+    write_image(tmp_path / "a.png", a)
+    b = read_image(tmp_path / "a.png")
+    assert b.dtype == np.uint16 and np.array_equal(a, b)
+
+
+def _png16_with_filter(a: np.ndarray, ftype: int) -> bytes:
+    """Reference encoder applying one PNG filter type to every row (straight from the spec)."""
+    h, w, c = a.shape
+    raw = a.astype(">u2").reshape(h, w * c).view(np.uint8).astype(int)
+    bpp = 2 * c
+    out = bytearray()
+    prev = np.zeros(raw.shape[1], int)
+    for y in range(h):
+        line = raw[y]
+        filt = []
+        for x in range(len(line)):
+            left = line[x - bpp] if x >= bpp else 0
+            up, ul = prev[x], (prev[x - bpp] if x >= bpp else 0)
+            if ftype == 1:
+                p = left
+            elif ftype == 2:
+                p = up
+            elif ftype == 3:
+                p = (left + up) // 2
+            else:
+                pa, pb, pc = abs(up - ul), abs(left - ul), abs(left + up - 2 * ul)
+                p = left if pa <= pb and pa <= pc else (up if pb <= pc else ul)
+            filt.append((line[x] - p) % 256)
+        out += bytes([ftype]) + bytes(filt)
+        prev = line
+
+    def chunk(kind, body):
+        return (
+            struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+        )
+
+    ctype = {3: 2, 4: 6}[c]
+    ihdr = struct.pack(">IIBBBBB", w, h, 16, ctype, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", ihdr)
+        + chunk(b"IDAT", zlib.compress(bytes(out)))
+        + chunk(b"IEND", b"")
+    )
+
+
+@pytest.mark.parametrize("ftype", [1, 2, 3, 4])
+def test_png16_decoder_handles_every_filter(tmp_path, ftype):
+    a = np.random.default_rng(ftype).integers(0, 65536, (9, 11, 4)).astype(np.uint16)
+    (tmp_path / "f.png").write_bytes(_png16_with_filter(a, ftype))
+    assert np.array_equal(read_image(tmp_path / "f.png"), a)
+
+
+def test_8bit_formats_and_grey16(tmp_path):
+    rgba = make_photo(20, 30, 4)
+    Image.fromarray(rgba, "RGBA").save(tmp_path / "a.png")
+    assert np.array_equal(read_image(tmp_path / "a.png"), rgba)
+    Image.fromarray(rgba[..., :3]).save(tmp_path / "a.tif")
+    assert np.array_equal(read_image(tmp_path / "a.tif"), rgba[..., :3])
+    Image.fromarray(rgba[..., :3]).save(tmp_path / "a.jpg", quality=95)
+    jpg = read_image(tmp_path / "a.jpg")
+    assert jpg.shape == (20, 30, 3) and jpg.dtype == np.uint8
+    g16 = (np.arange(600).reshape(20, 30) * 97).astype(np.uint16)
+    Image.fromarray(g16).save(tmp_path / "g.tif")
+    grey = read_image(tmp_path / "g.tif")
+    assert grey.dtype == np.uint16 and np.array_equal(grey[..., 1], g16)
+
+
+def test_masks_from_any_image(tmp_path):
+    m = make_mask(20, 30, (5, 5, 15, 20), soft=3)
+    Image.fromarray(m).save(tmp_path / "m.png")
+    assert np.array_equal(read_mask(tmp_path / "m.png"), m)
+    Image.fromarray(np.stack([m] * 3, 2)).save(tmp_path / "m3.png")
+    assert np.array_equal(read_mask(tmp_path / "m3.png"), m)
+
+
+def test_unreadable_files_are_one_line_errors(tmp_path):
+    with pytest.raises(PhotoError, match="no such image"):
+        read_image(tmp_path / "missing.png")
+    (tmp_path / "junk.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * 40)
+    with pytest.raises(PhotoError) as e:
+        read_image(tmp_path / "junk.png")
+    assert "\n" not in str(e.value)
+    (tmp_path / "text.jpg").write_text("hello")
+    with pytest.raises(PhotoError, match="cannot read image"):
+        read_image(tmp_path / "text.jpg")
+
+
+def test_box_is_a_value():
+    assert Box(1, 2, 3) == Box(1, 2, 3)

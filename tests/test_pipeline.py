@@ -1,0 +1,70 @@
+"""The method end to end on photos of real sizes, with the real default model."""
+
+import numpy as np
+import pytest
+from conftest import make_mask, make_photo
+
+from ganpaint.core.pipeline import EditSpec, edit_photo, prepare, reconstruct_photo
+
+UNITS = [3, 17, 42, 99]
+
+
+@pytest.mark.parametrize(("dtype", "channels"), [(np.uint8, 3), (np.uint16, 4)])
+def test_edit_changes_only_the_selection_of_a_large_photo(dcgan, fast_cfg, dtype, channels):
+    photo = make_photo(800, 1000, channels, dtype)
+    mask = make_mask(800, 1000, (300, 400, 420, 560), soft=12)
+    res = edit_photo(dcgan, photo, mask, EditSpec(UNITS, "add"), fast_cfg)
+    out = res.image
+    assert out.shape == photo.shape and out.dtype == photo.dtype
+    outside = mask == 0
+    assert np.array_equal(out[outside], photo[outside])  # bit-identical
+    if channels == 4:
+        assert np.array_equal(out[..., 3], photo[..., 3])
+    inside = mask == 255
+    changed = (out[..., :3] != photo[..., :3]).any(axis=2)
+    assert changed[inside].mean() > 0.9
+    assert np.isfinite(res.psnr_keep) and np.isfinite(res.psnr_inversion)
+    assert res.steps == fast_cfg.adapt.steps
+
+
+def test_add_and_remove_differ(dcgan, fast_cfg):
+    photo = make_photo(200, 240, seed=1)
+    mask = make_mask(200, 240, (60, 80, 140, 160))
+    cache: dict = {}
+    add = edit_photo(dcgan, photo, mask, EditSpec(UNITS, "add"), fast_cfg, cache=cache)
+    rem = edit_photo(dcgan, photo, mask, EditSpec(UNITS, "remove"), fast_cfg, cache=cache)
+    assert not add.session_reused and rem.session_reused
+    assert len(cache) == 1
+    inside = mask == 255
+    diff = np.abs(add.image.astype(int) - rem.image.astype(int))[inside].mean()
+    assert diff > 1
+
+
+def test_session_key_follows_the_content(dcgan, fast_cfg):
+    photo = make_photo(100, 100)
+    mask = make_mask(100, 100, (30, 30, 60, 60))
+    cache: dict = {}
+    a = prepare(dcgan, photo, mask, fast_cfg, cache=cache)
+    b = prepare(dcgan, photo.copy(), mask, fast_cfg, cache=cache)
+    other = photo.copy()
+    other[40, 40] ^= 0xFF
+    c = prepare(dcgan, other, mask, fast_cfg, cache=cache)
+    assert b.reused and not c.reused and a.session.key == b.session.key != c.session.key
+
+
+def test_reconstruct_fits_the_whole_frame(dcgan, fast_cfg):
+    photo = make_photo(90, 120)
+    res = reconstruct_photo(dcgan, photo, fast_cfg)
+    assert res.image.shape == photo.shape
+    assert res.psnr_keep > res.psnr_inversion  # G′ closes part of the gap
+    err = np.abs(res.image.astype(int) - photo.astype(int)).mean()
+    assert err < 40
+
+
+def test_bad_edits_are_rejected(dcgan, fast_cfg):
+    photo = make_photo(50, 50)
+    mask = make_mask(50, 50, (10, 10, 20, 20))
+    with pytest.raises(ValueError, match="unit indices must be in 0..255"):
+        edit_photo(dcgan, photo, mask, EditSpec([256], "add"), fast_cfg)
+    with pytest.raises(ValueError, match="add or remove"):
+        edit_photo(dcgan, photo, mask, EditSpec([1], "paint"), fast_cfg)
