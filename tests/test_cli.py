@@ -6,7 +6,7 @@ import sys
 
 import numpy as np
 import pytest
-from conftest import make_mask, make_photo
+from samples import make_mask, make_photo
 
 from ganpaint.core.imageio import read_image, write_image
 

@@ -6,7 +6,7 @@ import zlib
 import numpy as np
 import pytest
 import torch
-from conftest import make_mask, make_photo
+from samples import make_mask, make_photo
 from PIL import Image
 
 from ganpaint.core.imageio import read_image, read_mask, write_image

@@ -2,7 +2,7 @@
 
 import numpy as np
 import pytest
-from conftest import make_mask, make_photo
+from samples import make_mask, make_photo
 
 from ganpaint.core.pipeline import EditSpec, edit_photo, prepare, reconstruct_photo
 

@@ -7,7 +7,6 @@ import hashlib
 import math
 import os
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -301,18 +300,3 @@ def test_user_folders(monkeypatch, tmp_path):
     monkeypatch.setenv("GANPAINT_CACHE", str(tmp_path / "c"))
     monkeypatch.setenv("GANPAINT_DATA", str(tmp_path / "d"))
     assert paths.cache_dir() == tmp_path / "c" and paths.data_dir() == tmp_path / "d"
-
-
-def test_forward_is_fast_on_cpu(files):
-    gen = load_model("progan-churchoutdoor", device="cpu", checkpoint=files["new"])
-    z = torch.randn(1, 512)
-    with torch.no_grad():
-        gen(z)  # warm-up
-        best = min(_timed(gen, z) for _ in range(3))
-    assert best < 2.0, f"G(z) at batch 1 took {best:.2f} s"  # ~0.2 s on 2 cores
-
-
-def _timed(gen, z) -> float:
-    t = time.perf_counter()
-    gen(z)
-    return time.perf_counter() - t

@@ -1,0 +1,143 @@
+"""`ganpaint serve`: run the edit server until SIGINT/SIGTERM (then exit 0)."""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+from pathlib import Path
+
+from .config import DEFAULT_BIND, Limits, ServerConfig
+
+EXIT_REFUSED = 2
+
+
+def register(subparsers) -> None:
+    from ganpaint.core.generators import DEFAULT_MODEL
+
+    from .requests import QUALITIES
+
+    limits = Limits()
+    p = subparsers.add_parser(
+        "serve",
+        help="run the local edit server (ZeroMQ) for the GIMP plug-in",
+        description="Run the edit server. It listens on loopback only unless --allow-remote "
+        "and CURVE keys are given. Protocol: docs/protocol.md.",
+    )
+    p.add_argument("--bind", default=DEFAULT_BIND, help=f"ZeroMQ endpoint (default {DEFAULT_BIND})")
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--model", default=DEFAULT_MODEL, help="model for requests that name none")
+    p.add_argument("--steps", type=int, default=1000, help="G′ steps when a request names none")
+    p.add_argument(
+        "--quality",
+        default="faithful",
+        choices=QUALITIES,
+        help="G′ fit when a request names none (fast: local, early-stopping fit)",
+    )
+    p.add_argument(
+        "--invert-steps", type=int, help="inversion steps (z + r; default: the core's 400)"
+    )
+    p.add_argument("--cache-mb", type=int, default=512, help="memory for cached sessions (MiB)")
+    p.add_argument("--max-side", type=int, default=limits.max_side, help="longest image side")
+    p.add_argument("--max-pixels", type=int, default=limits.max_pixels, help="width × height")
+    p.add_argument("--max-steps", type=int, default=limits.max_steps)
+    p.add_argument("--max-queue", type=int, default=limits.max_queue, help="waiting jobs")
+    p.add_argument(
+        "--heartbeat-timeout",
+        type=float,
+        default=limits.heartbeat_timeout_s,
+        help="cancel a job when its client is silent this long (s)",
+    )
+    p.add_argument(
+        "--threads",
+        type=int,
+        help="CPU threads for torch (default: torch's choice; 1 is far faster on a busy machine)",
+    )
+    p.add_argument("--no-download", action="store_true", help="never download model weights")
+    p.add_argument(
+        "--allow-remote",
+        action="store_true",
+        help="allow a non-loopback --bind (needs --curve-dir)",
+    )
+    p.add_argument("--curve-dir", type=Path, help="CURVE keys made by --make-keys")
+    p.add_argument(
+        "--make-keys", type=Path, metavar="DIR", help="create CURVE keys in DIR and exit"
+    )
+    p.set_defaults(func=cmd_serve)
+
+
+def config_from_args(args: argparse.Namespace) -> ServerConfig:
+    from ganpaint.server.cli import UserError
+
+    from .security import curve_files
+
+    for name in ("steps", "max_side", "max_pixels", "max_steps", "max_queue", "cache_mb"):
+        if getattr(args, name) < (0 if name == "cache_mb" else 1):
+            raise UserError(f"--{name.replace('_', '-')} is too small")
+    if args.invert_steps is not None and args.invert_steps < 2:
+        raise UserError("--invert-steps must be at least 2")
+    if args.heartbeat_timeout <= 0:
+        raise UserError("--heartbeat-timeout must be positive")
+    limits = Limits(
+        max_side=args.max_side,
+        max_pixels=args.max_pixels,
+        max_steps=args.max_steps,
+        max_queue=args.max_queue,
+        heartbeat_timeout_s=args.heartbeat_timeout,
+        heartbeat_s=min(1.0, args.heartbeat_timeout / 4),
+    )
+    return ServerConfig(
+        bind=args.bind,
+        device=args.device,
+        model=args.model,
+        steps=args.steps,
+        quality=args.quality,
+        invert_steps=args.invert_steps,
+        session_budget_bytes=args.cache_mb * 1024 * 1024,
+        allow_remote=args.allow_remote,
+        curve=curve_files(args.curve_dir) if args.curve_dir else None,
+        download=not args.no_download,
+        limits=limits,
+    )
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from ganpaint.core.generators import get_spec
+    from ganpaint.server.cli import UserError
+
+    from .security import BindRefused, make_keys
+    from .server import EditServer
+
+    if args.make_keys:
+        paths = make_keys(args.make_keys)
+        print(
+            f"wrote CURVE keys to {args.make_keys}:\n"
+            f"  server: {paths['server_secret']} (keep private; serve with "
+            f"--curve-dir {args.make_keys})\n"
+            f"  give the client {paths['client_secret']} and {paths['server_public']}\n"
+            f"  authorise more clients by adding their public .key files to "
+            f"{paths['authorised'].parent}"
+        )
+        return 0
+    cfg = config_from_args(args)
+    if args.threads is not None:
+        if args.threads < 1:
+            raise UserError("--threads must be at least 1")
+        import torch
+
+        torch.set_num_threads(args.threads)
+    get_spec(cfg.model)  # an unknown default model is a start-up error, not a per-job one
+    server = EditServer(cfg)
+    try:
+        server.bind()
+    except BindRefused as e:
+        print(f"ganpaint serve: {e}", file=sys.stderr)
+        return EXIT_REFUSED
+
+    def stop(signum, frame) -> None:
+        server.stop()
+
+    signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGTERM, stop)
+    server.serve()
+    return 0

@@ -1,0 +1,504 @@
+"""Client for the GANPaint edit server (protocol: docs/protocol.md).
+
+One self-contained file (standard library + pyzmq + msgpack; no torch, numpy or ganpaint
+imports): the GIMP plug-in copies it next to itself as ``ganpaint_client.py``.
+
+    client = Client("tcp://127.0.0.1:5570")
+    result = client.edit(image, mask, op="remove", concept="glasses", progress=print)
+    client.close()
+
+Requests are retried the "lazy pirate" way: when no reply comes within ``timeout_s`` the
+DEALER socket is closed and reopened and the request sent again (the server recognises a
+repeated request id, so a job never runs twice). While a job runs the client sends a
+heartbeat every second; a server that hears nothing for a while cancels the job. A Client
+is not thread-safe: use it from one thread.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import msgpack
+import zmq
+
+PROTOCOL_VERSION = 1
+DEFAULT_ADDRESS = "tcp://127.0.0.1:5570"
+POLL_S = 0.1  # how often should_cancel is polled while a job runs
+BYTES_PER_SAMPLE = {"u8": 1, "u16": 2}
+
+ProgressFn = Callable[[dict], None]
+ShouldCancel = Callable[[], bool]
+
+
+class ServerError(Exception):
+    """An error reply or a failure to reach the server.
+
+    code: bad_request, too_large, unknown_model, unknown_concept, cancelled, busy, internal
+    (sent by the server) or unavailable, timeout (decided here).
+    """
+
+    def __init__(self, code: str, message: str):
+        super().__init__(f"{code}: {message}")
+        self.code = code
+        self.message = message
+
+
+class ServerUnavailable(ServerError):
+    """Nothing answers at the address."""
+
+    def __init__(self, message: str):
+        super().__init__("unavailable", message)
+
+
+class Cancelled(ServerError):
+    """The job was cancelled (by should_cancel, another client, or the server)."""
+
+    def __init__(self, message: str = "cancelled"):
+        super().__init__("cancelled", message)
+
+
+@dataclass
+class RawImage:
+    """Pixels row-major with interleaved channels; 16-bit samples little-endian."""
+
+    data: bytes
+    width: int
+    height: int
+    channels: int
+    dtype: str  # "u8" | "u16"
+
+    def meta(self) -> dict:
+        return {
+            "width": self.width,
+            "height": self.height,
+            "channels": self.channels,
+            "dtype": self.dtype,
+        }
+
+    def expected_bytes(self) -> int:
+        return self.width * self.height * self.channels * BYTES_PER_SAMPLE.get(self.dtype, 0)
+
+
+@dataclass
+class CurveKeys:
+    """Keys for a server that listens beyond loopback (CURVE; see `ganpaint serve
+    --make-keys`)."""
+
+    server_public: bytes
+    public: bytes
+    secret: bytes
+
+    @classmethod
+    def from_files(cls, server_public_file: str | Path, client_secret_file: str | Path):
+        import zmq.auth
+
+        server_public, _ = zmq.auth.load_certificate(server_public_file)
+        public, secret = zmq.auth.load_certificate(client_secret_file)
+        if not secret:
+            raise ValueError(f"{client_secret_file} holds no secret key")
+        return cls(server_public, public, secret)
+
+
+class Client:
+    def __init__(
+        self,
+        address: str = DEFAULT_ADDRESS,
+        timeout_s: float = 10.0,
+        retries: int = 3,
+        *,
+        curve: CurveKeys | None = None,
+    ):
+        self.address = address
+        self.timeout_s = float(timeout_s)
+        self.retries = max(1, int(retries))  # attempts in all, the first included
+        self.curve = curve
+        self._ctx = zmq.Context()
+        self._sock: zmq.Socket | None = None
+        self._heard = False  # has the server ever answered this client?
+        self._limits: dict | None = None
+
+    # -- quick requests ----------------------------------------------------------------------
+    def hello(self) -> dict:
+        """{"server_version", "protocol", "device", "models": [...], "limits": {...}, ...}"""
+        info = self._call("hello")
+        if isinstance(info.get("limits"), dict):
+            self._limits = info["limits"]
+        return info
+
+    def models(self) -> list[dict]:
+        """[{"id", "resolution", "family", "source", "loaded"}, ...]"""
+        return list(self._call("models").get("models", []))
+
+    def concepts(self, model: str | None = None) -> list[dict]:
+        """[{"name", "source", "units": [...], ...}, ...] for a model (default: the server's)."""
+        return list(self._call("concepts", **_given(model=model)).get("concepts", []))
+
+    def status(self) -> dict:
+        """{"running": job or None, "queued": [...], "jobs": [...], "sessions": {...}, ...}"""
+        return self._call("status")
+
+    def cancel(self, job_id: str) -> dict:
+        """{"job", "state"}: state is "cancelled" (was waiting), "cancelling" (stops within
+        one step), "finished" or "unknown"."""
+        return self._call("cancel", job=job_id)
+
+    # -- jobs --------------------------------------------------------------------------------
+    def reconstruct(
+        self,
+        image: RawImage,
+        *,
+        model: str | None = None,
+        steps: int | None = None,
+        progress: ProgressFn | None = None,
+        should_cancel: ShouldCancel | None = None,
+        quality: str | None = None,
+    ) -> dict:
+        """Fit G′ to the whole image and render it (tests the fit)."""
+        self._check_image(image, "image", (3, 4), ("u8", "u16"))
+        self._check_limits(image)
+        fields = {"image": image.meta(), **_given(model=model, steps=steps, quality=quality)}
+        return self._job("reconstruct", fields, [image.data], progress, should_cancel)
+
+    def edit(
+        self,
+        image: RawImage,
+        mask: RawImage,
+        *,
+        op: str,
+        concept: str | None = None,
+        units: list[int] | None = None,
+        strength: str = "med",
+        model: str | None = None,
+        steps: int | None = None,
+        progress: ProgressFn | None = None,
+        should_cancel: ShouldCancel | None = None,
+        quality: str | None = None,
+    ) -> dict:
+        """Add or remove a concept (by name, or as unit indices) inside the mask.
+
+        Returns {"image": RawImage like the input, "psnr_keep", "seconds", "session_reused",
+        "model", "steps", "job", ...}; pixels where mask == 0 come back unchanged.
+        """
+        self._check_image(image, "image", (3, 4), ("u8", "u16"))
+        self._check_image(mask, "mask", (1,), ("u8",))
+        _same_size(image, mask)
+        self._check_limits(image)
+        fields = {
+            "image": image.meta(),
+            "mask": mask.meta(),
+            "op": op,
+            "strength": strength,
+            **_given(model=model, steps=steps, concept=concept, quality=quality),
+        }
+        if units is not None:
+            fields["units"] = [int(u) for u in units]
+        return self._job("edit", fields, [image.data, mask.data], progress, should_cancel)
+
+    def learn_concept(
+        self,
+        image: RawImage,
+        mask: RawImage,
+        *,
+        name: str,
+        model: str | None = None,
+        replace: bool = False,
+        progress: ProgressFn | None = None,
+        should_cancel: ShouldCancel | None = None,
+    ) -> dict:
+        """Learn a named concept from the selected region and save it on the server:
+        {"name", "units", "values", "layer", "source", "model", "job", ...}. A name that
+        exists already is refused (bad_request) unless ``replace``."""
+        self._check_image(image, "image", (3, 4), ("u8", "u16"))
+        self._check_image(mask, "mask", (1,), ("u8",))
+        _same_size(image, mask)
+        self._check_limits(image)
+        fields = {"image": image.meta(), "mask": mask.meta(), "name": name, **_given(model=model)}
+        if replace:
+            fields["replace"] = True
+        return self._job("learn_concept", fields, [image.data, mask.data], progress, should_cancel)
+
+    def discover(
+        self,
+        *,
+        groups: int | None = None,
+        samples: int | None = None,
+        seed: int | None = None,
+        prefix: str | None = None,
+        save: bool = False,
+        replace: bool = False,
+        sheet: bool = False,
+        model: str | None = None,
+        progress: ProgressFn | None = None,
+        should_cancel: ShouldCancel | None = None,
+    ) -> dict:
+        """Group the model's units into unnamed concepts ("<prefix>-01", ...):
+        {"concepts": [...], "saved": bool, "job", ...}, plus "image" (a contact sheet, RGB
+        u8 RawImage) when ``sheet``."""
+        fields = _given(model=model, groups=groups, samples=samples, seed=seed, prefix=prefix)
+        fields.update(
+            {k: True for k, v in (("save", save), ("replace", replace), ("sheet", sheet)) if v}
+        )
+        return self._job("discover", fields, [], progress, should_cancel)
+
+    def close(self) -> None:
+        if self._sock is not None:
+            self._sock.close(linger=0)
+            self._sock = None
+        if self._ctx is not None:
+            self._ctx.term()
+            self._ctx = None
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # -- plumbing ----------------------------------------------------------------------------
+    def _socket(self) -> zmq.Socket:
+        if self._ctx is None:
+            raise ServerError("bad_request", "this client is closed")
+        if self._sock is None:
+            sock = self._ctx.socket(zmq.DEALER)
+            sock.linger = 0
+            if self.curve is not None:
+                sock.curve_serverkey = self.curve.server_public
+                sock.curve_publickey = self.curve.public
+                sock.curve_secretkey = self.curve.secret
+            sock.connect(self.address)
+            self._sock = sock
+        return self._sock
+
+    def _reopen(self) -> None:
+        """Lazy pirate: a socket that missed a reply may be wedged; start afresh."""
+        if self._sock is not None:
+            self._sock.close(linger=0)
+            self._sock = None
+
+    def _send(self, header: dict, frames: list = ()) -> None:
+        header = {"v": PROTOCOL_VERSION, **header}
+        parts = [msgpack.packb(header, use_bin_type=True), *frames]
+        try:
+            self._socket().send_multipart(parts, zmq.NOBLOCK, copy=False)
+        except zmq.Again:
+            pass  # the pipe is full or not connected yet: the timeout and retry cover it
+
+    def _recv(self, request_id: str, wait_s: float) -> tuple[dict, list[bytes]] | None:
+        """The next message for request_id within wait_s, or None. Others are dropped."""
+        deadline = time.monotonic() + wait_s
+        sock = self._socket()
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0 or not sock.poll(max(1, int(left * 1000)), zmq.POLLIN):
+                return None
+            parts = sock.recv_multipart()
+            try:
+                header = msgpack.unpackb(parts[0], raw=False)
+            except Exception:
+                continue
+            if not isinstance(header, dict):
+                continue
+            self._heard = True
+            if header.get("id") == request_id:
+                return header, parts[1:]
+
+    def _no_answer(self) -> ServerError:
+        waited = f"{self.timeout_s:g} s × {self.retries}"
+        if not self._heard:
+            return ServerUnavailable(f"nothing answers at {self.address} (waited {waited})")
+        return ServerError("timeout", f"the server at {self.address} stopped answering ({waited})")
+
+    def _call(self, kind: str, **fields) -> dict:
+        request_id = uuid.uuid4().hex
+        for attempt in range(self.retries):
+            if attempt:
+                self._reopen()
+            self._send({"kind": kind, "id": request_id, **fields})
+            reply = self._recv(request_id, self.timeout_s)
+            if reply is not None:
+                header = reply[0]
+                if header.get("kind") == "error":
+                    raise _error(header)
+                return _public(header)
+        self._reopen()
+        raise self._no_answer()
+
+    def _check_image(self, img: RawImage, what: str, channels: tuple, dtypes: tuple) -> None:
+        if img.channels not in channels or img.dtype not in dtypes:
+            raise ServerError(
+                "bad_request",
+                f"{what} must have {' or '.join(map(str, channels))} channel(s) of "
+                f"{' or '.join(dtypes)}, got {img.channels} of {img.dtype}",
+            )
+        if img.width < 1 or img.height < 1:
+            raise ServerError("bad_request", f"{what} is empty")
+        size = memoryview(img.data).nbytes
+        if size != img.expected_bytes():
+            raise ServerError(
+                "bad_request",
+                f"{what} data has {size} bytes; {img.width}x{img.height}x{img.channels} "
+                f"{img.dtype} needs {img.expected_bytes()}",
+            )
+
+    def _check_limits(self, img: RawImage, what: str = "image") -> None:
+        """Refuse here what the server would refuse (or drop the connection for)."""
+        if self._limits is None:
+            self.hello()
+        lim = self._limits or {}
+        side, pixels = lim.get("max_side"), lim.get("max_pixels")
+        if isinstance(side, int) and max(img.width, img.height) > side:
+            raise ServerError(
+                "too_large",
+                f"{what} is {img.width}x{img.height}; the server takes sides up to {side} px",
+            )
+        if isinstance(pixels, int) and img.width * img.height > pixels:
+            raise ServerError(
+                "too_large",
+                f"{what} has {img.width * img.height} pixels; the server takes up to {pixels}",
+            )
+
+    def _job(
+        self,
+        kind: str,
+        fields: dict,
+        frames: list,
+        progress: ProgressFn | None,
+        should_cancel: ShouldCancel | None,
+    ) -> dict:
+        """Submit, then relay progress and send heartbeats until the final reply."""
+        rid = uuid.uuid4().hex
+        request = {"kind": kind, "id": rid, **fields}
+        job: str | None = None
+        heartbeat_s = 1.0
+        want_cancel = False
+        cancel_deadline: float | None = None
+        failures = 0
+        position = None
+        self._send(request, frames)
+        last_heard = last_beat = time.monotonic()
+        try:
+            while True:
+                if not want_cancel and should_cancel is not None and should_cancel():
+                    want_cancel = True
+                if want_cancel and job is not None and cancel_deadline is None:
+                    self._send({"kind": "cancel", "id": rid, "job": job})
+                    cancel_deadline = time.monotonic() + self.timeout_s
+                got = self._recv(rid, POLL_S)
+                now = time.monotonic()
+                if got is not None:
+                    last_heard, failures = now, 0
+                    header, parts = got
+                    what = header.get("kind")
+                    if what == "accepted":
+                        job = str(header.get("job"))
+                        heartbeat_s = float(header.get("heartbeat_s") or 1.0)
+                        position = header.get("position")
+                        _report(progress, _queued(job, position))
+                    elif what == "heartbeat":
+                        if header.get("state") == "queued" and header.get("position") != position:
+                            position = header.get("position")
+                            _report(progress, _queued(job, position))
+                    elif what == "progress":
+                        _report(progress, _progress(header))
+                    elif what == "result":
+                        if want_cancel:
+                            raise Cancelled("cancelled (the job had just finished)")
+                        return _result(header, parts)
+                    elif what == "error":
+                        raise _error(header)
+                if cancel_deadline is not None and now > cancel_deadline:
+                    raise Cancelled("cancelled (the server did not confirm in time)")
+                if job is not None and now - last_beat >= heartbeat_s:
+                    self._send({"kind": "heartbeat", "id": rid, "job": job})
+                    last_beat = now
+                if now - last_heard > self.timeout_s:
+                    failures += 1
+                    if failures >= self.retries:
+                        raise self._no_answer()
+                    self._reopen()
+                    if job is None:  # the server drops the duplicate if it had it
+                        self._send(request, frames)
+                    else:  # moves the job's replies to the new socket
+                        self._send({"kind": "heartbeat", "id": rid, "job": job})
+                    last_heard = last_beat = now
+        except BaseException as e:
+            # Leaving early (timeout, a failing callback, KeyboardInterrupt): do not leave
+            # the job running for nobody.
+            if job is not None and not (isinstance(e, ServerError) and e.code != "timeout"):
+                self._send({"kind": "cancel", "id": rid, "job": job})
+            raise
+
+
+# -- messages -> results ---------------------------------------------------------------------
+PROTOCOL_FIELDS = ("v", "kind", "id")
+
+
+def _same_size(image: RawImage, mask: RawImage) -> None:
+    if (mask.width, mask.height) != (image.width, image.height):
+        raise ServerError(
+            "bad_request",
+            f"mask is {mask.width}x{mask.height}, image is {image.width}x{image.height}",
+        )
+
+
+def _given(**fields) -> dict:
+    return {k: v for k, v in fields.items() if v is not None}
+
+
+def _public(header: dict) -> dict:
+    return {k: v for k, v in header.items() if k not in PROTOCOL_FIELDS}
+
+
+def _error(header: dict) -> ServerError:
+    err = header.get("error") if isinstance(header.get("error"), dict) else {}
+    code = str(err.get("code") or "internal")
+    message = str(err.get("message") or "the server reported an error")
+    if code == "cancelled":
+        return Cancelled(message)
+    return ServerError(code, message)
+
+
+def _report(progress: ProgressFn | None, info: dict) -> None:
+    if progress is not None:
+        progress(info)
+
+
+def _queued(job: str | None, position) -> dict:
+    return {
+        "stage": "queued",
+        "step": 0,
+        "total": 0,
+        "psnr_keep": None,
+        "eta_s": None,
+        "job": job,
+        "position": position,
+    }
+
+
+def _progress(header: dict) -> dict:
+    info = {k: header.get(k) for k in ("stage", "step", "total", "psnr_keep", "eta_s")}
+    info["job"] = header.get("job")
+    return info
+
+
+def _result(header: dict, parts: list[bytes]) -> dict:
+    result = _public(header)
+    meta = header.get("image")
+    if isinstance(meta, dict):
+        if not parts:
+            raise ServerError("internal", "the result names an image but carries no pixels")
+        image = RawImage(
+            parts[0],
+            int(meta["width"]),
+            int(meta["height"]),
+            int(meta["channels"]),
+            str(meta["dtype"]),
+        )
+        if len(image.data) != image.expected_bytes():
+            raise ServerError("internal", "the result image has the wrong number of bytes")
+        result["image"] = image
+    return result

@@ -1,0 +1,59 @@
+"""What a server is told at start: where to listen, what to accept, how much to keep."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from ganpaint.core.generators import DEFAULT_MODEL
+
+DEFAULT_BIND = "tcp://127.0.0.1:5570"
+
+
+@dataclass
+class Limits:
+    """What a request may ask for; reported to clients in hello."""
+
+    max_side: int = 8192  # pixels, either side of the image
+    max_pixels: int = 16 * 1024 * 1024  # width × height
+    max_steps: int = 10_000  # G′ adaptation steps per job
+    max_queue: int = 8  # jobs waiting behind the running one; more get "busy"
+    max_units: int = 512  # unit indices in one edit
+    heartbeat_s: float = 1.0  # how often a waiting client should send a heartbeat
+    heartbeat_timeout_s: float = 10.0  # silence after which a client's jobs are cancelled
+
+    def max_frame_bytes(self) -> int:
+        """Largest frame a valid request carries: an RGBA 16-bit image at max_pixels."""
+        return self.max_pixels * 4 * 2
+
+    def max_message_bytes(self) -> int:
+        """zmq.MAXMSGSIZE (per frame in libzmq): a larger frame drops the connection."""
+        return self.max_frame_bytes() + 64 * 1024
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["max_message_bytes"] = self.max_message_bytes()
+        return d
+
+
+@dataclass
+class CurveFiles:
+    """CURVE keys for a non-loopback bind (layout written by `ganpaint serve --make-keys`)."""
+
+    server_secret: Path  # zmq.auth certificate with the server's secret key
+    clients_dir: Path  # folder of authorised clients' public certificates (*.key)
+
+
+@dataclass
+class ServerConfig:
+    bind: str = DEFAULT_BIND
+    device: str = "auto"  # "auto" | "cpu" | "cuda"
+    model: str = DEFAULT_MODEL  # used when a request names none
+    steps: int = 1000  # G′ steps when a request names none
+    quality: str = "faithful"  # G′ fit when a request names none (see requests.QUALITIES)
+    invert_steps: int | None = None  # inversion z + r steps; None = the core's default
+    session_budget_bytes: int = 512 * 1024 * 1024  # memory for cached inversions and fits
+    allow_remote: bool = False
+    curve: CurveFiles | None = None
+    download: bool = True  # may fetch missing model weights on first use
+    limits: Limits = field(default_factory=Limits)

@@ -1,0 +1,65 @@
+"""Models loaded on first use, and each model's cached per-unit "on" values."""
+
+from __future__ import annotations
+
+import threading
+
+import torch
+
+from ganpaint.core.concepts.quantiles import on_values as cached_on_values
+from ganpaint.core.generators import load_model, model_specs
+from ganpaint.core.generators.base import LayeredGenerator
+
+
+class ModelPool:
+    """One device's loaded generators. Loading happens on the worker thread, under a lock,
+    so two requests for a model never load it twice."""
+
+    def __init__(self, device: torch.device, download: bool = True):
+        self.device = device
+        self.download = download
+        self._models: dict[str, LayeredGenerator] = {}
+        self._on_values: dict[tuple[str, int, int], torch.Tensor] = {}
+        self._lock = threading.Lock()
+
+    @staticmethod
+    def known() -> set[str]:
+        return {s.id for s in model_specs()}
+
+    def loaded(self) -> list[str]:
+        with self._lock:
+            return sorted(self._models)
+
+    def get(self, model_id: str) -> LayeredGenerator:
+        with self._lock:
+            gen = self._models.get(model_id)
+            if gen is None:
+                gen = load_model(model_id, self.device, download=self.download)
+                self._models[model_id] = gen
+            return gen
+
+    def on_values(self, gen: LayeredGenerator, samples: int) -> torch.Tensor:
+        """The edit layer's 0.99-quantile activations: sampled once per model (and kept on
+        disk by the concepts' quantile cache, so a restarted server reads them back)."""
+        key = (gen.model_id, gen.edit_index, samples)
+        with self._lock:
+            values = self._on_values.get(key)
+        if values is None:
+            values = cached_on_values(gen, gen.edit_index, n_samples=samples)
+            with self._lock:
+                self._on_values[key] = values
+        return values
+
+    def describe(self) -> list[dict]:
+        """Every registered model, whether or not loaded: [{"id", "resolution", ...}]."""
+        loaded = set(self.loaded())
+        return [
+            {
+                "id": s.id,
+                "family": s.family,
+                "resolution": s.resolution,
+                "source": s.source,
+                "loaded": s.id in loaded,
+            }
+            for s in model_specs()
+        ]

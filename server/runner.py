@@ -1,0 +1,270 @@
+"""One job on the worker thread: load the model, run the pipeline, answer with one final reply.
+
+Every exception ends as an error reply with a stable code; progress goes out every few steps
+(at most ~10 a second); the job's cancel flag is the pipeline's cancel callable, so a cancel
+takes effect within one optimisation step.
+"""
+
+from __future__ import annotations
+
+import time
+import traceback
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import torch
+
+from ganpaint.core.adapt import AdaptConfig
+from ganpaint.core.concepts import ConceptError
+from ganpaint.core.generators.base import ModelError
+from ganpaint.core.invert import InvertConfig
+from ganpaint.core.photo import PhotoError
+from ganpaint.core.pipeline import EditSpec, PipelineConfig, edit_photo, reconstruct_photo
+from ganpaint.core.progress import Cancelled, Progress
+
+from . import concept_store
+from .config import ServerConfig
+from .images import from_array
+from .jobs import CANCELLED, DONE, FAILED, Job
+from .model_pool import ModelPool
+from .protocol import (
+    BAD_REQUEST,
+    INTERNAL,
+    TOO_LARGE,
+    UNKNOWN_MODEL,
+    ProtocolError,
+    error_header,
+    reply_header,
+)
+from .requests import JobRequest
+from .sessions import SessionCache
+
+# emit(job, header, frames): send one reply for a job (the socket thread routes it).
+Emit = Callable[[Job, dict, Sequence[bytes]], None]
+PROGRESS_EVERY_S = 0.1
+
+
+@dataclass
+class Outcome:
+    """What the job log line and the final reply are made of."""
+
+    header: dict = field(default_factory=dict)
+    frames: list[bytes] = field(default_factory=list)
+
+
+class JobRunner:
+    def __init__(
+        self,
+        cfg: ServerConfig,
+        pool: ModelPool,
+        sessions: SessionCache,
+        emit: Emit,
+        log: Callable[[str], None],
+    ):
+        self.cfg, self.pool, self.sessions = cfg, pool, sessions
+        self.emit, self.log = emit, log
+
+    def __call__(self, job: Job) -> None:
+        req = job.request
+        t0 = time.perf_counter()
+        frames: list[bytes] = []
+        try:
+            if job.is_cancelled():
+                raise Cancelled("cancelled before it started")
+            outcome = self._run(job)
+            header = reply_header("result", req.id, job=job.id, job_kind=req.kind, **outcome.header)
+            frames = outcome.frames
+            job.state = DONE
+            self.log(self._log_line(job, time.perf_counter() - t0, outcome.header))
+        except Exception as e:
+            code, message = self._classify(job, e)
+            header = error_header(code, message, req.id, job.id)
+            job.state = CANCELLED if code == "cancelled" else FAILED
+            self.log(
+                f"{req.kind} {job.id} {req.describe()} {code} after "
+                f"{time.perf_counter() - t0:.1f} s: {message}"
+            )
+        finally:
+            self.sessions.trim()
+        self.emit(job, header, frames)
+
+    # -- the work ----------------------------------------------------------------------------
+    def _run(self, job: Job) -> Outcome:
+        req = job.request
+        model_id = req.model or self.cfg.model
+        self._progress(job)(Progress("load", 0, 1))
+        gen = self.pool.get(model_id)
+        if req.kind == "reconstruct":
+            return self._reconstruct(job, gen, model_id)
+        if req.kind == "edit":
+            return self._edit(job, gen, model_id)
+        if req.kind == "learn_concept":
+            info = concept_store.learn(
+                gen,
+                req.image,
+                req.mask,
+                req.name,
+                req.replace,
+                self._pipeline_config(req),
+                self._progress(job),
+                job.is_cancelled,
+                self.sessions,
+                self.log,
+            )
+            return Outcome({**info, "model": model_id})
+        if req.kind == "discover":
+            found, sheet = concept_store.discover(
+                gen, req.discover, self._progress(job), job.is_cancelled, self.log
+            )
+            out = Outcome({"model": model_id, "concepts": found, "saved": req.discover.save})
+            if sheet is not None:
+                meta, data = from_array(sheet)
+                out.header["image"] = meta.to_dict()
+                out.frames.append(data)
+            return out
+        raise ProtocolError(BAD_REQUEST, f"unknown job kind {req.kind!r}")
+
+    def _pipeline_config(self, req: JobRequest) -> PipelineConfig:
+        invert = InvertConfig()
+        if self.cfg.invert_steps is not None:
+            # Keep the core's z : r proportion when the server is told a total.
+            total = max(2, self.cfg.invert_steps)
+            z = max(1, round(total * invert.z_steps / invert.total_steps))
+            invert = InvertConfig(starts=invert.starts, z_steps=z, r_steps=max(1, total - z))
+        cfg = PipelineConfig(invert=invert, adapt=AdaptConfig(steps=req.steps or self.cfg.steps))
+        quality = req.quality or self.cfg.quality
+        if hasattr(cfg, "quality"):
+            cfg.quality = quality
+            fast = getattr(cfg, "fast", None)
+            if hasattr(fast, "max_steps"):  # steps caps the fast fit too
+                fast.max_steps = min(fast.max_steps, cfg.adapt.steps)
+        elif quality != "faithful":
+            raise ProtocolError(BAD_REQUEST, f"this server has no {quality!r} fit")
+        return cfg
+
+    def _reconstruct(self, job: Job, gen, model_id: str) -> Outcome:
+        req = job.request
+        res = reconstruct_photo(
+            gen,
+            req.image,
+            self._pipeline_config(req),
+            self._progress(job),
+            job.is_cancelled,
+            self.sessions,
+        )
+        return self._image_outcome(req, res, model_id)
+
+    def _edit(self, job: Job, gen, model_id: str) -> Outcome:
+        req = job.request
+        cfg = self._pipeline_config(req)
+        if req.concept is not None:
+            c = concept_store.resolve(gen, req.concept, req.strength, self.log)
+            spec = EditSpec(c.units, req.op, c.values, c.layer)
+            extra = {"concept": req.concept, "units": c.units, "strength": req.strength}
+        else:
+            n_units = gen.out_shape(gen.edit_layer)[0]
+            bad = [u for u in req.units if u >= n_units]
+            if bad:
+                raise ProtocolError(
+                    BAD_REQUEST,
+                    f"unit indices {bad} out of range: {model_id} layer {gen.edit_layer} has "
+                    f"units 0..{n_units - 1}",
+                )
+            spec = EditSpec(req.units, req.op)
+            extra = {"units": list(req.units)}
+        on_values = None
+        if spec.values is None and req.op == "add":
+            on_values = self.pool.on_values(gen, cfg.quantile_samples)
+        res = edit_photo(
+            gen,
+            req.image,
+            req.mask,
+            spec,
+            cfg,
+            self._progress(job),
+            job.is_cancelled,
+            self.sessions,
+            on_values=on_values,
+        )
+        out = self._image_outcome(req, res, model_id)
+        out.header.update(op=req.op, **extra)
+        return out
+
+    def _image_outcome(self, req: JobRequest, res, model_id: str) -> Outcome:
+        if res.image.shape != req.image.shape or res.image.dtype != req.image.dtype:
+            raise RuntimeError(
+                f"pipeline returned {res.image.shape} {res.image.dtype} for "
+                f"{req.image.shape} {req.image.dtype}"
+            )
+        meta, data = from_array(res.image)
+        header = {
+            "model": model_id,
+            "quality": req.quality or self.cfg.quality,
+            "steps": int(res.steps),
+            "seconds": float(res.seconds),
+            "psnr_keep": float(res.psnr_keep),
+            "psnr_inversion": float(res.psnr_inversion),
+            "session_reused": bool(res.session_reused),
+            "image": meta.to_dict(),
+        }
+        return Outcome(header, [data])
+
+    # -- progress and errors -----------------------------------------------------------------
+    def _progress(self, job: Job):
+        last = {"t": 0.0, "stage": None}
+
+        def report(p: Progress) -> None:
+            now = time.monotonic()
+            info = {
+                "stage": p.stage,
+                "step": int(p.step),
+                "total": int(p.total),
+                "psnr_keep": None if p.psnr_keep is None else float(p.psnr_keep),
+                "eta_s": None if p.eta_s is None else round(float(p.eta_s), 2),
+            }
+            job.progress = info
+            final = p.step >= p.total
+            if now - last["t"] < PROGRESS_EVERY_S and p.stage == last["stage"] and not final:
+                return
+            last["t"], last["stage"] = now, p.stage
+            self.emit(job, reply_header("progress", job.request.id, job=job.id, **info), [])
+
+        return report
+
+    def _classify(self, job: Job, e: Exception) -> tuple[str, str]:
+        if isinstance(e, Cancelled):
+            # The core's message says where it stopped ("adapt cancelled at step 57/5000").
+            where = str(e).strip()
+            reason = job.cancel_reason or "cancelled"
+            return "cancelled", f"{reason} ({where})" if where else reason
+        if isinstance(e, ProtocolError):
+            return e.code, e.message
+        if isinstance(e, PhotoError):
+            return BAD_REQUEST, _one_line(e)
+        if isinstance(e, ModelError):
+            return UNKNOWN_MODEL, _one_line(e)
+        if isinstance(e, ConceptError):
+            return BAD_REQUEST, _one_line(e)
+        if isinstance(e, (MemoryError, torch.cuda.OutOfMemoryError)):
+            return TOO_LARGE, "out of memory for this image; try a smaller one"
+        self.log(f"{job.kind} {job.id} internal error:\n{traceback.format_exc().rstrip()}")
+        return INTERNAL, _one_line(e) or type(e).__name__
+
+    def _log_line(self, job: Job, seconds: float, h: dict) -> str:
+        req = job.request
+        parts = [req.kind, job.id, req.describe(), f"model={h.get('model')}"]
+        if "steps" in h:
+            parts.append(f"steps={h['steps']}")
+        if h.get("quality", "faithful") != "faithful":
+            parts.append(f"quality={h['quality']}")
+        parts.append(f"{seconds:.1f} s")
+        if "psnr_keep" in h:
+            parts.append(f"psnr_keep={h['psnr_keep']:.2f} dB")
+        if "session_reused" in h:
+            parts.append("session=reused" if h["session_reused"] else "session=new")
+        return " ".join(parts)
+
+
+def _one_line(e: BaseException) -> str:
+    text = str(e).strip()
+    return text.splitlines()[0] if text else type(e).__name__

@@ -1,0 +1,111 @@
+"""Who may talk to the server: loopback only, unless told otherwise and given CURVE keys.
+
+Anything that can reach the socket can make the server burn CPU/GPU time and read back
+images, so a non-loopback bind needs both --allow-remote and a CURVE key set; clients then
+need the server's public key and an authorised key pair of their own.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from pathlib import Path
+
+import zmq
+import zmq.auth
+from zmq.auth.thread import ThreadAuthenticator
+
+from .config import CurveFiles, ServerConfig
+
+SERVER_CERT = "server"
+CLIENT_CERT = "client"
+CLIENTS_DIR = "clients"
+
+
+class BindRefused(Exception):
+    """The server will not start with this bind/security combination; one-line message."""
+
+
+def is_loopback(endpoint: str) -> bool:
+    """True for ipc://, inproc:// and tcp:// on a loopback address (127.0.0.0/8, ::1,
+    localhost)."""
+    scheme, sep, rest = endpoint.partition("://")
+    if not sep:
+        return False
+    if scheme in ("ipc", "inproc"):
+        return True
+    if scheme != "tcp":
+        return False
+    host = rest.rsplit(":", 1)[0] if ":" in rest else rest
+    host = host.strip("[]")
+    if ";" in host:  # "tcp://src;dst" names a source interface: not a plain bind address
+        return False
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False  # "*", interface names and host names may reach other machines
+
+
+def check_bind(cfg: ServerConfig) -> None:
+    """Raise BindRefused unless the bind is loopback, or remote with explicit consent + keys."""
+    if is_loopback(cfg.bind):
+        return
+    how = (
+        "pass --allow-remote and --curve-dir DIR (make the keys with "
+        "`ganpaint serve --make-keys DIR`, then give each client its key pair and the "
+        "server's public key)"
+    )
+    if not cfg.allow_remote:
+        raise BindRefused(
+            f"refusing to listen on {cfg.bind}: not a loopback address, so other machines "
+            f"could run jobs on this one. To allow it, {how}"
+        )
+    if cfg.curve is None:
+        raise BindRefused(
+            f"refusing to listen on {cfg.bind} without encryption and authentication: {how}"
+        )
+    if not zmq.has("curve"):
+        raise BindRefused("this libzmq has no CURVE support; cannot serve remote clients")
+    if not cfg.curve.server_secret.is_file():
+        raise BindRefused(f"no server key file {cfg.curve.server_secret}")
+    _, secret = zmq.auth.load_certificate(cfg.curve.server_secret)
+    if not secret:
+        raise BindRefused(f"{cfg.curve.server_secret} holds no secret key")
+    if not cfg.curve.clients_dir.is_dir() or not any(cfg.curve.clients_dir.glob("*.key")):
+        raise BindRefused(f"no authorised client keys (*.key) in {cfg.curve.clients_dir}")
+
+
+def curve_files(key_dir: Path) -> CurveFiles:
+    """The layout written by make_keys: DIR/server.key_secret and DIR/clients/*.key."""
+    return CurveFiles(key_dir / f"{SERVER_CERT}.key_secret", key_dir / CLIENTS_DIR)
+
+
+def secure(ctx: zmq.Context, sock: zmq.Socket, curve: CurveFiles) -> ThreadAuthenticator:
+    """Make ``sock`` a CURVE server that only admits the authorised clients. Call before
+    bind; stop the returned authenticator when the socket closes."""
+    auth = ThreadAuthenticator(ctx)
+    auth.start()
+    auth.configure_curve(domain="*", location=str(curve.clients_dir))
+    public, secret = zmq.auth.load_certificate(curve.server_secret)
+    sock.curve_secretkey = secret
+    sock.curve_publickey = public
+    sock.curve_server = True
+    return auth
+
+
+def make_keys(key_dir: Path) -> dict[str, Path]:
+    """Create a server key pair and one client key pair (authorised) under key_dir."""
+    key_dir.mkdir(parents=True, exist_ok=True)
+    (key_dir / CLIENTS_DIR).mkdir(exist_ok=True)
+    server_public, server_secret = zmq.auth.create_certificates(key_dir, SERVER_CERT)
+    client_public, client_secret = zmq.auth.create_certificates(key_dir, CLIENT_CERT)
+    authorised = key_dir / CLIENTS_DIR / f"{CLIENT_CERT}.key"
+    authorised.write_bytes(Path(client_public).read_bytes())
+    return {
+        "server_public": Path(server_public),
+        "server_secret": Path(server_secret),
+        "client_public": Path(client_public),
+        "client_secret": Path(client_secret),
+        "authorised": authorised,
+    }
