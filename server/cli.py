@@ -103,6 +103,7 @@ def add_fit_args(p: argparse.ArgumentParser) -> None:
 
 def load_generator(args: argparse.Namespace):
     import torch
+
     from ganpaint.core.generators import load_model
 
     torch.manual_seed(args.seed if hasattr(args, "seed") else 0)
@@ -190,7 +191,7 @@ def resolve_edit(args: argparse.Namespace, gen):
         return EditSpec(units, args.op), f"units {args.units}"
     from ganpaint.core.concepts.library import ConceptLibrary
 
-    concept = ConceptLibrary(gen.model_id).get(args.concept)
+    concept = ConceptLibrary(gen.model_id, generator=gen).get(args.concept)
     units, values = concept.top(args.strength)
     return EditSpec(list(units), args.op, list(values), concept.layer), args.concept
 

@@ -1,0 +1,96 @@
+"""Learn a concept from one example: the units that fire inside the user's selection.
+
+The photographer selects a region that shows the thing (say, hair). The photo is cropped
+around the selection and inverted (``pipeline.prepare``); at the edit layer, units are
+ranked by ``rank.selection_scores`` — mean activation inside minus outside, in units of each
+unit's "on" level (its 0.99 quantile over random samples; the docstring there says why
+this statistic) — and the top 15 with a positive score are kept, each with its typical
+(mask-weighted mean) activation inside the selection as the value the brush paints.
+"""
+
+from __future__ import annotations
+
+from collections.abc import MutableMapping
+
+import numpy as np
+import torch
+
+from ..progress import CancelFn, ProgressFn
+from .quantiles import on_values as cached_on_values
+from .rank import ranked, selection_scores
+from .record import Concept, ConceptError, check_name, now_iso
+
+TOP_UNITS = 15  # GANPaint's largest brush
+
+
+def concept_from_activations(
+    acts: torch.Tensor,
+    mask: torch.Tensor,
+    name: str,
+    model_id: str,
+    layer: str,
+    scale: torch.Tensor | None,
+    k: int = TOP_UNITS,
+    description: str = "",
+) -> Concept:
+    """The learned concept from activations [B, C, h, w] and the selection [B, 1, H, W]."""
+    check_name(name)
+    try:
+        scores, inside = selection_scores(acts, mask, scale)
+    except ValueError as e:
+        raise ConceptError(f"cannot learn {name!r}: {e}") from None
+    units = ranked(scores, k)
+    if not units:
+        raise ConceptError(
+            f"cannot learn {name!r}: no unit fires more inside the selection than outside"
+        )
+    return Concept(
+        name=name,
+        model=model_id,
+        layer=layer,
+        units=units,
+        values=[float(inside[u]) for u in units],
+        source="learned",
+        created=now_iso(),
+        description=description,
+        scores=[float(scores[u]) for u in units],
+    )
+
+
+def learn_concept(
+    gen,
+    photo: np.ndarray,
+    mask: np.ndarray,
+    name: str,
+    cfg=None,
+    k: int = TOP_UNITS,
+    progress: ProgressFn | None = None,
+    cancel: CancelFn | None = None,
+    cache: MutableMapping | None = None,
+    scale: torch.Tensor | None = None,
+) -> Concept:
+    """Invert the region around the selection and learn the concept it shows.
+
+    photo: [H, W, C] uint8/uint16; mask: [H, W] uint8 (255 = the example). cfg: a
+    PipelineConfig (its inversion settings are used). scale: [C] "on" levels; default the
+    generator's cached 0.99 quantiles. Nothing is saved: add the result to a library.
+    """
+    from ..pipeline import prepare  # local: pipeline pulls in the whole method
+
+    check_name(name)
+    if mask is None or not np.any(np.asarray(mask) > 0):
+        raise ConceptError(f"cannot learn {name!r}: the selection is empty")
+    prep = prepare(gen, photo, mask, cfg, progress, cancel, cache)
+    inv = prep.session.inversion
+    if scale is None:
+        scale = cached_on_values(gen, inv.layer)
+    return concept_from_activations(
+        inv.r,
+        prep.mask,
+        name,
+        gen.model_id,
+        gen.infos[inv.layer].name,
+        scale,
+        k,
+        description=f"learned from one selection (inversion {inv.psnr:.1f} dB)",
+    )

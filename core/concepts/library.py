@@ -1,0 +1,410 @@
+"""The concept library of one model: built-ins shipped as data + the user's own concepts.
+
+Built-ins: ``core/concepts/data/<model>.json`` (read-only package data). User concepts:
+``<data_dir>/concepts/<model>.json`` (``paths.data_dir()``, ``$GANPAINT_DATA`` overrides),
+one file per model, in the same format::
+
+    {"format": "ganpaint-concepts", "version": 1, "model": "<id>",
+     "concepts": [{...Concept.to_dict()...}, ...], "hidden": ["<built-in name>", ...]}
+
+Rules:
+- A user concept shadows a built-in of the same name. Deleting or renaming a name that a
+  built-in has hides that built-in (``hidden``); ``restore`` brings it back.
+- Every change is read-modify-write under an exclusive lock, written atomically (temp file
+  in the same folder, fsync, ``os.replace``; see files.py): a crash leaves the old file.
+- A user file that does not parse or does not validate is reported (``problems`` and the
+  ``on_problem`` callback) and moved aside to ``<file>.corrupt-<UTC timestamp>``, never
+  overwritten; the library then carries on with the built-ins.
+- Every failure is a ``ConceptError`` with a one-line message.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+from collections.abc import Callable, Iterable
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from .files import atomic_write_json, locked, remove_stale_temps
+from .record import Concept, ConceptError, check_name
+
+__all__ = ["Concept", "ConceptError", "ConceptLibrary", "builtin_dir", "user_dir"]
+
+FORMAT = "ganpaint-concepts"
+VERSION = 1
+MODEL_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,99}$")
+log = logging.getLogger("ganpaint.concepts")
+
+
+def builtin_dir() -> Path:
+    return Path(__file__).resolve().parent / "data"
+
+
+def user_dir() -> Path:
+    from ..paths import data_dir
+
+    return data_dir() / "concepts"
+
+
+_user_dir, _builtin_dir = user_dir, builtin_dir
+
+
+def _default_model() -> str:
+    from ..generators.registry import DEFAULT_MODEL
+
+    return DEFAULT_MODEL
+
+
+class ConceptLibrary:
+    """Concepts of one model. ``generator`` (optional, the loaded model) lets ``get`` and
+    ``list`` fill in the published concepts' missing "on" values from the cached 0.99
+    quantiles of that generator's units."""
+
+    def __init__(
+        self,
+        model_id: str | None = None,
+        user_dir: Path | None = None,
+        builtin_dir: Path | None = None,
+        generator: Any = None,
+        on_problem: Callable[[str], None] | None = None,
+    ):
+        model_id = model_id or _default_model()
+        if not isinstance(model_id, str) or not MODEL_ID_RE.match(model_id):
+            raise ConceptError(f"bad model id {model_id!r}")
+        if generator is not None and getattr(generator, "model_id", model_id) != model_id:
+            raise ConceptError(
+                f"library of {model_id!r} given a generator of {generator.model_id!r}"
+            )
+        self.model_id = model_id
+        self.user_path = Path(user_dir or _user_dir()) / f"{model_id}.json"
+        self.builtin_path = Path(builtin_dir or _builtin_dir()) / f"{model_id}.json"
+        self.generator = generator
+        self.on_problem = on_problem
+        self.problems: list[str] = []
+        self._builtins: list[Concept] | None = None
+
+    # -- reading -----------------------------------------------------------------------
+    def builtins(self) -> list[Concept]:
+        """The shipped concepts of this model (all of them, hidden ones too)."""
+        if self._builtins is None:
+            if not self.builtin_path.exists():
+                self._builtins = []
+            else:
+                try:
+                    data = json.loads(self.builtin_path.read_text(encoding="utf-8"))
+                    self._builtins = _parse(data, self.model_id)[0]
+                except (ValueError, ConceptError) as e:
+                    raise ConceptError(
+                        f"built-in concepts {self.builtin_path} are broken "
+                        f"(reinstall ganpaint): {_first_line(e)}"
+                    ) from None
+        return list(self._builtins)
+
+    def _read_user(self, held: bool = False) -> tuple[list[Concept], list[str]]:
+        """(concepts, hidden) of the user file; a corrupt file is moved aside and reported.
+
+        ``held``: the caller holds the file's lock already (the lock is not re-entrant).
+        """
+        path = self.user_path
+        try:
+            raw = path.read_bytes()
+        except FileNotFoundError:
+            return [], []
+        except OSError as e:
+            raise ConceptError(f"cannot read {path}: {e.strerror or e}") from None
+        try:
+            data = json.loads(raw.decode("utf-8"))
+            return _parse(data, self.model_id)
+        except _NewerFormat as e:
+            raise ConceptError(str(e)) from None
+        except (ValueError, ConceptError) as e:  # JSONDecodeError and UnicodeError too
+            if held:
+                return self._set_aside(path, raw, _first_line(e))
+            with locked(path):
+                return self._set_aside(path, raw, _first_line(e))
+
+    def _set_aside(self, path: Path, raw: bytes, reason: str) -> tuple[list, list]:
+        """Move the corrupt file aside; call under the lock."""
+        try:
+            current = path.read_bytes()
+        except FileNotFoundError:
+            current = None
+        if current != raw:  # another process replaced it meanwhile: read that one
+            return self._read_user(held=True) if current is not None else ([], [])
+        stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+        aside = path.with_name(f"{path.name}.corrupt-{stamp}")
+        n = 1
+        while aside.exists():
+            aside = path.with_name(f"{path.name}.corrupt-{stamp}-{n}")
+            n += 1
+        os.replace(path, aside)
+        self._problem(f"concept file {path} is corrupt ({reason}); kept it as {aside.name}")
+        return [], []
+
+    def _problem(self, message: str) -> None:
+        self.problems.append(message)
+        if self.on_problem is not None:
+            self.on_problem(message)
+        else:
+            log.warning(message)
+
+    def user_concepts(self) -> list[Concept]:
+        return self._read_user()[0]
+
+    def hidden(self) -> list[str]:
+        return self._read_user()[1]
+
+    def list(self, include_hidden: bool = False) -> list[Concept]:
+        """Visible concepts: built-ins (not hidden, not shadowed) first, then the user's."""
+        return self._filled(self._visible(include_hidden))
+
+    def _visible(self, include_hidden: bool = False) -> list[Concept]:
+        user, hidden = self._read_user()
+        names = {c.name for c in user}
+        out = [
+            c
+            for c in self.builtins()
+            if c.name not in names and (include_hidden or c.name not in hidden)
+        ]
+        return out + user
+
+    def names(self) -> list[str]:
+        return [c.name for c in self._visible()]
+
+    def get(self, name: str) -> Concept:
+        visible = self._visible()
+        for c in visible:
+            if c.name == name:
+                return self._filled([c])[0]
+        known = ", ".join(c.name for c in visible) or "none"
+        raise ConceptError(f"unknown concept {name!r} for {self.model_id}; known: {known}")
+
+    def is_builtin(self, name: str) -> bool:
+        return any(c.name == name for c in self.builtins())
+
+    def source_of(self, name: str) -> str:
+        """Where a visible name comes from: "built-in" or "user"."""
+        user = {c.name for c in self.user_concepts()}
+        if name in user:
+            return "user"
+        if name not in self.names():
+            self.get(name)  # raises the unknown-concept error
+        return "built-in"
+
+    def _filled(self, concepts: list[Concept]) -> list[Concept]:
+        """Concepts without values get the generator's 0.99 quantiles (one lookup a layer)."""
+        if self.generator is None or all(c.values is not None for c in concepts):
+            return concepts
+        from .quantiles import on_values
+
+        tables: dict[str, list[float]] = {}
+        out = []
+        for c in concepts:
+            if c.values is None:
+                if c.layer not in tables:
+                    tables[c.layer] = on_values(self.generator, c.layer).tolist()
+                c = c.with_values(tables[c.layer])
+            out.append(c)
+        return out
+
+    # -- changing ----------------------------------------------------------------------
+    def _mutate(self, change: Callable[[list[Concept], list[str]], Any]) -> Any:
+        """Run ``change(concepts, hidden)`` (edits the lists in place) under the lock and
+        write the result atomically."""
+        with locked(self.user_path):
+            remove_stale_temps(self.user_path)
+            concepts, hidden = self._read_user(held=True)
+            result = change(concepts, hidden)
+            self._write(concepts, hidden)
+        return result
+
+    def _write(self, concepts: list[Concept], hidden: list[str]) -> None:
+        data = {
+            "format": FORMAT,
+            "version": VERSION,
+            "model": self.model_id,
+            "concepts": [c.to_dict() for c in concepts],
+        }
+        if hidden:
+            data["hidden"] = sorted(set(hidden))
+        try:
+            atomic_write_json(self.user_path, data)
+        except OSError as e:
+            raise ConceptError(f"cannot write {self.user_path}: {e.strerror or e}") from None
+
+    def _check_model(self, c: Concept) -> None:
+        if c.model != self.model_id:
+            raise ConceptError(
+                f"concept {c.name!r} belongs to model {c.model!r}, not {self.model_id!r}"
+            )
+
+    def add(self, concept: Concept, replace: bool = False) -> Concept:
+        """Save a concept; an existing visible name needs ``replace``."""
+        concept.validate()
+        self._check_model(concept)
+
+        def change(concepts: list[Concept], hidden: list[str]) -> None:
+            visible = self._visible_names(concepts, hidden)
+            if concept.name in visible and not replace:
+                raise ConceptError(
+                    f"concept {concept.name!r} already exists for {self.model_id}; "
+                    "choose another name or replace it"
+                )
+            concepts[:] = [c for c in concepts if c.name != concept.name] + [concept]
+
+        self._mutate(change)
+        return concept
+
+    def replace_all(self, concepts: Iterable[Concept]) -> None:
+        """Make the user's concepts exactly ``concepts`` (hidden built-ins unchanged)."""
+        new = list(concepts)
+        for c in new:
+            c.validate()
+            self._check_model(c)
+        if len({c.name for c in new}) != len(new):
+            raise ConceptError("two concepts with the same name")
+
+        def change(concepts: list[Concept], hidden: list[str]) -> None:
+            concepts[:] = new
+
+        self._mutate(change)
+
+    def _visible_names(self, concepts: list[Concept], hidden: list[str]) -> set[str]:
+        return {c.name for c in concepts} | {
+            c.name for c in self.builtins() if c.name not in hidden
+        }
+
+    def delete(self, name: str) -> None:
+        """Remove a visible concept (a built-in one is hidden; ``restore`` brings it back)."""
+
+        def change(concepts: list[Concept], hidden: list[str]) -> None:
+            if name not in self._visible_names(concepts, hidden):
+                self._unknown(name, concepts, hidden)
+            concepts[:] = [c for c in concepts if c.name != name]
+            if self.is_builtin(name) and name not in hidden:
+                hidden.append(name)
+
+        self._mutate(change)
+
+    def rename(self, old: str, new: str) -> Concept:
+        check_name(new)
+
+        def change(concepts: list[Concept], hidden: list[str]) -> Concept:
+            visible = self._visible_names(concepts, hidden)
+            if old not in visible:
+                self._unknown(old, concepts, hidden)
+            if new == old:
+                raise ConceptError(f"concept is already called {new!r}")
+            if new in visible:
+                raise ConceptError(f"concept {new!r} already exists for {self.model_id}")
+            mine = [c for c in concepts if c.name == old]
+            base = mine[0] if mine else next(c for c in self.builtins() if c.name == old)
+            renamed = base.renamed(new)
+            concepts[:] = [renamed if c.name == old else c for c in concepts]
+            if not mine:
+                concepts.append(renamed)
+            if self.is_builtin(old) and old not in hidden:
+                hidden.append(old)
+            return renamed
+
+        return self._mutate(change)
+
+    def restore(self, name: str) -> Concept:
+        """Show a hidden built-in again (a user concept of that name keeps shadowing it)."""
+        if not self.is_builtin(name):
+            builtins = ", ".join(c.name for c in self.builtins()) or "none"
+            raise ConceptError(f"{name!r} is not a built-in concept; built-ins: {builtins}")
+
+        def change(concepts: list[Concept], hidden: list[str]) -> None:
+            hidden[:] = [h for h in hidden if h != name]
+
+        self._mutate(change)
+        return self.get(name)
+
+    def _unknown(self, name: str, concepts: list[Concept], hidden: list[str]) -> None:
+        known = ", ".join(sorted(self._visible_names(concepts, hidden))) or "none"
+        raise ConceptError(f"unknown concept {name!r} for {self.model_id}; known: {known}")
+
+    # -- sharing -----------------------------------------------------------------------
+    def export(self, path: Path, names: Iterable[str] | None = None) -> list[str]:
+        """Write visible concepts (all, or the given names) to a file others can import."""
+        chosen = self.list() if names is None else [self.get(n) for n in names]
+        data = {
+            "format": FORMAT,
+            "version": VERSION,
+            "model": self.model_id,
+            "concepts": [c.to_dict() for c in chosen],
+        }
+        try:
+            atomic_write_json(Path(path), data)
+        except OSError as e:
+            raise ConceptError(f"cannot write {path}: {e.strerror or e}") from None
+        return [c.name for c in chosen]
+
+    def import_file(self, path: Path, replace: bool = False) -> list[str]:
+        """Add every concept of an exported file; all or nothing."""
+        try:
+            data = json.loads(Path(path).read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise ConceptError(f"no such file: {path}") from None
+        except (OSError, ValueError) as e:
+            raise ConceptError(f"cannot read {path}: {_first_line(e)}") from None
+        try:
+            incoming = _parse(data, None)[0]
+        except (ConceptError, _NewerFormat) as e:
+            raise ConceptError(f"{path}: {_first_line(e)}") from None
+        for c in incoming:
+            self._check_model(c)
+
+        def change(concepts: list[Concept], hidden: list[str]) -> list[str]:
+            clash = sorted({c.name for c in incoming} & self._visible_names(concepts, hidden))
+            if clash and not replace:
+                raise ConceptError(
+                    f"concepts already exist: {', '.join(clash)}; import with replace"
+                )
+            names = {c.name for c in incoming}
+            concepts[:] = [c for c in concepts if c.name not in names] + incoming
+            return [c.name for c in incoming]
+
+        return self._mutate(change)
+
+
+class _NewerFormat(Exception):
+    pass
+
+
+def _parse(data: Any, model_id: str | None) -> tuple[list[Concept], list[str]]:
+    """Validate a concepts file's content: (concepts, hidden names)."""
+    if not isinstance(data, dict) or data.get("format") != FORMAT:
+        raise ConceptError(f"not a {FORMAT} file")
+    version = data.get("version")
+    if not isinstance(version, int) or version < 1:
+        raise ConceptError(f"bad version {version!r}")
+    if version > VERSION:
+        raise _NewerFormat(
+            f"concepts file format {version} is newer than this ganpaint reads ({VERSION}); "
+            "upgrade ganpaint"
+        )
+    if model_id is not None and data.get("model") != model_id:
+        raise ConceptError(f"file is for model {data.get('model')!r}, not {model_id!r}")
+    items = data.get("concepts")
+    if not isinstance(items, list):
+        raise ConceptError("'concepts' must be a list")
+    concepts = [Concept.from_dict(d) for d in items]
+    names = [c.name for c in concepts]
+    dup = sorted({n for n in names if names.count(n) > 1})
+    if dup:
+        raise ConceptError(f"concept names listed twice: {', '.join(dup)}")
+    hidden = data.get("hidden") or []
+    if not isinstance(hidden, list) or not all(isinstance(h, str) for h in hidden):
+        raise ConceptError("'hidden' must be a list of names")
+    return concepts, list(hidden)
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip()
+    return text.splitlines()[0] if text else type(e).__name__

@@ -1,0 +1,188 @@
+"""One concept: a ranked list of units at a layer of one model, with an "on" value per unit.
+
+A concept is what the brush paints. ``top(strength)`` gives the first 4 / 10 / 15 units
+(GANPaint's low / med / high brushes) and their values; ``values`` may be ``None`` for the
+published rankings, meaning "each unit's 0.99-quantile activation over random samples of
+the loaded generator" — the library fills them in from a per-weights cache when it is given
+the generator (see ``quantiles.py``), and ``pipeline.edit_photo`` computes the same numbers
+itself when handed ``values=None``.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timezone
+from typing import Any
+
+from ..edit import STRENGTHS
+
+SOURCES = ("published", "learned", "discovered", "dissected")
+# Names travel through menus, file names of exports and the server protocol: one line, no
+# path characters (the same rule as the server's request validation).
+NAME_RE = re.compile(r"^[\w][\w .\-]{0,63}$")
+
+
+class ConceptError(Exception):
+    """Anything wrong with a concept or the library; the message is one line for the user."""
+
+
+def now_iso() -> str:
+    """The current time as ISO-8601 UTC, seconds precision: ``2024-05-01T12:00:00Z``."""
+    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def check_name(name: Any) -> str:
+    if not isinstance(name, str) or not NAME_RE.match(name) or name != name.strip():
+        raise ConceptError(
+            f"bad concept name {name!r}: 1-64 letters, digits, spaces, '_', '-' or '.', "
+            "starting with a letter, digit or '_'"
+        )
+    return name
+
+
+@dataclass
+class Concept:
+    name: str
+    model: str  # model id, e.g. "digiface-dcgan64"
+    layer: str  # layer name, e.g. "layer2"
+    units: list[int]  # ranked, best first
+    values: list[float] | None  # per-unit "on" values aligned with units; None = quantiles
+    source: str  # one of SOURCES
+    created: str = field(default_factory=now_iso)  # ISO-8601 UTC
+    description: str = ""
+    scores: list[float] | None = None  # the ranking's score per unit, when it has one
+    excluded: list[int] = field(default_factory=list)  # units left out of edits, and why
+    strengths: dict[str, int] = field(default_factory=lambda: dict(STRENGTHS))
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    # -- checks ------------------------------------------------------------------------
+    def validate(self) -> Concept:
+        check_name(self.name)
+        if not isinstance(self.model, str) or not self.model:
+            raise ConceptError(f"concept {self.name!r}: missing model id")
+        if not isinstance(self.layer, str) or not self.layer:
+            raise ConceptError(f"concept {self.name!r}: missing layer name")
+        if self.source not in SOURCES:
+            raise ConceptError(
+                f"concept {self.name!r}: source must be one of {', '.join(SOURCES)}, "
+                f"not {self.source!r}"
+            )
+        if not self.units:
+            raise ConceptError(f"concept {self.name!r} has no units")
+        if not all(_is_index(u) for u in self.units):
+            raise ConceptError(f"concept {self.name!r}: units must be integers ≥ 0")
+        if len(set(self.units)) != len(self.units):
+            raise ConceptError(f"concept {self.name!r}: a unit is listed twice")
+        for label, seq in (("values", self.values), ("scores", self.scores)):
+            if seq is None:
+                continue
+            if len(seq) != len(self.units):
+                raise ConceptError(f"concept {self.name!r}: one of {label} per unit")
+            if not all(_is_number(v) for v in seq):
+                raise ConceptError(f"concept {self.name!r}: {label} must be finite numbers")
+        if not all(_is_index(u) for u in self.excluded):
+            raise ConceptError(f"concept {self.name!r}: excluded units must be integers ≥ 0")
+        if not self.strengths or not all(
+            isinstance(k, str) and _is_index(v) and v > 0 for k, v in self.strengths.items()
+        ):
+            raise ConceptError(f"concept {self.name!r}: strengths must map names to counts ≥ 1")
+        return self
+
+    # -- use ---------------------------------------------------------------------------
+    def top(self, strength: str | int = "med") -> tuple[list[int], list[float] | None]:
+        """(units, values) of the brush: the first n ranked units, n = strengths[strength].
+
+        An integer strength is taken as the count itself. Values are ``None`` when the
+        concept relies on the generator's 0.99 quantiles and they are not filled in yet.
+        """
+        if isinstance(strength, bool) or not isinstance(strength, (str, int)):
+            raise ConceptError(f"strength must be a name or a count, not {strength!r}")
+        if isinstance(strength, int):
+            if strength < 1:
+                raise ConceptError(f"strength must be at least 1 unit, not {strength}")
+            n = strength
+        elif strength in self.strengths:
+            n = self.strengths[strength]
+        else:
+            raise ConceptError(f"unknown strength {strength!r}; known: {', '.join(self.strengths)}")
+        n = min(n, len(self.units))
+        values = None if self.values is None else [float(v) for v in self.values[:n]]
+        return [int(u) for u in self.units[:n]], values
+
+    def with_values(self, on_values: Sequence[float]) -> Concept:
+        """A copy whose values are ``on_values[u]`` for each unit (a [C] quantile table)."""
+        table = [float(v) for v in on_values]
+        bad = [u for u in self.units if u >= len(table)]
+        if bad:
+            raise ConceptError(
+                f"concept {self.name!r}: units {bad} out of range 0..{len(table) - 1}"
+            )
+        return replace(self, values=[table[u] for u in self.units])
+
+    def renamed(self, name: str) -> Concept:
+        return replace(self, name=check_name(name))
+
+    # -- files -------------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        d: dict[str, Any] = {
+            "name": self.name,
+            "model": self.model,
+            "layer": self.layer,
+            "units": [int(u) for u in self.units],
+            "values": None if self.values is None else [_round(v) for v in self.values],
+            "source": self.source,
+            "created": self.created,
+        }
+        if self.description:
+            d["description"] = self.description
+        if self.scores is not None:
+            d["scores"] = [_round(v) for v in self.scores]
+        if self.excluded:
+            d["excluded"] = [int(u) for u in self.excluded]
+        if self.strengths != STRENGTHS:
+            d["strengths"] = dict(self.strengths)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: Any) -> Concept:
+        if not isinstance(d, Mapping):
+            raise ConceptError(f"a concept must be a JSON object, not {type(d).__name__}")
+        missing = [k for k in ("name", "model", "layer", "units", "source") if k not in d]
+        if missing:
+            raise ConceptError(
+                f"concept {d.get('name', '?')!r} lacks field(s) {', '.join(missing)}"
+            )
+        try:
+            return cls(
+                name=d["name"],
+                model=d["model"],
+                layer=d["layer"],
+                units=list(d["units"]),
+                values=None if d.get("values") is None else list(d["values"]),
+                source=d["source"],
+                created=str(d.get("created") or ""),
+                description=str(d.get("description") or ""),
+                scores=None if d.get("scores") is None else list(d["scores"]),
+                excluded=list(d.get("excluded") or []),
+                strengths=dict(d.get("strengths") or STRENGTHS),
+            )
+        except TypeError as e:  # e.g. units given as a number
+            raise ConceptError(f"concept {d.get('name', '?')!r}: {e}") from None
+
+
+def _is_index(u: Any) -> bool:
+    return isinstance(u, int) and not isinstance(u, bool) and u >= 0
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _round(v: float) -> float:
+    """Six significant digits: stable, diff-friendly files."""
+    return float(f"{float(v):.6g}")
