@@ -19,8 +19,9 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from .adapt import AdaptConfig, Fit, adapt, keep_mask, make_perturbation
+from .adapt import AdaptConfig, AdaptResult, Fit, adapt, keep_mask, make_perturbation
 from .edit import apply_edit, edit_values, unit_quantiles
+from .fast import QUALITIES, FastConfig, base_fit, fast_adapt
 from .generators.base import LayeredGenerator
 from .invert import Encoder, Inversion, InvertConfig, invert
 from .photo import (
@@ -44,6 +45,8 @@ class PipelineConfig:
     context: float = 0.5  # margin around the selection on each side, × its larger side
     feather: float = 0.02  # inward feather radius, × the crop side (≥ 1 px)
     quantile_samples: int = 256  # samples for the units' 0.99-quantile "on" values
+    quality: str = "faithful"  # "faithful" (the method, 1000 steps) | "fast" (core/fast.py)
+    fast: FastConfig = field(default_factory=FastConfig)  # used when quality == "fast"
 
 
 @dataclass
@@ -61,9 +64,13 @@ class FitSession:
     key: str
     inversion: Inversion
     fit: Fit | None = None  # the latest G′ fit, to warm-start the next
+    base: Fit | None = None  # a fit of the unedited region (keep = 1): the fast path's start
 
     def nbytes(self) -> int:
-        return self.inversion.nbytes() + (self.fit.nbytes() if self.fit is not None else 0)
+        fits = [f for f in (self.fit, self.base) if f is not None]
+        if len(fits) == 2 and fits[0] is fits[1]:
+            fits = fits[:1]
+        return self.inversion.nbytes() + sum(f.nbytes() for f in fits)
 
 
 @dataclass
@@ -156,17 +163,22 @@ def reconstruct_photo(
     inv = prep.session.inversion
     keep = torch.ones_like(prep.mask)
     z_h = _to_split(gen, inv.r, cfg.adapt)
-    res = adapt(
-        gen,
-        z_h,
-        prep.x,
-        keep,
-        cfg.adapt,
-        init=_warm_start(gen, prep.session, cfg.adapt),
-        progress=progress,
-        cancel=cancel,
-    )
+    _check_quality(cfg)
+    if cfg.quality == "fast":
+        res = base_fit(gen, z_h, prep.x, cfg.adapt, cfg.fast, progress, cancel)
+    else:
+        res = adapt(
+            gen,
+            z_h,
+            prep.x,
+            keep,
+            cfg.adapt,
+            init=_warm_start(gen, prep.session, cfg.adapt),
+            progress=progress,
+            cancel=cancel,
+        )
     prep.session.fit = res.fit
+    prep.session.base = res.fit  # a fit of the unedited region: what fast edits start from
     everywhere = np.ones(photo.shape[:2], np.float32)
     image = paste(photo, res.image, everywhere, prep.box)
     return PhotoResult(
@@ -226,16 +238,20 @@ def edit_photo(
     r_e = apply_edit(inv.r, prep.mask, list(edit.units), values)
     keep = keep_mask(prep.mask, gen.resolution)
     z_h = _to_split(gen, r_e, cfg.adapt)
-    res = adapt(
-        gen,
-        z_h,
-        prep.x,
-        keep,
-        cfg.adapt,
-        init=_warm_start(gen, prep.session, cfg.adapt),
-        progress=progress,
-        cancel=cancel,
-    )
+    _check_quality(cfg)
+    if cfg.quality == "fast":
+        res = _fast_edit(gen, prep, inv.r, z_h, keep, cfg, progress, cancel)
+    else:
+        res = adapt(
+            gen,
+            z_h,
+            prep.x,
+            keep,
+            cfg.adapt,
+            init=_warm_start(gen, prep.session, cfg.adapt),
+            progress=progress,
+            cancel=cancel,
+        )
     prep.session.fit = res.fit
     # Step 4 at generator resolution, then only inside the feathered selection at full size.
     composite = res.image * (1 - keep) + prep.x * keep
@@ -252,6 +268,31 @@ def edit_photo(
         prep.reused,
         prep.box,
     )
+
+
+def _check_quality(cfg: PipelineConfig) -> None:
+    if cfg.quality not in QUALITIES:
+        raise ValueError(f"quality must be one of {QUALITIES}, not {cfg.quality!r}")
+
+
+def _fast_edit(
+    gen: LayeredGenerator,
+    prep: Prepared,
+    r: torch.Tensor,
+    z_h: torch.Tensor,
+    keep: torch.Tensor,
+    cfg: PipelineConfig,
+    progress: ProgressFn | None,
+    cancel: CancelFn | None,
+) -> AdaptResult:
+    """The fast path: from the session's base fit (made now, early-stopped, if missing)."""
+    session = prep.session
+    base = _warm_start(gen, FitSession(session.key, session.inversion, session.base), cfg.adapt)
+    if base is None:
+        z_h0 = _to_split(gen, r, cfg.adapt)
+        base = base_fit(gen, z_h0, prep.x, cfg.adapt, cfg.fast, progress, cancel).fit
+        session.base = base
+    return fast_adapt(gen, z_h, prep.x, keep, cfg.adapt, cfg.fast, base, None, progress, cancel)
 
 
 def _warm_start(gen: LayeredGenerator, session: FitSession, cfg: AdaptConfig) -> Fit | None:

@@ -95,6 +95,13 @@ def add_fit_args(p: argparse.ArgumentParser) -> None:
         default="network",
         help="perturbation: the method's network R (default) or direct δ",
     )
+    p.add_argument(
+        "--quality",
+        choices=["faithful", "fast"],
+        default="faithful",
+        help="faithful: the method as published (default); fast: warm start + window + early "
+        "stop (docs/performance.md)",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--invert-steps", type=int, default=400, help="inversion steps (default 400)")
     p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
@@ -120,7 +127,9 @@ def fit_config(args: argparse.Namespace):
     z_steps = round(args.invert_steps * 3 / 8)  # z first, then the edit layer (see invert.py)
     inv = InvertConfig(z_steps=z_steps, r_steps=args.invert_steps - z_steps, seed=args.seed)
     return PipelineConfig(
-        invert=inv, adapt=AdaptConfig(steps=args.steps, variant=args.variant, seed=args.seed)
+        invert=inv,
+        adapt=AdaptConfig(steps=args.steps, variant=args.variant, seed=args.seed),
+        quality=args.quality,
     )
 
 

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+
 from ganpaint.core.adapt import AdaptConfig
 from ganpaint.core.edit import pool_mask
 from ganpaint.core.generators import load_model

@@ -6,8 +6,8 @@ import zlib
 import numpy as np
 import pytest
 import torch
-from samples import make_mask, make_photo
 from PIL import Image
+from samples import make_mask, make_photo
 
 from ganpaint.core.imageio import read_image, read_mask, write_image
 from ganpaint.core.photo import (

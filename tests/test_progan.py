@@ -101,8 +101,16 @@ def private_cache(tmp_path, monkeypatch):
 
 # -- registry and architecture ----------------------------------------------------------
 def test_registry_lists_the_published_checkpoints():
-    names = {"churchoutdoor", "bedroom", "kitchen", "livingroom", "diningroom",
-             "conferenceroom", "restaurant", "celebhq"}
+    names = {
+        "churchoutdoor",
+        "bedroom",
+        "kitchen",
+        "livingroom",
+        "diningroom",
+        "conferenceroom",
+        "restaurant",
+        "celebhq",
+    }
     assert set(PROGAN_SPECS) == {f"progan-{n}" for n in names}
     registered = {s.id for s in model_specs()}
     for spec in PROGAN_SPECS.values():
@@ -142,8 +150,7 @@ def test_both_layouts_load_to_identical_outputs(files, published):
         x_new, x_old = new(z), old(z)
         assert x_new.shape == (2, 3, 256, 256)
         assert torch.equal(x_new, x_old)
-        torch.testing.assert_close(x_new, reference_forward(published, z),
-                                   rtol=1e-4, atol=1e-4)
+        torch.testing.assert_close(x_new, reference_forward(published, z), rtol=1e-4, atol=1e-4)
         # Layer by layer the shapes match out_shape, and any split composes to G(z).
         h = z
         for i in range(new.n_layers):
@@ -176,8 +183,20 @@ def _drop(sd, key):
     return {k: v for k, v in sd.items() if k != key}
 
 
-@pytest.mark.parametrize("case", ["truncated", "truncated-legacy", "random", "empty",
-                                  "missing", "shape", "unexpected", "resolution", "ints"])
+@pytest.mark.parametrize(
+    "case",
+    [
+        "truncated",
+        "truncated-legacy",
+        "random",
+        "empty",
+        "missing",
+        "shape",
+        "unexpected",
+        "resolution",
+        "ints",
+    ],
+)
 def test_broken_checkpoints_give_one_line_errors(case, files, published, tmp_path):
     path = tmp_path / f"{case}.pth"
     if case.startswith("truncated"):
@@ -204,8 +223,13 @@ def test_broken_checkpoints_give_one_line_errors(case, files, published, tmp_pat
         load_model("progan-kitchen", device="cpu", checkpoint=path)
     msg = one_line(e)
     assert path.name in msg
-    expect = {"missing": "layer7.wscale.b", "shape": "layer4.conv.weight",
-              "unexpected": "layer4.extra", "resolution": "128×128", "ints": "int64"}
+    expect = {
+        "missing": "layer7.wscale.b",
+        "shape": "layer4.conv.weight",
+        "unexpected": "layer4.extra",
+        "resolution": "128×128",
+        "ints": "int64",
+    }
     assert expect.get(case, "") in msg
 
 
@@ -222,9 +246,13 @@ def _sha256(path: Path) -> str:
 
 def _local_spec(source: Path, prefix: str):
     """A registry entry whose URL is a local file:// (urllib serves it like http)."""
-    return dataclasses.replace(PROGAN_SPECS["progan-churchoutdoor"], id="progan-test",
-                               file_name=f"proggan_test-{prefix}.pth", url=source.as_uri(),
-                               sha256_prefix=prefix)
+    return dataclasses.replace(
+        PROGAN_SPECS["progan-churchoutdoor"],
+        id="progan-test",
+        file_name=f"proggan_test-{prefix}.pth",
+        url=source.as_uri(),
+        sha256_prefix=prefix,
+    )
 
 
 def test_download_verifies_and_caches(files, tmp_path):
@@ -256,8 +284,9 @@ def test_download_with_wrong_hash_is_refused(files, tmp_path):
 
 
 def test_cached_file_with_wrong_hash_is_refused(files):
-    spec = _local_spec(files["new"], "0" * 8 if not _sha256(files["new"]).startswith("0" * 8)
-                       else "f" * 8)
+    spec = _local_spec(
+        files["new"], "0" * 8 if not _sha256(files["new"]).startswith("0" * 8) else "f" * 8
+    )
     cached = paths.models_dir() / spec.file_name
     cached.parent.mkdir(parents=True)
     cached.write_bytes(b"not the weights")

@@ -65,8 +65,15 @@ _HASH_IN_NAME = re.compile(r"-([0-9a-f]{8,})\.")
 def _spec(name: str, file_name: str, resolution: int) -> ModelSpec:
     source = "GAN Dissection (Bau et al. 2019), ProGAN (Karras et al. 2018) converted to torch"
     match = _HASH_IN_NAME.search(file_name)
-    return ModelSpec(f"progan-{name}", f"progan{resolution}", resolution, source, file_name,
-                     BASE_URLS[0] + file_name, match.group(1) if match else "")
+    return ModelSpec(
+        f"progan-{name}",
+        f"progan{resolution}",
+        resolution,
+        source,
+        file_name,
+        BASE_URLS[0] + file_name,
+        match.group(1) if match else "",
+    )
 
 
 PROGAN_SPECS: dict[str, ModelSpec] = {
@@ -114,8 +121,7 @@ class ConvBlock(nn.Module):
         if self.upsample:
             x = F.interpolate(x, scale_factor=2.0, mode="nearest")
         # Scale folded into the weight and bias into the conv: one pass over the activations.
-        x = F.conv2d(x, self.conv.weight * self.wscale.scale, self.wscale.b,
-                     padding=self.padding)
+        x = F.conv2d(x, self.conv.weight * self.wscale.scale, self.wscale.b, padding=self.padding)
         return F.leaky_relu(x, 0.2, inplace=True)  # x is our own fresh tensor
 
 
@@ -147,23 +153,31 @@ class ProGAN(LayeredGenerator):
         if resolution not in CHANNELS:
             raise ValueError(f"no ProGAN layout for {resolution}×{resolution}")
         chans = CHANNELS[resolution]
-        layers: list[nn.Module] = [ConvBlock(LATENT_DIM, chans[0], 4, 3, upsample=False),
-                                   ConvBlock(chans[0], chans[0], 3, 1, upsample=False)]
+        layers: list[nn.Module] = [
+            ConvBlock(LATENT_DIM, chans[0], 4, 3, upsample=False),
+            ConvBlock(chans[0], chans[0], 3, 1, upsample=False),
+        ]
         for cin, cout in zip(chans[:-1], chans[1:], strict=True):
-            layers += [ConvBlock(cin, cout, 3, 1, upsample=True),
-                       ConvBlock(cout, cout, 3, 1, upsample=False)]
+            layers += [
+                ConvBlock(cin, cout, 3, 1, upsample=True),
+                ConvBlock(cout, cout, 3, 1, upsample=False),
+            ]
         layers.append(OutputBlock(chans[-1], clamp))
-        infos = [LayerInfo(f"layer{i + 1}", chans[i // 2], 4 * 2 ** (i // 2))
-                 for i in range(2 * len(chans))]
+        infos = [
+            LayerInfo(f"layer{i + 1}", chans[i // 2], 4 * 2 ** (i // 2))
+            for i in range(2 * len(chans))
+        ]
         infos.append(LayerInfo(f"output_{resolution}x{resolution}", 3, resolution))
         super().__init__(layers, infos)
         self.model_id = model_id
 
     def published_shapes(self) -> dict[str, tuple[int, ...]]:
         """Checkpoint key (current layout) → tensor shape, e.g. ``layer4.conv.weight``."""
-        return {f"{info.name}.{key}": tuple(p.shape)
-                for info, layer in zip(self.infos, self.layers, strict=True)
-                for key, p in layer.named_parameters()}
+        return {
+            f"{info.name}.{key}": tuple(p.shape)
+            for info, layer in zip(self.infos, self.layers, strict=True)
+            for key, p in layer.named_parameters()
+        }
 
     def load_published(self, sd: dict[str, torch.Tensor], source: str | Path) -> None:
         """Load a checkpoint in either published layout; every problem is a ModelError."""
@@ -186,8 +200,9 @@ class ProGAN256(ProGAN):
 
 
 # -- checkpoints -------------------------------------------------------------------------
-def to_current_layout(sd: dict[str, torch.Tensor], resolution: int,
-                      source: str | Path) -> dict[str, torch.Tensor]:
+def to_current_layout(
+    sd: dict[str, torch.Tensor], resolution: int, source: str | Path
+) -> dict[str, torch.Tensor]:
     """Rename old ``features.{i}.*`` / ``output.*`` keys to ``layer{i+1}.*`` /
     ``output_RxR.*``; a dict already in the current layout passes through unchanged."""
     if not any(k.startswith(("features.", "output.")) for k in sd):
@@ -200,34 +215,44 @@ def to_current_layout(sd: dict[str, torch.Tensor], resolution: int,
         elif parts[0] == "output" and len(parts) >= 2:
             new = f"output_{resolution}x{resolution}.{key.split('.', 1)[1]}"
         else:
-            raise ModelError(f"{source}: key {key!r} among old-layout features.*/output.* "
-                             "keys; mixed layouts are not supported")
+            raise ModelError(
+                f"{source}: key {key!r} among old-layout features.*/output.* "
+                "keys; mixed layouts are not supported"
+            )
         out[new] = value
     return out
 
 
-def _check_keys(sd: dict[str, torch.Tensor], expected: dict[str, tuple[int, ...]],
-                resolution: int, source: str | Path) -> None:
-    n_conv = max((int(m.group(1)) for k in sd if (m := re.match(r"layer(\d+)\.", k))),
-                 default=0)
+def _check_keys(
+    sd: dict[str, torch.Tensor],
+    expected: dict[str, tuple[int, ...]],
+    resolution: int,
+    source: str | Path,
+) -> None:
+    n_conv = max((int(m.group(1)) for k in sd if (m := re.match(r"layer(\d+)\.", k))), default=0)
     n_want = sum(1 for k in expected if k.startswith("layer") and k.endswith(".conv.weight"))
     if n_conv and n_conv != n_want and n_conv % 2 == 0:
         r = 4 * 2 ** (n_conv // 2 - 1)
-        raise ModelError(f"{source} holds a {r}×{r} ProGAN ({n_conv} conv layers); "
-                         f"this model is {resolution}×{resolution} ({n_want})")
+        raise ModelError(
+            f"{source} holds a {r}×{r} ProGAN ({n_conv} conv layers); "
+            f"this model is {resolution}×{resolution} ({n_want})"
+        )
     missing = [k for k in expected if k not in sd]
     if missing:
         more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
-        raise ModelError(f"{source}: missing {missing[0]}{more}; not a ProGAN-{resolution} "
-                         "checkpoint in the GAN Dissection layout")
+        raise ModelError(
+            f"{source}: missing {missing[0]}{more}; not a ProGAN-{resolution} "
+            "checkpoint in the GAN Dissection layout"
+        )
     unexpected = [k for k in sd if k not in expected]
     if unexpected:
         more = f" (and {len(unexpected) - 1} more)" if len(unexpected) > 1 else ""
         raise ModelError(f"{source}: unexpected key {unexpected[0]!r}{more}")
     for key, shape in expected.items():
         if tuple(sd[key].shape) != shape:
-            raise ModelError(f"{source}: {key} has shape {list(sd[key].shape)}, "
-                             f"expected {list(shape)}")
+            raise ModelError(
+                f"{source}: {key} has shape {list(sd[key].shape)}, expected {list(shape)}"
+            )
         if not sd[key].is_floating_point():
             raise ModelError(f"{source}: {key} holds {sd[key].dtype}, not floats")
 
@@ -275,8 +300,10 @@ def download_file(url: str, dest: Path, sha256_prefix: str = "", timeout: float 
                 f.write(chunk)
         got = digest.hexdigest()
         if sha256_prefix and not got.startswith(sha256_prefix.lower()):
-            raise ModelError(f"download of {dest.name} from {url} is corrupt or changed: "
-                             f"SHA-256 {got[:16]}… does not start with {sha256_prefix}")
+            raise ModelError(
+                f"download of {dest.name} from {url} is corrupt or changed: "
+                f"SHA-256 {got[:16]}… does not start with {sha256_prefix}"
+            )
         os.replace(tmp, dest)
         return dest
     finally:
@@ -289,8 +316,10 @@ def ensure_weights(spec: ModelSpec, download_ok: bool = True) -> Path:
     fix = f"download {spec.url} and place it at {dest}"
     if dest.is_file():
         if spec.sha256_prefix and not sha256_file(dest).startswith(spec.sha256_prefix):
-            raise ModelError(f"{dest} does not match the published SHA-256 "
-                             f"({spec.sha256_prefix}…); delete it, or {fix}")
+            raise ModelError(
+                f"{dest} does not match the published SHA-256 "
+                f"({spec.sha256_prefix}…); delete it, or {fix}"
+            )
         return dest
     if not download_ok:
         raise ModelError(f"weights of {spec.id} not found (downloads off): {fix}")
@@ -298,16 +327,20 @@ def ensure_weights(spec: ModelSpec, download_ok: bool = True) -> Path:
     for url in _urls(spec):
         try:
             return download_file(url, dest, spec.sha256_prefix)
-        except (urllib.error.URLError, http.client.HTTPException, TimeoutError, ConnectionError,
-                ValueError) as e:  # ValueError: a malformed URL
+        except (
+            urllib.error.URLError,
+            http.client.HTTPException,
+            TimeoutError,
+            ConnectionError,
+            ValueError,
+        ) as e:  # ValueError: a malformed URL
             errors.append(_one_line(e))
         except OSError as e:  # local: the cache folder cannot be made or written
             raise ModelError(f"cannot write {dest.name} into {dest.parent}: {_one_line(e)}") from e
     raise ModelError(f"cannot download {spec.file_name} ({errors[0]}); offline? {fix}")
 
 
-def load_progan(spec: ModelSpec, checkpoint: Path | None = None,
-                download: bool = True) -> ProGAN:
+def load_progan(spec: ModelSpec, checkpoint: Path | None = None, download: bool = True) -> ProGAN:
     """Build the spec's ProGAN and load its weights.
 
     ``checkpoint`` is any file in either published layout (not hash-checked); without it
@@ -315,8 +348,10 @@ def load_progan(spec: ModelSpec, checkpoint: Path | None = None,
     SHA-256-checked when missing and ``download`` is true.
     """
     if not spec.family.startswith("progan") or spec.resolution not in CHANNELS:
-        raise ModelError(f"{spec.id} ({spec.family}, {spec.resolution}px) is not a ProGAN "
-                         f"this loader knows ({', '.join(map(str, CHANNELS))}px)")
+        raise ModelError(
+            f"{spec.id} ({spec.family}, {spec.resolution}px) is not a ProGAN "
+            f"this loader knows ({', '.join(map(str, CHANNELS))}px)"
+        )
     path = Path(checkpoint) if checkpoint is not None else ensure_weights(spec, download)
     if not path.is_file():
         raise ModelError(f"checkpoint not found: {path}")

@@ -1,0 +1,53 @@
+"""Per-step cost of the faithful step vs the windowed step on ProGAN-256 (interleaved, so
+machine load hits both alike), plus a torch.profiler table of the windowed step.
+
+    python benchmarks/profile_fast.py [--steps 5] [--rounds 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import torch
+from torch.profiler import ProfilerActivity, profile
+
+from ganpaint.core.adapt import AdaptConfig, adapt
+from ganpaint.core.fast import FastConfig, fast_adapt
+from ganpaint.server.cli_bench import load_generator, make_case
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--steps", type=int, default=5)
+    ap.add_argument("--rounds", type=int, default=3)
+    args = ap.parse_args()
+    gen, weights = load_generator("progan")
+    h, k = gen.default_split(), gen.edit_index
+    x, r, r_e, _, keep = make_case(gen)
+    with torch.no_grad():
+        zh0, zh = gen.run(r, k + 1, h), gen.run(r_e, k + 1, h)
+    base = adapt(gen, zh0, x, torch.ones_like(keep), AdaptConfig(steps=2)).fit
+    n = args.steps
+    never = FastConfig(max_steps=n, patience=10**9)
+    runs = {
+        "faithful step (full frame, R)": lambda: adapt(gen, zh, x, keep, AdaptConfig(steps=n)),
+        "windowed step (fast path)": lambda: fast_adapt(gen, zh, x, keep, None, never, base),
+    }
+    times: dict[str, list[float]] = {k2: [] for k2 in runs}
+    for _ in range(args.rounds):
+        for name, fn in runs.items():
+            t0 = time.perf_counter()
+            fn()
+            times[name].append((time.perf_counter() - t0) / n)
+    print(f"{gen.model_id} ({weights}), threads {torch.get_num_threads()}")
+    for name, ts in times.items():
+        print(f"  {name:<32} min {min(ts):.3f} s/step  all {[round(t, 3) for t in ts]}")
+    print(f"  per-step ratio (min/min): {min(times[next(iter(times))]) / min(ts):.2f}x")
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        fast_adapt(gen, zh, x, keep, None, never, base)
+    print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=12))
+
+
+if __name__ == "__main__":
+    main()

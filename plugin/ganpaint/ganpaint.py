@@ -1,0 +1,655 @@
+#!/usr/bin/env python3
+#   GANPaint for GIMP: semantic photo editing with a generative image prior.
+#
+#   Filters › Generative › GANPaint › Add Concept…, Remove Concept…, Learn Concept from
+#   Selection…, Reconstruct (test the fit)…, Server Status….
+#
+#   The heavy lifting happens in a local server (`ganpaint serve`); this plug-in sends it the
+#   selected part of the active layer (plus some context) and puts the answer in a new layer
+#   above the source, in one undo group. It imports only the standard library, gi, and
+#   ganpaint_client (zmq + msgpack), which the installer puts next to this file.
+
+import os
+import sys
+from pathlib import Path
+
+import gi
+
+gi.require_version("Gimp", "3.0")
+gi.require_version("GimpUi", "3.0")
+gi.require_version("Gegl", "0.4")
+from gi.repository import Gegl, Gimp, GimpUi, GLib, GObject  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import ganpaint_support as gs  # noqa: E402
+
+PLUG_IN_BINARY = "ganpaint"
+MENU_PATH = "<Image>/Filters/Generative/GANPaint"
+PROC_ADD = "plug-in-ganpaint-add"
+PROC_REMOVE = "plug-in-ganpaint-remove"
+PROC_LEARN = "plug-in-ganpaint-learn"
+PROC_RECONSTRUCT = "plug-in-ganpaint-reconstruct"
+PROC_STATUS = "plug-in-ganpaint-status"
+NO_CONCEPT = "none"  # placeholder entry of the dialog's concept list
+SERVER_DEFAULT = "server-default"  # placeholder entry of the dialog's model list
+RW = GObject.ParamFlags.READWRITE
+# GIMP 3.0.4 + PyGObject unref a Gimp.Choice given to add_choice_aux_argument() once too often
+# when Python drops it (warning, then a crash while registering): keep every Choice alive.
+_CHOICES = []
+
+
+def new_choice(*entries):
+    choice = Gimp.Choice.new()
+    for i, (nick, label, help_text) in enumerate(entries):
+        choice.add(nick, i, label, help_text)
+    _CHOICES.append(choice)
+    return choice
+
+
+def fail(procedure, message, status=Gimp.PDBStatusType.EXECUTION_ERROR):
+    return procedure.new_return_values(status, GLib.Error(message))
+
+
+def cancelled(procedure):
+    return procedure.new_return_values(Gimp.PDBStatusType.CANCEL, GLib.Error())
+
+
+def success(*values):
+    head = [GObject.Value(Gimp.PDBStatusType, Gimp.PDBStatusType.SUCCESS)]
+    return Gimp.ValueArray.new_from_values(head + [GObject.Value(t, v) for t, v in values])
+
+
+# -- reading from and writing to GIMP ------------------------------------------------------------
+def pixel_format(image):
+    """Ask babl for 8-bit RGBA for 8-bit images, 16-bit RGBA for anything deeper."""
+    prec = image.get_precision()
+    eight = {Gimp.Precision.U8_LINEAR, Gimp.Precision.U8_NON_LINEAR, Gimp.Precision.U8_PERCEPTUAL}
+    return ("R'G'B'A u8", "u8") if prec in eight else ("R'G'B'A u16", "u16")
+
+
+def active_layer(image, drawables):
+    # A selected layer mask stands for its layer.
+    drawables = [
+        Gimp.Layer.from_mask(d) if isinstance(d, Gimp.LayerMask) else d for d in (drawables or [])
+    ]
+    layers = [d for d in drawables if isinstance(d, Gimp.Layer)]
+    if not layers and not drawables:  # scripts may leave "drawables" empty
+        layers = [d for d in image.get_selected_layers() if isinstance(d, Gimp.Layer)]
+    return layers[0] if len(layers) == 1 else None
+
+
+def layer_rect(layer):
+    _, x, y = layer.get_offsets()
+    return gs.Rect(x, y, layer.get_width(), layer.get_height())
+
+
+def read_pixels(layer, rect, fmt):
+    """rect in image coordinates -> bytes in ``fmt``."""
+    _, ox, oy = layer.get_offsets()
+    r = Gegl.Rectangle.new(rect.x - ox, rect.y - oy, rect.w, rect.h)
+    return bytes(layer.get_buffer().get(r, 1.0, fmt, Gegl.AbyssPolicy.CLAMP))
+
+
+def read_mask(image, rect):
+    """The selection, soft values included, over rect (image coordinates) as 'Y u8'."""
+    r = Gegl.Rectangle.new(rect.x, rect.y, rect.w, rect.h)
+    buf = image.get_selection().get_buffer()
+    return bytes(buf.get(r, 1.0, "Y u8", Gegl.AbyssPolicy.NONE))
+
+
+def selection_region(image, layer):
+    """(crop rect, None) or (None, message). The crop is the selection's bounding box on the
+    layer plus context, in image coordinates."""
+    ok, non_empty, x1, y1, x2, y2 = Gimp.Selection.bounds(image)
+    if not ok or not non_empty:
+        return None, gs.NO_SELECTION
+    box = gs.Rect(x1, y1, x2 - x1, y2 - y1).intersect(layer_rect(layer))
+    if box.empty():
+        return None, gs.EMPTY_SELECTION
+    return gs.crop_region(box, layer_rect(layer)), None
+
+
+def add_result_layer(image, source, rect, raw, fmt, name):
+    """Put the server's answer in a new layer above ``source`` (one undo group)."""
+    image.undo_group_start()
+    try:
+        if image.get_base_type() == Gimp.ImageBaseType.GRAY:
+            kind = Gimp.ImageType.GRAYA_IMAGE
+        else:
+            kind = Gimp.ImageType.RGBA_IMAGE
+        layer = Gimp.Layer.new(image, name, rect.w, rect.h, kind, 100.0, Gimp.LayerMode.NORMAL)
+        image.insert_layer(layer, source.get_parent(), image.get_item_position(source))
+        layer.set_offsets(rect.x, rect.y)
+        data = raw.data if raw.dtype == "u8" else gs.u16_from_little_endian(raw.data)
+        buf = layer.get_buffer()
+        buf.set(Gegl.Rectangle.new(0, 0, rect.w, rect.h), fmt, data)
+        buf.flush()
+        layer.update(0, 0, rect.w, rect.h)
+    finally:
+        image.undo_group_end()
+    Gimp.displays_flush()
+    return layer
+
+
+# -- talking to the server ----------------------------------------------------------------------
+def connect(cfg, interactive):
+    """Make sure a server answers (starting it when configured): (info, None) or (None, msg)."""
+    started = []
+
+    def waiting(seconds):
+        if not started:
+            started.append(True)
+            Gimp.progress_init(f"GANPaint: starting the server ({' '.join(cfg.start_command)})…")
+        Gimp.progress_pulse()
+
+    try:
+        info, message = gs.ensure_server(cfg, on_wait=waiting)
+    finally:
+        if started:
+            Gimp.progress_end()
+    return info, message
+
+
+def fill_choice(procedure, arg_name, entries):
+    """Add (nick, label) entries fetched from the server to a dialog-only choice argument."""
+    choice = Gimp.param_spec_choice_get_choice(procedure.find_aux_argument(arg_name))
+    next_id = 1000
+    for nick, label in entries:
+        if not choice.is_valid(nick):
+            try:
+                choice.add(nick, next_id, label, "")
+                next_id += 1
+            except (TypeError, ValueError):  # a name GIMP will not take as a nick
+                pass
+    return choice
+
+
+def server_lists(cfg, procedure, config, with_concepts):
+    """Fill the dialog's model (and concept) lists from the server."""
+    client_mod = gs.import_client()
+    client = client_mod.Client(cfg.address, timeout_s=cfg.timeout_s)
+    try:
+        models = client.models()
+        fill_choice(
+            procedure,
+            "model-choice",
+            [(m["id"], f"{m['id']} ({m.get('resolution', '?')} px)") for m in models],
+        )
+        model = config.get_property("model")
+        if model and Gimp.param_spec_choice_get_choice(
+            procedure.find_aux_argument("model-choice")
+        ).is_valid(model):
+            config.set_property("model-choice", model)
+        if with_concepts:
+            concepts = client.concepts(model or None)
+            choice = fill_choice(
+                procedure,
+                "concept-choice",
+                [(c["name"], f"{c['name']}  ({c.get('source', '')})") for c in concepts],
+            )
+            last = config.get_property("concept")
+            if last and choice.is_valid(last):
+                config.set_property("concept-choice", last)
+            elif concepts and config.get_property("concept-choice") == NO_CONCEPT:
+                first = concepts[0]["name"]
+                if choice.is_valid(first):
+                    config.set_property("concept-choice", first)
+    finally:
+        client.close()
+
+
+def run_dialog(procedure, config, names, title):
+    GimpUi.init(PLUG_IN_BINARY)
+    dialog = GimpUi.ProcedureDialog(procedure=procedure, config=config, title=title)
+    dialog.fill(names)
+    ok = dialog.run()
+    dialog.destroy()
+    return ok
+
+
+def chosen_model(config, interactive):
+    if interactive:
+        model = config.get_property("model-choice")
+        config.set_property("model", "" if model == SERVER_DEFAULT else model)
+    return config.get_property("model") or None
+
+
+def run_on_server(cfg, title, call):
+    """Run one job with GIMP's progress bar; a watchdog cancels it if GIMP kills us."""
+    client_mod = gs.import_client()
+    client = client_mod.Client(cfg.address, timeout_s=cfg.timeout_s)
+    watchdog = gs.Watchdog(cfg.address)
+    jobs = set()
+    Gimp.progress_init(f"{title}…")
+
+    def progress(p):
+        job = p.get("job")
+        if job and job not in jobs:
+            jobs.add(job)
+            watchdog.job(job)
+        text, frac = gs.progress_text(title, p)
+        Gimp.progress_set_text(text)
+        if frac is not None:
+            Gimp.progress_update(frac)
+        else:
+            Gimp.progress_pulse()
+
+    try:
+        return call(client, progress), None
+    except client_mod.ServerError as e:
+        return None, gs.error_message(e, cfg)
+    finally:
+        watchdog.done()
+        client.close()
+        Gimp.progress_end()
+
+
+def prepare(procedure, image, drawables, need_selection):
+    """Layer, crop rect, pixels, mask, formats -- or an error message."""
+    layer = active_layer(image, drawables)
+    if layer is None:
+        return None, gs.NO_LAYER
+    fmt, dtype = pixel_format(image)
+    if need_selection:
+        rect, message = selection_region(image, layer)
+        if message:
+            return None, message
+        mask = read_mask(image, rect)
+        if not any(mask):
+            return None, gs.EMPTY_SELECTION
+    else:
+        ok, non_empty, *_ = Gimp.Selection.bounds(image)
+        rect = selection_region(image, layer)[0] if non_empty else None
+        rect = rect or layer_rect(layer)
+        mask = None
+    pixels = read_pixels(layer, rect, fmt)
+    if dtype == "u16":
+        pixels = gs.u16_to_little_endian(pixels)
+    return {
+        "layer": layer,
+        "rect": rect,
+        "fmt": fmt,
+        "dtype": dtype,
+        "pixels": pixels,
+        "mask": mask,
+    }, None
+
+
+def raw_images(job):
+    client_mod = gs.import_client()
+    r = job["rect"]
+    image = client_mod.RawImage(job["pixels"], r.w, r.h, 4, job["dtype"])
+    mask = None
+    if job["mask"] is not None:
+        mask = client_mod.RawImage(job["mask"], r.w, r.h, 1, "u8")
+    return image, mask
+
+
+# -- procedures ------------------------------------------------------------------------------------
+def run_edit(procedure, run_mode, image, drawables, config, data):
+    """Add Concept… / Remove Concept…: data is "add" or "remove"."""
+    op = data
+    interactive = run_mode == Gimp.RunMode.INTERACTIVE
+    cfg = gs.load_config()
+    try:
+        gs.import_client()
+    except RuntimeError as e:
+        return fail(procedure, str(e))
+    job, message = prepare(procedure, image, drawables, need_selection=True)
+    if message:
+        return fail(procedure, message)
+    info, message = connect(cfg, interactive)
+    if message:
+        return fail(procedure, message)
+    if interactive:
+        try:
+            server_lists(cfg, procedure, config, with_concepts=True)
+        except Exception as e:  # noqa: BLE001 - shown to the user
+            return fail(procedure, gs.error_message(e, cfg))
+        title = "GANPaint: add a concept" if op == "add" else "GANPaint: remove a concept"
+        if not run_dialog(
+            procedure, config, ["concept-choice", "strength", "steps", "model-choice"], title
+        ):
+            return cancelled(procedure)
+        concept = config.get_property("concept-choice")
+        if concept == NO_CONCEPT:
+            return fail(
+                procedure,
+                "GANPaint: pick a concept in the list (or learn one first "
+                "with Learn Concept from Selection…).",
+            )
+        config.set_property("concept", concept)
+    model = chosen_model(config, interactive)
+    concept = (config.get_property("concept") or "").strip() or None
+    try:
+        units = gs.parse_units(config.get_property("units") or "")
+    except ValueError as e:
+        return fail(procedure, f"GANPaint: {e}", Gimp.PDBStatusType.CALLING_ERROR)
+    if concept is None and units is None:
+        return fail(
+            procedure,
+            f"GANPaint: name a concept (or units) to {op}.",
+            Gimp.PDBStatusType.CALLING_ERROR,
+        )
+    strength = config.get_property("strength")
+    steps = config.get_property("steps") or None
+    src, mask = raw_images(job)
+    title = gs.layer_name(op, concept, units)
+    result, message = run_on_server(
+        cfg,
+        title,
+        lambda c, progress: c.edit(
+            src,
+            mask,
+            op=op,
+            concept=concept,
+            units=units,
+            strength=strength,
+            model=model,
+            steps=steps,
+            progress=progress,
+        ),
+    )
+    if message:
+        return fail(procedure, message)
+    layer = add_result_layer(
+        image,
+        job["layer"],
+        job["rect"],
+        result["image"],
+        job["fmt"],
+        gs.layer_name(op, concept, units),
+    )
+    return success((Gimp.Layer, layer), (GObject.TYPE_DOUBLE, float(result["psnr_keep"])))
+
+
+def run_reconstruct(procedure, run_mode, image, drawables, config, data):
+    interactive = run_mode == Gimp.RunMode.INTERACTIVE
+    cfg = gs.load_config()
+    try:
+        gs.import_client()
+    except RuntimeError as e:
+        return fail(procedure, str(e))
+    job, message = prepare(procedure, image, drawables, need_selection=False)
+    if message:
+        return fail(procedure, message)
+    info, message = connect(cfg, interactive)
+    if message:
+        return fail(procedure, message)
+    if interactive:
+        try:
+            server_lists(cfg, procedure, config, with_concepts=False)
+        except Exception as e:  # noqa: BLE001
+            return fail(procedure, gs.error_message(e, cfg))
+        if not run_dialog(
+            procedure,
+            config,
+            ["steps", "model-choice"],
+            "GANPaint: how well does the model fit this photo?",
+        ):
+            return cancelled(procedure)
+    model = chosen_model(config, interactive)
+    steps = config.get_property("steps") or None
+    src, _ = raw_images(job)
+    result, message = run_on_server(
+        cfg,
+        "GANPaint: reconstruction",
+        lambda c, progress: c.reconstruct(src, model=model, steps=steps, progress=progress),
+    )
+    if message:
+        return fail(procedure, message)
+    psnr = float(result["psnr_keep"])
+    layer = add_result_layer(
+        image,
+        job["layer"],
+        job["rect"],
+        result["image"],
+        job["fmt"],
+        f"{gs.layer_name('reconstruct')} ({psnr:.1f} dB)",
+    )
+    return success((Gimp.Layer, layer), (GObject.TYPE_DOUBLE, psnr))
+
+
+def run_learn(procedure, run_mode, image, drawables, config, data):
+    interactive = run_mode == Gimp.RunMode.INTERACTIVE
+    cfg = gs.load_config()
+    try:
+        gs.import_client()
+    except RuntimeError as e:
+        return fail(procedure, str(e))
+    job, message = prepare(procedure, image, drawables, need_selection=True)
+    if message:
+        return fail(procedure, message)
+    info, message = connect(cfg, interactive)
+    if message:
+        return fail(procedure, message)
+    if interactive:
+        try:
+            server_lists(cfg, procedure, config, with_concepts=False)
+        except Exception as e:  # noqa: BLE001
+            return fail(procedure, gs.error_message(e, cfg))
+        if not run_dialog(
+            procedure,
+            config,
+            ["name", "model-choice"],
+            "GANPaint: learn a concept from the selection",
+        ):
+            return cancelled(procedure)
+    model = chosen_model(config, interactive)
+    name = (config.get_property("name") or "").strip()
+    if not name:
+        return fail(
+            procedure, "GANPaint: give the new concept a name.", Gimp.PDBStatusType.CALLING_ERROR
+        )
+    src, mask = raw_images(job)
+    result, message = run_on_server(
+        cfg,
+        f"GANPaint: learning '{name}'",
+        lambda c, progress: c.learn_concept(src, mask, name=name, model=model, progress=progress),
+    )
+    if message:
+        return fail(procedure, message)
+    learned = str(result.get("name") or result.get("concept") or name)
+    units = result.get("units")
+    text = f"GANPaint learned the concept '{learned}'"
+    if isinstance(units, list) and units:
+        text += f" ({len(units)} units: {', '.join(str(u) for u in units[:10])}"
+        text += "…)" if len(units) > 10 else ")"
+    text += ". Use it with Add Concept… or Remove Concept…."
+    if interactive:
+        Gimp.message(text)
+    return success((GObject.TYPE_STRING, learned))
+
+
+def status_report(cfg):
+    """Server Status… text: (report, ok)."""
+    lines = [f"GANPaint server at {cfg.address}"]
+    try:
+        client_mod = gs.import_client()
+    except RuntimeError as e:
+        return str(e), False
+    info, err = gs.probe(cfg.address, timeout_s=min(cfg.timeout_s, 5.0))
+    if info is None:
+        if getattr(err, "code", None) in ("unavailable", "timeout"):
+            return gs.unavailable_message(cfg), False
+        return gs.error_message(err, cfg), False
+    lines.append(
+        f"  version {info.get('server_version', '?')}, protocol "
+        f"{info.get('protocol', '?')}, device {info.get('device', '?')}"
+    )
+    client = client_mod.Client(cfg.address, timeout_s=cfg.timeout_s)
+    try:
+        default = info.get("default_model")
+        for m in client.models():
+            mark = " (default)" if m.get("id") == default else ""
+            loaded = ", loaded" if m.get("loaded") else ""
+            lines.append(f"  model {m.get('id')}{mark} ({m.get('resolution', '?')} px{loaded})")
+        try:
+            concepts = client.concepts()
+            names = ", ".join(c.get("name", "?") for c in concepts) or "(none yet)"
+            lines.append(f"  concepts: {names}")
+        except client_mod.ServerError as e:
+            lines.append(f"  concepts: {gs.error_message(e, cfg)}")
+        try:
+            st = client.status()
+            running, queued = st.get("running"), st.get("queued") or []
+            if running:
+                job = running.get("job", running) if isinstance(running, dict) else running
+                lines.append(f"  busy with job {job}, {len(queued)} waiting")
+            else:
+                lines.append("  idle")
+        except client_mod.ServerError:
+            pass
+    except client_mod.ServerError as e:
+        lines.append(gs.error_message(e, cfg))
+        return "\n".join(lines), False
+    finally:
+        client.close()
+    limits = info.get("limits")
+    if isinstance(limits, dict) and limits:
+        lines.append("  limits: " + ", ".join(f"{k}={v}" for k, v in limits.items()))
+    return "\n".join(lines), True
+
+
+def run_status(procedure, config, data):
+    interactive = config.get_property("run-mode") == Gimp.RunMode.INTERACTIVE
+    cfg = gs.load_config()
+    if interactive and cfg.start_command:
+        try:
+            connect(cfg, interactive)  # offer what the installer configured: start it
+        except RuntimeError:
+            pass
+    report, ok = status_report(cfg)
+    if cfg.problems:
+        report += "\n" + "\n".join(cfg.problems)
+    if interactive:
+        Gimp.message(report)
+    if not ok and not interactive:
+        return fail(procedure, report)
+    return success((GObject.TYPE_STRING, report))
+
+
+# -- registration ----------------------------------------------------------------------------------
+class GANPaint(Gimp.PlugIn):
+    def do_set_i18n(self, name):
+        return False
+
+    def do_query_procedures(self):
+        return [PROC_ADD, PROC_REMOVE, PROC_LEARN, PROC_RECONSTRUCT, PROC_STATUS]
+
+    def do_create_procedure(self, name):
+        if name == PROC_STATUS:
+            procedure = Gimp.Procedure.new(self, name, Gimp.PDBProcType.PLUGIN, run_status, None)
+            procedure.add_enum_argument(
+                "run-mode",
+                "Run mode",
+                "The run mode",
+                Gimp.RunMode,
+                Gimp.RunMode.NONINTERACTIVE,
+                RW,
+            )
+            procedure.add_string_return_value("report", "Report", "What the server said", "", RW)
+            procedure.set_sensitivity_mask(Gimp.ProcedureSensitivityMask.ALWAYS)
+            label, blurb = "Server _Status…", "Show whether the GANPaint server answers"
+        else:
+            run, data = {
+                PROC_ADD: (run_edit, "add"),
+                PROC_REMOVE: (run_edit, "remove"),
+                PROC_LEARN: (run_learn, None),
+                PROC_RECONSTRUCT: (run_reconstruct, None),
+            }[name]
+            procedure = Gimp.ImageProcedure.new(self, name, Gimp.PDBProcType.PLUGIN, run, data)
+            procedure.set_image_types("RGB*, GRAY*")
+            procedure.set_sensitivity_mask(Gimp.ProcedureSensitivityMask.DRAWABLE)
+            label, blurb = self.add_arguments(procedure, name)
+        procedure.set_menu_label(label)
+        procedure.add_menu_path(MENU_PATH)
+        procedure.set_documentation(
+            blurb,
+            blurb + ". Needs a running GANPaint server "
+            "('ganpaint serve'); the source layer is never changed.",
+            name,
+        )
+        procedure.set_attribution("GANPaint for GIMP authors", "GANPaint for GIMP authors", "2025")
+        return procedure
+
+    @staticmethod
+    def add_arguments(procedure, name):
+        if name in (PROC_ADD, PROC_REMOVE):
+            op = "add" if name == PROC_ADD else "remove"
+            procedure.add_string_argument(
+                "concept", "Concept", f"Name of the concept to {op} (see Server Status…)", "", RW
+            )
+            strength = new_choice(
+                ("low", "Low", "Few units of the concept"),
+                ("med", "Medium", ""),
+                ("high", "High", "Many units of the concept"),
+            )
+            procedure.add_choice_argument(
+                "strength", "S_trength", "How strong the edit is", strength, "med", RW
+            )
+        if name in (PROC_ADD, PROC_REMOVE, PROC_RECONSTRUCT):
+            procedure.add_int_argument(
+                "steps",
+                "_Quality (steps, 0 = server default)",
+                "Fitting steps: more is slower and closer to the photo (0: the server's default)",
+                0,
+                100000,
+                0,
+                RW,
+            )
+        if name == PROC_LEARN:
+            procedure.add_string_argument(
+                "name",
+                "Concept _name",
+                "Name under which the server keeps the concept",
+                "my-concept",
+                RW,
+            )
+        procedure.add_string_argument(
+            "model", "Model", "Model id ('' = the server's default)", "", RW
+        )
+        if name in (PROC_ADD, PROC_REMOVE):
+            procedure.add_string_argument(
+                "units",
+                "Units",
+                "Advanced: explicit unit numbers, e.g. '3,17,42' "
+                "(used instead of the concept's own)",
+                "",
+                RW,
+            )
+            concepts = new_choice((NO_CONCEPT, "(pick a concept)", ""))
+            procedure.add_choice_aux_argument(
+                "concept-choice", "Conc_ept", "Concepts the server knows", concepts, NO_CONCEPT, RW
+            )
+        models = new_choice((SERVER_DEFAULT, "Server default", ""))
+        procedure.add_choice_aux_argument(
+            "model-choice", "_Model", "Model the server uses", models, SERVER_DEFAULT, RW
+        )
+        if name in (PROC_ADD, PROC_REMOVE, PROC_RECONSTRUCT):
+            procedure.add_layer_return_value("layer", "Layer", "The new layer", False, RW)
+            procedure.add_double_return_value(
+                "psnr-keep", "PSNR keep", "Fit outside the edit, in dB", -1.0, 1000.0, 0.0, RW
+            )
+        else:
+            procedure.add_string_return_value("concept", "Concept", "The learned concept", "", RW)
+        return {
+            PROC_ADD: ("_Add Concept…", "Paint a concept into the selection"),
+            PROC_REMOVE: ("_Remove Concept…", "Remove a concept from the selection"),
+            PROC_LEARN: (
+                "_Learn Concept from Selection…",
+                "Teach the server a new concept from the selected example",
+            ),
+            PROC_RECONSTRUCT: (
+                "Re_construct (test the fit)…",
+                "Show how well the model reproduces the photo",
+            ),
+        }[name]
+
+
+status = Gimp.main(GANPaint.__gtype__, sys.argv)
+# Leave without Python's finalisation: with GIMP 3.0.4's bindings, freeing the kept Gimp.Choice
+# objects at exit crashes the process (a "fatal error: Segmentation fault" line in GIMP's log).
+sys.stdout.flush()
+sys.stderr.flush()
+os._exit(status if isinstance(status, int) else 0)

@@ -1,0 +1,388 @@
+"""GIMP-free helpers of the GANPaint plug-in: configuration, the region sent to the server,
+starting the server, cancelling a job when GIMP kills the plug-in, and user-facing messages.
+
+Standard library only, so that it can be tested without GIMP; ``ganpaint_client`` (and with it
+``zmq``/``msgpack``) is imported lazily by the functions that talk to the server.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+CONFIG_NAME = "ganpaint.json"
+VENDOR_DIR = HERE / "vendor"
+WATCHDOG = HERE / "ganpaint_watchdog.py"
+DEFAULT_ADDRESS = "tcp://127.0.0.1:5570"
+SERVE_HINT = "ganpaint serve"
+
+
+# -- configuration ---------------------------------------------------------------------------
+@dataclass
+class Config:
+    address: str = DEFAULT_ADDRESS
+    start_command: list[str] | None = None  # argv; None: never start the server
+    timeout_s: float = 10.0  # per request, not per job: jobs report progress
+    start_wait_s: float = 180.0  # how long a started server may take to answer hello
+    serve_hint: str = SERVE_HINT  # what to tell the user to run when nothing answers
+    path: Path | None = None
+    problems: list[str] = field(default_factory=list)
+
+
+def load_config(path: Path | None = None, environ: dict | None = None) -> Config:
+    """Read ganpaint.json next to the plug-in; a missing or broken file gives the defaults
+    (and a note in ``problems``). ``GANPAINT_ADDRESS`` in the environment wins."""
+    env = os.environ if environ is None else environ
+    path = path or HERE / CONFIG_NAME
+    cfg = Config(path=path)
+    raw: dict = {}
+    if path.is_file():
+        try:
+            raw = json.loads(path.read_text(encoding="utf-8"))
+            if not isinstance(raw, dict):
+                raise ValueError("not a JSON object")
+        except (OSError, ValueError) as e:
+            cfg.problems.append(f"{path}: {e}; using defaults")
+            raw = {}
+    if isinstance(raw.get("address"), str) and raw["address"].strip():
+        cfg.address = raw["address"].strip()
+    start = raw.get("start_command")
+    if isinstance(start, str) and start.strip():
+        cfg.start_command = shlex.split(start)
+    elif isinstance(start, list) and start and all(isinstance(a, str) for a in start):
+        cfg.start_command = list(start)
+    for key in ("timeout_s", "start_wait_s"):
+        value = raw.get(key)
+        if isinstance(value, (int, float)) and value > 0:
+            setattr(cfg, key, float(value))
+    if isinstance(raw.get("serve_hint"), str) and raw["serve_hint"].strip():
+        cfg.serve_hint = raw["serve_hint"].strip()
+    if env.get("GANPAINT_ADDRESS"):
+        cfg.address = env["GANPAINT_ADDRESS"]
+    return cfg
+
+
+def add_vendor_path() -> None:
+    """Make copies of zmq/msgpack vendored by the installer importable (after GIMP's own
+    site-packages, so that system packages win)."""
+    for p in (str(HERE), str(VENDOR_DIR)):
+        if Path(p).is_dir() and p not in sys.path:
+            sys.path.append(p)
+
+
+def import_client():
+    """Import ganpaint_client, or raise RuntimeError with what to do."""
+    add_vendor_path()
+    try:
+        import ganpaint_client
+    except ImportError as e:
+        missing = getattr(e, "name", None) or str(e)
+        raise RuntimeError(
+            f"GANPaint cannot talk to its server: GIMP's Python ({sys.executable}, "
+            f"{sys.version.split()[0]}) lacks the module '{missing}'. Re-run the installer "
+            "(python -m installer, from the GANPaint folder) and then "
+            "'python -m installer --check'; on Debian/Ubuntu: "
+            "sudo apt install python3-zmq python3-msgpack"
+        ) from e
+    return ganpaint_client
+
+
+# -- the region sent to the server -----------------------------------------------------------
+@dataclass(frozen=True)
+class Rect:
+    x: int
+    y: int
+    w: int
+    h: int
+
+    @property
+    def x2(self) -> int:
+        return self.x + self.w
+
+    @property
+    def y2(self) -> int:
+        return self.y + self.h
+
+    def empty(self) -> bool:
+        return self.w <= 0 or self.h <= 0
+
+    def intersect(self, other: Rect) -> Rect:
+        x, y = max(self.x, other.x), max(self.y, other.y)
+        x2, y2 = min(self.x2, other.x2), min(self.y2, other.y2)
+        return Rect(x, y, max(0, x2 - x), max(0, y2 - y))
+
+    def moved(self, dx: int, dy: int) -> Rect:
+        return Rect(self.x + dx, self.y + dy, self.w, self.h)
+
+
+def context_margin(side: int, min_px: int = 32, fraction: float = 0.5) -> int:
+    return max(min_px, int(round(fraction * side)))
+
+
+def crop_region(selection: Rect, layer: Rect, min_px: int = 32, fraction: float = 0.5) -> Rect:
+    """The selection's bounding box plus context on each side (max(min_px, fraction × the
+    box's longer side)), clamped to the layer. All in image coordinates."""
+    box = selection.intersect(layer)
+    if box.empty():
+        return box
+    m = context_margin(max(box.w, box.h), min_px, fraction)
+    grown = Rect(box.x - m, box.y - m, box.w + 2 * m, box.h + 2 * m)
+    return grown.intersect(layer)
+
+
+def bytes_per_channel(dtype: str) -> int:
+    return 2 if dtype == "u16" else 1
+
+
+def u16_to_little_endian(data: bytes) -> bytes:
+    """babl's u16 is native-endian; the wire format is little-endian."""
+    if sys.byteorder == "little":
+        return data
+    import array
+
+    a = array.array("H", data)
+    a.byteswap()
+    return a.tobytes()
+
+
+u16_from_little_endian = u16_to_little_endian
+
+
+def layer_name(op: str, concept: str | None = None, units: list[int] | None = None) -> str:
+    if op == "reconstruct":
+        return "GANPaint: reconstruction"
+    if concept:
+        return f"GANPaint: {op} {concept}"
+    if units:
+        shown = ",".join(str(u) for u in units[:8]) + ("…" if len(units) > 8 else "")
+        return f"GANPaint: {op} units {shown}"
+    return f"GANPaint: {op}"
+
+
+def parse_units(text: str) -> list[int] | None:
+    """'3, 17 42' -> [3, 17, 42]; '' -> None. ValueError with a message on junk."""
+    parts = [p for p in text.replace(",", " ").split() if p]
+    if not parts:
+        return None
+    try:
+        return [int(p) for p in parts]
+    except ValueError:
+        raise ValueError(f"units must be whole numbers separated by commas, got {text!r}") from None
+
+
+# -- progress ----------------------------------------------------------------------------------
+STAGE_WORDS = {
+    "invert": "fitting the photo",
+    "adapt": "adapting the generator",
+    "edit": "rendering the edit",
+    "learn": "learning the concept",
+    "queue": "waiting in the server's queue",
+    "queued": "waiting in the server's queue",
+}
+
+
+def progress_text(title: str, p: dict) -> tuple[str, float | None]:
+    """A progress message from the server -> (status line, fraction or None)."""
+    stage = str(p.get("stage") or "")
+    step, total = p.get("step"), p.get("total")
+    parts = [f"{title}: {STAGE_WORDS.get(stage, stage) or 'working'}"]
+    if stage in ("queue", "queued") and isinstance(p.get("position"), int) and p["position"] > 0:
+        parts.append(f"{p['position']} job(s) ahead")
+    frac = None
+    if isinstance(step, (int, float)) and isinstance(total, (int, float)) and total > 0:
+        parts.append(f"{int(step)}/{int(total)}")
+        frac = min(1.0, max(0.0, step / total))
+    psnr = p.get("psnr_keep")
+    if isinstance(psnr, (int, float)):
+        parts.append(f"fit {psnr:.1f} dB")
+    eta = p.get("eta_s")
+    if isinstance(eta, (int, float)) and eta >= 0.5:
+        parts.append(f"about {eta:.0f} s left")
+    return " · ".join(parts), frac
+
+
+# -- messages ------------------------------------------------------------------------------------
+NO_SELECTION = (
+    "GANPaint: there is no selection. Select the area to change first (for example "
+    "with the Free Select tool, feathered if you like), then run the filter again."
+)
+EMPTY_SELECTION = (
+    "GANPaint: the selection is empty on the active layer: nothing of the layer "
+    "is selected. Select part of the layer itself, then run the filter again."
+)
+NO_LAYER = "GANPaint: pick one layer to work on (the filter works on a single layer)."
+
+
+def unavailable_message(cfg: Config, started: bool = False, log: Path | None = None) -> str:
+    if started:
+        where = f" Its output is in {log}." if log else ""
+        return (
+            f"GANPaint: the server was started ({' '.join(cfg.start_command or [])}) but "
+            f"did not answer at {cfg.address} within {cfg.start_wait_s:.0f} s.{where}"
+        )
+    return (
+        f"GANPaint: no server answers at {cfg.address}. Start it in a terminal with:\n"
+        f"    {cfg.serve_hint}\n"
+        "and run the filter again (or let the installer configure a start command: "
+        "python -m installer --start-command ...)."
+    )
+
+
+def error_message(err: Exception, cfg: Config) -> str:
+    """A ganpaint_client.ServerError (or anything) -> one clear message for the user."""
+    code = getattr(err, "code", None)
+    text = getattr(err, "message", None) or str(err)
+    if code == "unavailable":
+        return unavailable_message(cfg)
+    if code == "timeout":
+        return (
+            f"GANPaint: the server at {cfg.address} stopped answering (no reply within "
+            f"{cfg.timeout_s:.0f} s). It may be overloaded or stuck: look at the terminal "
+            "running 'ganpaint serve', or raise \"timeout_s\" in "
+            f"{cfg.path or CONFIG_NAME}."
+        )
+    if code == "cancelled":
+        return "GANPaint: cancelled."
+    if code == "busy":
+        return f"GANPaint: the server is busy with another job; try again when it is done. ({text})"
+    if code == "too_large":
+        return (
+            f"GANPaint: the selection is too large for the server: {text}. Select a smaller area."
+        )
+    if code == "unknown_concept":
+        return (
+            f"GANPaint: {text}. Pick one of the server's concepts (Server Status… lists "
+            "them) or teach it one with Learn Concept from Selection…."
+        )
+    if code == "unknown_model":
+        return f"GANPaint: {text}. Server Status… lists the models the server has."
+    if code == "bad_request":
+        return f"GANPaint: the server rejected the request: {text}"
+    if code:
+        return f"GANPaint: the server failed ({code}): {text}"
+    return f"GANPaint: {type(err).__name__}: {text}"
+
+
+# -- server start ---------------------------------------------------------------------------------
+def probe(address: str, timeout_s: float = 2.0) -> tuple[dict | None, Exception | None]:
+    """hello() once, quickly: (info, None) or (None, the error)."""
+    client_mod = import_client()
+    client = client_mod.Client(address, timeout_s=timeout_s, retries=1)
+    try:
+        return client.hello(), None
+    except client_mod.ServerError as e:
+        return None, e
+    finally:
+        client.close()
+
+
+def start_server(cfg: Config) -> tuple[subprocess.Popen, Path]:
+    """Start the configured server command, detached (its own session, so that GIMP killing
+    the plug-in's process group leaves it running). Output goes to a log file."""
+    if not cfg.start_command:
+        raise RuntimeError("no start command configured")
+    log = Path(tempfile.gettempdir()) / "ganpaint-server.log"
+    out = open(log, "ab")  # noqa: SIM115 - handed to the child
+    kwargs: dict = {"stdin": subprocess.DEVNULL, "stdout": out, "stderr": subprocess.STDOUT}
+    if os.name == "nt":
+        kwargs["creationflags"] = getattr(subprocess, "CREATE_NEW_PROCESS_GROUP", 0) | getattr(
+            subprocess, "DETACHED_PROCESS", 0
+        )
+    else:
+        kwargs["start_new_session"] = True
+    try:
+        proc = subprocess.Popen(cfg.start_command, **kwargs)
+    finally:
+        out.close()
+    return proc, log
+
+
+def ensure_server(cfg: Config, on_wait=None) -> tuple[dict | None, str | None]:
+    """(hello info, None) when a server answers, starting it first if a start command is
+    configured; otherwise (None, message for the user). ``on_wait(seconds)`` is called while
+    waiting for a started server."""
+    info, err = probe(cfg.address)
+    if info is not None:
+        return info, None
+    if getattr(err, "code", None) not in ("unavailable", "timeout"):
+        return None, error_message(err, cfg)
+    if not cfg.start_command:
+        return None, unavailable_message(cfg)
+    try:
+        proc, log = start_server(cfg)
+    except (OSError, RuntimeError) as e:
+        return None, (
+            f"GANPaint: could not start the server with "
+            f"{' '.join(cfg.start_command)}: {e}\n{unavailable_message(cfg)}"
+        )
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < cfg.start_wait_s:
+        if proc.poll() is not None:
+            return None, (
+                f"GANPaint: the server command {' '.join(cfg.start_command)} exited "
+                f"with status {proc.returncode}; its output is in {log}."
+            )
+        if on_wait:
+            on_wait(time.monotonic() - t0)
+        info, err = probe(cfg.address, timeout_s=2.0)
+        if info is not None:
+            return info, None
+        time.sleep(0.5)
+    return None, unavailable_message(cfg, started=True, log=log)
+
+
+# -- cancellation when GIMP kills the plug-in ---------------------------------------------------
+class Watchdog:
+    """A tiny detached helper process that cancels the running job on the server if this
+    plug-in dies before telling it "done".
+
+    GIMP 3.0 has no "is the progress cancelled?" call: its Cancel button (and closing the image)
+    SIGKILLs the plug-in's process group. The helper lives in its own session, notices the
+    broken pipe and sends ``cancel(job)`` for the job ids it was told about.
+    """
+
+    def __init__(self, address: str):
+        self.proc: subprocess.Popen | None = None
+        kwargs: dict = {
+            "stdin": subprocess.PIPE,
+            "stdout": subprocess.DEVNULL,
+            "stderr": subprocess.DEVNULL,
+        }
+        if os.name == "nt":
+            kwargs["creationflags"] = getattr(subprocess, "CREATE_NEW_PROCESS_GROUP", 0)
+        else:
+            kwargs["start_new_session"] = True
+        try:
+            self.proc = subprocess.Popen([sys.executable, str(WATCHDOG), address], **kwargs)
+        except OSError:
+            self.proc = None  # cancelling on kill is a nicety, not a requirement
+
+    def _send(self, line: str) -> None:
+        if self.proc and self.proc.stdin:
+            try:
+                self.proc.stdin.write((line + "\n").encode())
+                self.proc.stdin.flush()
+            except OSError:
+                pass
+
+    def job(self, job_id: str) -> None:
+        self._send(f"job {job_id}")
+
+    def done(self) -> None:
+        self._send("done")
+        if self.proc:
+            try:
+                if self.proc.stdin:
+                    self.proc.stdin.close()
+                self.proc.wait(timeout=5)
+            except (OSError, subprocess.TimeoutExpired):
+                pass
+            self.proc = None

@@ -1,0 +1,429 @@
+"""The plug-in in a real GIMP 3 (gimp-console-3.0 in a Debian trixie chroot) against the real
+`ganpaint serve` with the default model.
+
+    sudo .venv/bin/pytest -m gimp tests/gimp -v
+
+First run builds the chroot (~1.5 min); each GIMP run then takes a few seconds plus the job.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from gimp_env import (
+    CHROOT_PLUGIN_DIR,
+    CHROOT_SRC,
+    HERE,
+    RootBuildFailed,
+    RootUnavailable,
+    ensure_root,
+    make_photo,
+)
+from PIL import Image
+
+pytestmark = pytest.mark.gimp
+
+SIZE = 256  # the test photo: a portrait drawn by the default model, enlarged
+OFFSET = (20, 12)  # canvas grown around the photo: the layer is not at 0,0
+# A feathered ellipse over the upper-left of the head (as in `ganpaint demo`), image coords.
+ELLIPSE = [
+    int(0.22 * SIZE) + OFFSET[0],
+    int(0.10 * SIZE) + OFFSET[1],
+    int(0.32 * SIZE),
+    int(0.24 * SIZE),
+]
+STEPS = 50  # keep each run short on CPU
+
+
+@pytest.fixture(scope="session")
+def photo(gimp) -> dict:
+    """A real photo-like image made in code: a generator sample, enlarged to 256 px."""
+    arr = make_photo(SIZE, seed=3)
+    path = gimp.path("/tmp/ganpaint-test/photo.png")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(arr).save(path)
+    return {"inside": "/tmp/ganpaint-test/photo.png", "array": arr}
+
+
+@pytest.fixture(scope="session")
+def concept(installed) -> dict:
+    """What to add/remove: the server's first concept, or (a server without a concept
+    library) explicit units; with the layer name the plug-in must give the result."""
+    from ganpaint.server import client as gc
+
+    c = gc.Client(installed["address"])
+    try:
+        names = [x["name"] for x in c.concepts()]
+    finally:
+        c.close()
+    if names:
+        return {"args": {"concept": names[0]}, "label": names[0]}
+    return {"args": {"units": "3,17,42,57,99"}, "label": "units 3,17,42,57,99"}
+
+
+def run_batch(gimp, name: str, params: dict, timeout: float = 600) -> dict:
+    out_inside = f"/tmp/ganpaint-test/{name}"
+    out = gimp.path(out_inside)
+    if out.exists():
+        shutil.rmtree(out)
+    params = {"out": out_inside, **params}
+    script = f"PARAMS = {json.dumps(params)!r}\nimport json\nPARAMS = json.loads(PARAMS)\n"
+    script += (HERE / "batch_script.py").read_text()
+    run = gimp.batch(script, timeout=timeout)
+    result_file = out / "result.json"
+    assert result_file.exists(), f"GIMP run failed (exit {run.returncode}):\n{run.output}"
+    info = json.loads(result_file.read_text())
+    info["dir"], info["log"], info["seconds"] = out, run.output, run.seconds
+    return info
+
+
+def layer_array(info: dict, layer: dict, channels: int = 4) -> np.ndarray:
+    dtype = np.uint16 if "u16" in info["format"] else np.uint8
+    raw = (info["dir"] / layer["file"]).read_bytes()
+    return np.frombuffer(raw, dtype=dtype).reshape(layer["h"], layer["w"], channels)
+
+
+def selection(info: dict) -> np.ndarray:
+    raw = (info["dir"] / "selection.raw").read_bytes()
+    return np.frombuffer(raw, np.uint8).reshape(info["image"]["h"], info["image"]["w"])
+
+
+def check_new_layer(info: dict, name: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The new layer sits right above the source, inside it, named ``name``; returns (new
+    layer's pixels, the source's pixels under it, the selection under it)."""
+    assert info["status"] == "success", info.get("message") or info["log"]
+    layers = info["layers"]
+    assert len(layers) == 2, layers
+    new, src = layers[0], layers[1]
+    assert new["name"] == name
+    assert info["source_index"] == 1  # the new layer is directly above the source
+    assert src["x"] <= new["x"] and new["x"] + new["w"] <= src["x"] + src["w"]
+    assert src["y"] <= new["y"] and new["y"] + new["h"] <= src["y"] + src["h"]
+    # Only the selection's box plus context was sent, not the whole layer.
+    assert new["w"] * new["h"] < src["w"] * src["h"]
+    a_new = layer_array(info, new)
+    a_src = layer_array(info, src)
+    y0, x0 = new["y"] - src["y"], new["x"] - src["x"]
+    under = a_src[y0 : y0 + new["h"], x0 : x0 + new["w"]]
+    sel = selection(info)[new["y"] : new["y"] + new["h"], new["x"] : new["x"] + new["w"]]
+    return a_new, under, sel
+
+
+def test_add_concept_makes_a_new_layer(gimp, installed, photo, concept):
+    info = run_batch(
+        gimp,
+        "add",
+        {
+            "photo": photo["inside"],
+            "canvas_offset": OFFSET,
+            "ellipse": ELLIPSE,
+            "feather": 8,
+            "procedure": "plug-in-ganpaint-add",
+            "args": {**concept["args"], "strength": "high", "steps": STEPS},
+        },
+    )
+    new, under, sel = check_new_layer(info, f"GANPaint: add {concept['label']}")
+    src = layer_array(info, info["layers"][1])
+    # The source layer is never modified.
+    assert np.array_equal(src[..., :3], photo["array"])
+    # Outside the selection: bit-identical to the source; inside: changed.
+    assert np.array_equal(new[sel == 0], under[sel == 0])
+    changed = (new[..., :3] != under[..., :3]).any(axis=2)
+    assert changed[sel == 255].mean() > 0.3, changed[sel == 255].mean()
+    assert not changed[sel == 0].any()
+    # The exported (flattened) image: outside the selection equal to the photo.
+    after = np.asarray(Image.open(info["dir"] / "after.png").convert("RGB"))
+    ox, oy = OFFSET
+    region = after[oy : oy + SIZE, ox : ox + SIZE]
+    full_sel = selection(info)[oy : oy + SIZE, ox : ox + SIZE]
+    assert np.array_equal(region[full_sel == 0], photo["array"][full_sel == 0])
+    assert (region[full_sel == 255] != photo["array"][full_sel == 255]).any(axis=1).mean() > 0.3
+    print(f"add {concept['label']}: {info['seconds']:.1f} s in GIMP")
+
+
+def test_no_selection_fails_clearly(gimp, installed, photo, concept):
+    info = run_batch(
+        gimp,
+        "nosel",
+        {
+            "photo": photo["inside"],
+            "procedure": "plug-in-ganpaint-add",
+            "args": {**concept["args"], "steps": STEPS},
+        },
+    )
+    assert info["status"] == "execution-error"
+    assert "no selection" in info["message"]
+    assert "Select the area" in info["message"]
+    assert len(info["layers"]) == 1  # nothing added
+
+
+def test_selection_off_the_layer_fails_clearly(gimp, installed, photo, concept):
+    info = run_batch(
+        gimp,
+        "offlayer",
+        {
+            "photo": photo["inside"],
+            "canvas_offset": OFFSET,
+            "ellipse": [0, 0, 16, 10],
+            "procedure": "plug-in-ganpaint-add",
+            "args": {**concept["args"], "steps": STEPS},
+        },
+    )
+    assert info["status"] == "execution-error"
+    assert "selection is empty on the active layer" in info["message"]
+    assert len(info["layers"]) == 1
+
+
+def test_remove_concept_16_bit(gimp, installed, photo, concept):
+    info = run_batch(
+        gimp,
+        "remove16",
+        {
+            "photo": photo["inside"],
+            "precision": "u16",
+            "ellipse": ELLIPSE,
+            "feather": 4,
+            "procedure": "plug-in-ganpaint-remove",
+            "args": {**concept["args"], "steps": STEPS},
+        },
+    )
+    new, under, sel = check_new_layer(info, f"GANPaint: remove {concept['label']}")
+    assert new.dtype == np.uint16
+    assert np.array_equal(new[sel == 0], under[sel == 0])
+    assert (new[..., :3] != under[..., :3]).any(axis=2)[sel == 255].mean() > 0.1
+
+
+def test_reconstruct_without_selection(gimp, installed, photo):
+    info = run_batch(
+        gimp,
+        "reconstruct",
+        {
+            "photo": photo["inside"],
+            "procedure": "plug-in-ganpaint-reconstruct",
+            "args": {"steps": STEPS},
+        },
+    )
+    assert info["status"] == "success", info.get("message") or info["log"]
+    assert info["layers"][0]["name"].startswith("GANPaint: reconstruction (")
+    assert info["values"][1] > 10  # PSNR of the fit, dB
+
+
+def test_unknown_concept_is_a_clear_server_error(gimp, installed, photo):
+    info = run_batch(
+        gimp,
+        "unknown",
+        {
+            "photo": photo["inside"],
+            "ellipse": ELLIPSE,
+            "procedure": "plug-in-ganpaint-add",
+            "args": {"concept": "no-such-concept-xyz", "steps": STEPS},
+        },
+    )
+    assert info["status"] == "execution-error"
+    assert "no-such-concept-xyz" in info["message"]
+    assert len(info["layers"]) == 1
+
+
+def test_status_reports_the_server(gimp, installed):
+    info = run_batch(
+        gimp,
+        "status",
+        {"photo": "/tmp/ganpaint-test/photo.png", "procedure": "plug-in-ganpaint-status"},
+    )
+    assert info["status"] == "success", info.get("message")
+    assert installed["address"] in info["values"][0]
+    assert "digiface-dcgan64" in info["values"][0]
+
+
+def test_server_down_says_how_to_start_it(gimp, installed, photo):
+    cfg_path = gimp.path(f"{CHROOT_PLUGIN_DIR}/ganpaint/ganpaint.json")
+    saved = cfg_path.read_text()
+    cfg = json.loads(saved)
+    cfg["address"] = "tcp://127.0.0.1:9"  # discard port: nothing answers
+    cfg_path.write_text(json.dumps(cfg))
+    try:
+        info = run_batch(
+            gimp,
+            "down",
+            {
+                "photo": photo["inside"],
+                "ellipse": ELLIPSE,
+                "procedure": "plug-in-ganpaint-add",
+                "args": {"concept": "tree", "steps": STEPS},
+            },
+        )
+    finally:
+        cfg_path.write_text(saved)
+    assert info["status"] == "execution-error"
+    assert "no server answers at tcp://127.0.0.1:9" in info["message"]
+    assert "ganpaint serve" in info["message"]
+
+
+def test_installer_check_in_the_chroot(gimp, installed):
+    r = gimp.run(
+        [
+            "sh",
+            "-c",
+            f"cd {CHROOT_SRC} && python3 -m installer --check --plugin-dir {CHROOT_PLUGIN_DIR}",
+        ]
+    )
+    assert r.returncode == 0, r.stdout + r.stderr
+    for link in (
+        "GIMP 3",
+        "plug-in installed",
+        "Python modules for GIMP",
+        "server reachable",
+        "model",
+    ):
+        assert f"[ok] {link}" in r.stdout, r.stdout
+
+
+def test_learn_concept_from_selection(gimp, installed, photo):
+    info = run_batch(
+        gimp,
+        "learn",
+        {
+            "photo": photo["inside"],
+            "ellipse": ELLIPSE,
+            "feather": 4,
+            "procedure": "plug-in-ganpaint-learn",
+            "args": {"name": "test-blob"},
+        },
+    )
+    assert len(info["layers"]) == 1  # learning adds no layer
+    if info["status"] != "success" and "no concept library" in info.get("message", ""):
+        pytest.skip("this server has no concept library: " + info["message"])
+    assert info["status"] == "success", info.get("message") or info["log"]
+    assert info["values"][0] == "test-blob"
+
+
+def _plugin_pids() -> list[int]:
+    pids = []
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            try:
+                cmd = (d / "cmdline").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            if any(c.endswith(b"/ganpaint/ganpaint.py") for c in cmd):
+                pids.append(int(d.name))
+    return pids
+
+
+def test_killed_plugin_cancels_its_job(gimp, installed, photo, concept):
+    """GIMP's Cancel kills the plug-in (SIGKILL, see gimp_plug_in_close()); the plug-in's watchdog
+    then cancels the job on the server at once (the server's heartbeat timeout would take
+    10 s)."""
+    from ganpaint.server import client as gc
+
+    box = {}
+    t = threading.Thread(
+        target=lambda: box.update(
+            info=run_batch(
+                gimp,
+                "killed",
+                {
+                    "photo": photo["inside"],
+                    "ellipse": ELLIPSE,
+                    "procedure": "plug-in-ganpaint-add",
+                    "args": {**concept["args"], "steps": 9000},
+                },
+            )
+        )
+    )
+    t.start()
+    c = gc.Client(installed["address"])
+    try:
+        deadline = time.monotonic() + 120
+        running = None
+        while time.monotonic() < deadline and not running:
+            running = c.status().get("running")
+            time.sleep(0.3)
+        assert running, "the job never started"
+        pids = _plugin_pids()
+        assert pids
+        for pid in pids:  # as GIMP does: the plug-in shares GIMP's process group
+            os.kill(pid, signal.SIGKILL)
+        t_kill = time.monotonic()
+        while c.status().get("running") and time.monotonic() - t_kill < 30:
+            time.sleep(0.2)
+        stopped_after = time.monotonic() - t_kill
+        assert not c.status().get("running")
+        assert stopped_after < 8, f"job stopped only after {stopped_after:.1f} s"
+        print(f"job cancelled {stopped_after:.1f} s after the plug-in was killed")
+    finally:
+        c.close()
+        t.join(timeout=300)
+    assert box["info"]["status"] != "success"
+    assert len(box["info"]["layers"]) == 1
+
+
+@pytest.mark.slow
+def test_dialog_ok_runs_the_edit(gimp, installed, concept):
+    """The interactive path in GIMP's GUI (Xvfb): the dialog lists the server's concepts, OK
+    runs the edit with the progress bar, the new layer appears."""
+    if "concept" not in concept["args"]:
+        pytest.skip("the dialog needs a concept; this server has none")
+    from make_screenshots import EXTRA, run_gui
+
+    try:
+        ensure_root(gimp.root, EXTRA)  # adds xvfb, xdotool, ImageMagick, openbox if missing
+    except (RootUnavailable, RootBuildFailed) as e:
+        pytest.skip(f"cannot add the GUI packages: {e}")
+    params = {
+        "ellipse": [100, 110, 40, 22],
+        "feather": 8,
+        "op": "add",
+        "concept": concept["args"]["concept"],
+        "strength": "med",
+        "steps": STEPS,
+    }
+    info = run_gui(gimp, make_photo(SIZE, seed=0), params, job_wait=300)
+    assert info.get("status") == "success", info["log"] + info["gimp_log"][-3000:]
+    assert info["layers"] == [f"GANPaint: add {concept['label']}", "Background"]
+    dialog = Image.open(info["dir"] / "dialog.png")
+    assert dialog.width > 300 and dialog.height > 150
+    print(f"GUI run: {info['seconds']:.1f} s")
+
+
+@pytest.mark.slow
+def test_installer_finds_missing_modules_and_installs_them_with_apt(gimp, installed):
+    """Debian's GIMP runs plug-ins with /usr/bin/python3: without python3-zmq the installer
+    says which apt command fixes it, --check names the broken link, --apt installs them."""
+    apt = ["env", "DEBIAN_FRONTEND=noninteractive", "apt-get"]
+    r = gimp.run(apt + ["remove", "-y", "python3-zmq"], timeout=300)
+    assert r.returncode == 0, r.stdout + r.stderr
+    try:
+        install = (
+            f"cd {CHROOT_SRC} && python3 -m installer --plugin-dir {CHROOT_PLUGIN_DIR} "
+            f"--address {installed['address']} --no-start-command"
+        )
+        r = gimp.run(["sh", "-c", install])
+        assert r.returncode == 2, r.stdout + r.stderr
+        assert "apt-get install -y python3-zmq python3-msgpack" in r.stdout
+        r = gimp.run(
+            [
+                "sh",
+                "-c",
+                f"cd {CHROOT_SRC} && python3 -m installer --check --plugin-dir {CHROOT_PLUGIN_DIR}",
+            ]
+        )
+        assert r.returncode == 1
+        assert "[FAIL] Python modules for GIMP" in r.stdout
+        assert (
+            "First broken link: Python modules for GIMP. Fix: python -m installer --apt" in r.stdout
+        )
+        r = gimp.run(["sh", "-c", install + " --apt"], timeout=300)
+        assert r.returncode == 0, r.stdout + r.stderr
+    finally:
+        gimp.run(apt + ["install", "-y", "--no-install-recommends", "python3-zmq"], timeout=300)
+    r = gimp.run(["python3", "-c", "import zmq"])
+    assert r.returncode == 0

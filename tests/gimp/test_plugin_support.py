@@ -1,0 +1,163 @@
+"""The plug-in's GIMP-free helpers (plugin/ganpaint/ganpaint_support.py)."""
+
+from __future__ import annotations
+
+import ast
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+PLUGIN = Path(__file__).resolve().parents[2] / "plugin" / "ganpaint"
+sys.path.insert(0, str(PLUGIN))
+import ganpaint_support as gs  # noqa: E402
+
+ALLOWED = {"gi", "zmq", "msgpack", "ganpaint_client", "ganpaint_support"}
+
+
+@pytest.mark.parametrize("name", sorted(p.name for p in PLUGIN.glob("*.py")))
+def test_plugin_imports_only_stdlib_gi_zmq_msgpack(name):
+    tree = ast.parse((PLUGIN / name).read_text())
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            mods = [a.name.split(".")[0] for a in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.level == 0:
+            mods = [node.module.split(".")[0]]
+        else:
+            continue
+        for m in mods:
+            assert m in sys.stdlib_module_names or m in ALLOWED, f"{name} imports {m}"
+
+
+def test_crop_region_adds_context_and_clamps():
+    layer = gs.Rect(10, 20, 400, 300)
+    # small box: 32 px margin
+    assert gs.crop_region(gs.Rect(100, 100, 20, 10), layer) == gs.Rect(68, 68, 84, 74)
+    # large box: half its longer side
+    assert gs.crop_region(gs.Rect(100, 100, 100, 40), layer) == gs.Rect(50, 50, 200, 140)
+    # clamped to the layer
+    assert gs.crop_region(gs.Rect(0, 0, 30, 30), layer) == gs.Rect(10, 20, 52, 42)
+    # outside the layer: empty
+    assert gs.crop_region(gs.Rect(500, 500, 10, 10), layer).empty()
+
+
+def test_parse_units():
+    assert gs.parse_units("") is None
+    assert gs.parse_units("3, 17 42") == [3, 17, 42]
+    with pytest.raises(ValueError):
+        gs.parse_units("3, x")
+
+
+def test_progress_text():
+    text, frac = gs.progress_text(
+        "GANPaint: add tree",
+        {"stage": "adapt", "step": 25, "total": 50, "psnr_keep": 31.23, "eta_s": 12.4},
+    )
+    assert frac == 0.5
+    assert "25/50" in text and "31.2 dB" in text and "12 s" in text
+    assert gs.progress_text("x", {"stage": "invert"})[1] is None
+
+
+def test_layer_name():
+    assert gs.layer_name("add", "tree") == "GANPaint: add tree"
+    assert gs.layer_name("remove", "dome") == "GANPaint: remove dome"
+    assert gs.layer_name("reconstruct") == "GANPaint: reconstruction"
+
+
+def test_load_config(tmp_path):
+    p = tmp_path / "ganpaint.json"
+    assert gs.load_config(p, {}).address == gs.DEFAULT_ADDRESS
+    p.write_text(
+        json.dumps(
+            {
+                "address": "tcp://127.0.0.1:6001",
+                "start_command": "ganpaint serve --bind 'tcp://x:1'",
+                "timeout_s": 3,
+            }
+        )
+    )
+    cfg = gs.load_config(p, {})
+    assert cfg.address == "tcp://127.0.0.1:6001"
+    assert cfg.start_command == ["ganpaint", "serve", "--bind", "tcp://x:1"]
+    assert cfg.timeout_s == 3.0
+    assert gs.load_config(p, {"GANPAINT_ADDRESS": "tcp://h:2"}).address == "tcp://h:2"
+    p.write_text("{broken")
+    cfg = gs.load_config(p, {})
+    assert cfg.address == gs.DEFAULT_ADDRESS and cfg.problems
+
+
+def test_messages_name_the_fix():
+    cfg = gs.Config(address="tcp://127.0.0.1:5570")
+
+    class Err(Exception):
+        def __init__(self, code, message):
+            self.code, self.message = code, message
+
+    assert "ganpaint serve" in gs.error_message(Err("unavailable", "x"), cfg)
+    assert "timeout_s" in gs.error_message(Err("timeout", "x"), cfg)
+    assert "Learn Concept" in gs.error_message(Err("unknown_concept", "no 'x'"), cfg)
+    assert "smaller" in gs.error_message(Err("too_large", "big"), cfg)
+    assert "selection" in gs.NO_SELECTION and "Select" in gs.NO_SELECTION
+
+
+@pytest.fixture
+def real_client(tmp_path, monkeypatch):
+    """server/client.py importable as ganpaint_client, as the installer arranges."""
+    src = Path(__file__).resolve().parents[2] / "server" / "client.py"
+    if not src.exists():
+        pytest.skip("server/client.py missing")
+    (tmp_path / "ganpaint_client.py").write_bytes(src.read_bytes())
+    monkeypatch.syspath_prepend(str(tmp_path))
+    sys.modules.pop("ganpaint_client", None)
+    yield
+    sys.modules.pop("ganpaint_client", None)
+
+
+def test_ensure_server_without_start_command_says_how(real_client):
+    cfg = gs.Config(address="tcp://127.0.0.1:9")
+    info, message = gs.ensure_server(cfg)
+    assert info is None
+    assert "no server answers at tcp://127.0.0.1:9" in message and "ganpaint serve" in message
+
+
+@pytest.mark.slow
+def test_ensure_server_starts_the_configured_command(real_client, tmp_path):
+    """The plug-in starts `ganpaint serve` itself when the installer configured the command,
+    detached from the plug-in (its own session), and waits for hello."""
+    import os
+    import signal
+    import socket
+
+    exe = Path(sys.executable).parent / "ganpaint"
+    if not exe.exists():
+        pytest.skip("no ganpaint command in this environment")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    address = f"tcp://127.0.0.1:{port}"
+    pidfile = tmp_path / "pid"
+    cfg = gs.Config(
+        address=address,
+        start_wait_s=120,
+        start_command=[
+            "sh",
+            "-c",
+            f'echo $$ > {pidfile}; exec "$0" serve --bind {address} --device cpu',
+            str(exe),
+        ],
+    )
+    waited = []
+    try:
+        info, message = gs.ensure_server(cfg, on_wait=waited.append)
+        assert message is None, message
+        assert info["protocol"] == 1
+        assert waited  # it had to wait for the server to come up
+        pid = int(pidfile.read_text())
+        assert os.getsid(pid) != os.getsid(0)  # survives GIMP killing the plug-in's group
+        # A second call finds it running and starts nothing.
+        info2, message2 = gs.ensure_server(cfg, on_wait=lambda s: pytest.fail("started again"))
+        assert message2 is None
+    finally:
+        if pidfile.exists():
+            os.kill(int(pidfile.read_text()), signal.SIGTERM)
