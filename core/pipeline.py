@@ -158,25 +158,16 @@ def reconstruct_photo(
     of G alone.
     """
     cfg = cfg or PipelineConfig()
+    _check_quality(cfg)
     t0 = time.perf_counter()
     prep = prepare(gen, photo, None, cfg, progress, cancel, cache)
     inv = prep.session.inversion
     keep = torch.ones_like(prep.mask)
     z_h = _to_split(gen, inv.r, cfg.adapt)
-    _check_quality(cfg)
     if cfg.quality == "fast":
         res = base_fit(gen, z_h, prep.x, cfg.adapt, cfg.fast, progress, cancel)
     else:
-        res = adapt(
-            gen,
-            z_h,
-            prep.x,
-            keep,
-            cfg.adapt,
-            init=_warm_start(gen, prep.session, cfg.adapt),
-            progress=progress,
-            cancel=cancel,
-        )
+        res = _faithful_fit(gen, prep, z_h, keep, cfg, progress, cancel)
     prep.session.fit = res.fit
     prep.session.base = res.fit  # a fit of the unedited region: what fast edits start from
     everywhere = np.ones(photo.shape[:2], np.float32)
@@ -211,6 +202,7 @@ def edit_photo(
     otherwise edit.values or the 0.99 quantiles over random samples are used.
     """
     cfg = cfg or PipelineConfig()
+    _check_quality(cfg)
     t0 = time.perf_counter()
     prep = prepare(gen, photo, mask, cfg, progress, cancel, cache)
     inv = prep.session.inversion
@@ -238,20 +230,10 @@ def edit_photo(
     r_e = apply_edit(inv.r, prep.mask, list(edit.units), values)
     keep = keep_mask(prep.mask, gen.resolution)
     z_h = _to_split(gen, r_e, cfg.adapt)
-    _check_quality(cfg)
     if cfg.quality == "fast":
         res = _fast_edit(gen, prep, inv.r, z_h, keep, cfg, progress, cancel)
     else:
-        res = adapt(
-            gen,
-            z_h,
-            prep.x,
-            keep,
-            cfg.adapt,
-            init=_warm_start(gen, prep.session, cfg.adapt),
-            progress=progress,
-            cancel=cancel,
-        )
+        res = _faithful_fit(gen, prep, z_h, keep, cfg, progress, cancel)
     prep.session.fit = res.fit
     # Step 4 at generator resolution, then only inside the feathered selection at full size.
     composite = res.image * (1 - keep) + prep.x * keep
@@ -268,6 +250,20 @@ def edit_photo(
         prep.reused,
         prep.box,
     )
+
+
+def _faithful_fit(
+    gen: LayeredGenerator,
+    prep: Prepared,
+    z_h: torch.Tensor,
+    keep: torch.Tensor,
+    cfg: PipelineConfig,
+    progress: ProgressFn | None,
+    cancel: CancelFn | None,
+) -> AdaptResult:
+    """The method's G′ fit, warm from the session's last fit when it is of the same kind."""
+    init = _warm_start(gen, prep.session, cfg.adapt)
+    return adapt(gen, z_h, prep.x, keep, cfg.adapt, init=init, progress=progress, cancel=cancel)
 
 
 def _check_quality(cfg: PipelineConfig) -> None:

@@ -329,3 +329,56 @@ def test_user_folders(monkeypatch, tmp_path):
     monkeypatch.setenv("GANPAINT_CACHE", str(tmp_path / "c"))
     monkeypatch.setenv("GANPAINT_DATA", str(tmp_path / "d"))
     assert paths.cache_dir() == tmp_path / "c" and paths.data_dir() == tmp_path / "d"
+
+
+def test_edit_runs_end_to_end_with_a_published_concept(files, tmp_path):
+    """The ProGAN path through the CLI: published "tree" units, their 0.99-quantile values
+    computed from the loaded generator, a photo larger than 256 px."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    import numpy as np
+    from samples import make_mask, make_photo
+
+    from ganpaint.core.imageio import read_image, write_image
+
+    photo, mask = make_photo(300, 360), make_mask(300, 360, (100, 120, 200, 240))
+    write_image(tmp_path / "p.png", photo)
+    write_image(tmp_path / "m.png", mask[..., None])
+    env = {**os.environ, "GANPAINT_DATA": str(tmp_path / "data")}
+    cmd = [
+        sys.executable,
+        "-m",
+        "ganpaint.server.cli",
+        "edit",
+        str(tmp_path / "p.png"),
+        "--mask",
+        str(tmp_path / "m.png"),
+        "-o",
+        str(tmp_path / "o.png"),
+        "--model",
+        "progan-churchoutdoor",
+        "--checkpoint",
+        str(files["new"]),
+        "--concept",
+        "tree",
+        "--strength",
+        "low",
+        "--op",
+        "add",
+        "--steps",
+        "2",
+        "--invert-steps",
+        "2",
+        "--json",
+        "--quiet",
+    ]
+    r = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
+    assert r.returncode == 0, r.stderr
+    info = json.loads(r.stdout)
+    assert info["model"] == "progan-churchoutdoor" and info["steps"] == 2
+    out = read_image(tmp_path / "o.png")
+    assert np.array_equal(out[mask == 0], photo[mask == 0])
+    assert (out[mask == 255] != photo[mask == 255]).any()

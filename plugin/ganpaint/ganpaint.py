@@ -286,31 +286,41 @@ def raw_images(job):
 
 
 # -- procedures ------------------------------------------------------------------------------------
-def run_edit(procedure, run_mode, image, drawables, config, data):
-    """Add Concept… / Remove Concept…: data is "add" or "remove"."""
-    op = data
+def begin(procedure, run_mode, image, drawables, config, need_selection, fields, title):
+    """What every edit-like procedure does first: client module, layer + selection, server,
+    then (interactive) the dialog with the server's lists. Returns (cfg, job, failed), where
+    failed is the procedure's return values when it must stop."""
     interactive = run_mode == Gimp.RunMode.INTERACTIVE
     cfg = gs.load_config()
     try:
         gs.import_client()
     except RuntimeError as e:
-        return fail(procedure, str(e))
-    job, message = prepare(procedure, image, drawables, need_selection=True)
+        return cfg, None, fail(procedure, str(e))
+    job, message = prepare(procedure, image, drawables, need_selection=need_selection)
+    if not message:
+        _, message = connect(cfg, interactive)
     if message:
-        return fail(procedure, message)
-    info, message = connect(cfg, interactive)
-    if message:
-        return fail(procedure, message)
+        return cfg, job, fail(procedure, message)
     if interactive:
         try:
-            server_lists(cfg, procedure, config, with_concepts=True)
+            server_lists(cfg, procedure, config, with_concepts="concept-choice" in fields)
         except Exception as e:  # noqa: BLE001 - shown to the user
-            return fail(procedure, gs.error_message(e, cfg))
-        title = "GANPaint: add a concept" if op == "add" else "GANPaint: remove a concept"
-        if not run_dialog(
-            procedure, config, ["concept-choice", "strength", "steps", "model-choice"], title
-        ):
-            return cancelled(procedure)
+            return cfg, job, fail(procedure, gs.error_message(e, cfg))
+        if not run_dialog(procedure, config, fields, title):
+            return cfg, job, cancelled(procedure)
+    return cfg, job, None
+
+
+def run_edit(procedure, run_mode, image, drawables, config, data):
+    """Add Concept… / Remove Concept…: data is "add" or "remove"."""
+    op = data
+    interactive = run_mode == Gimp.RunMode.INTERACTIVE
+    title = "GANPaint: add a concept" if op == "add" else "GANPaint: remove a concept"
+    fields = ["concept-choice", "strength", "steps", "model-choice"]
+    cfg, job, failed = begin(procedure, run_mode, image, drawables, config, True, fields, title)
+    if failed:
+        return failed
+    if interactive:
         concept = config.get_property("concept-choice")
         if concept == NO_CONCEPT:
             return fail(
@@ -365,29 +375,11 @@ def run_edit(procedure, run_mode, image, drawables, config, data):
 
 def run_reconstruct(procedure, run_mode, image, drawables, config, data):
     interactive = run_mode == Gimp.RunMode.INTERACTIVE
-    cfg = gs.load_config()
-    try:
-        gs.import_client()
-    except RuntimeError as e:
-        return fail(procedure, str(e))
-    job, message = prepare(procedure, image, drawables, need_selection=False)
-    if message:
-        return fail(procedure, message)
-    info, message = connect(cfg, interactive)
-    if message:
-        return fail(procedure, message)
-    if interactive:
-        try:
-            server_lists(cfg, procedure, config, with_concepts=False)
-        except Exception as e:  # noqa: BLE001
-            return fail(procedure, gs.error_message(e, cfg))
-        if not run_dialog(
-            procedure,
-            config,
-            ["steps", "model-choice"],
-            "GANPaint: how well does the model fit this photo?",
-        ):
-            return cancelled(procedure)
+    title = "GANPaint: how well does the model fit this photo?"
+    fields = ["steps", "model-choice"]
+    cfg, job, failed = begin(procedure, run_mode, image, drawables, config, False, fields, title)
+    if failed:
+        return failed
     model = chosen_model(config, interactive)
     steps = config.get_property("steps") or None
     src, _ = raw_images(job)
@@ -412,29 +404,11 @@ def run_reconstruct(procedure, run_mode, image, drawables, config, data):
 
 def run_learn(procedure, run_mode, image, drawables, config, data):
     interactive = run_mode == Gimp.RunMode.INTERACTIVE
-    cfg = gs.load_config()
-    try:
-        gs.import_client()
-    except RuntimeError as e:
-        return fail(procedure, str(e))
-    job, message = prepare(procedure, image, drawables, need_selection=True)
-    if message:
-        return fail(procedure, message)
-    info, message = connect(cfg, interactive)
-    if message:
-        return fail(procedure, message)
-    if interactive:
-        try:
-            server_lists(cfg, procedure, config, with_concepts=False)
-        except Exception as e:  # noqa: BLE001
-            return fail(procedure, gs.error_message(e, cfg))
-        if not run_dialog(
-            procedure,
-            config,
-            ["name", "model-choice"],
-            "GANPaint: learn a concept from the selection",
-        ):
-            return cancelled(procedure)
+    title = "GANPaint: learn a concept from the selection"
+    fields = ["name", "model-choice"]
+    cfg, job, failed = begin(procedure, run_mode, image, drawables, config, True, fields, title)
+    if failed:
+        return failed
     model = chosen_model(config, interactive)
     name = (config.get_property("name") or "").strip()
     if not name:
