@@ -198,6 +198,17 @@ class AdaptResult:
         return self.fit.perturbation
 
 
+def make_adam(params, lr: float, state: dict | None = None) -> torch.optim.Adam:
+    """Adam at ``lr``, resuming a saved state (moments and step count) when given; the
+    saved learning rate is overridden so a warm start follows this config."""
+    opt = torch.optim.Adam(params, lr=lr)
+    if state:
+        opt.load_state_dict(state)
+        for group in opt.param_groups:
+            group["lr"] = lr
+    return opt
+
+
 def adapt(
     gen: LayeredGenerator,
     z_h: torch.Tensor,
@@ -217,11 +228,7 @@ def adapt(
     cfg = cfg or AdaptConfig()
     pert = copy.deepcopy(init.perturbation) if init else make_perturbation(gen, cfg).to(x.device)
     z_h = z_h.detach()
-    opt = torch.optim.Adam(pert.parameters(), lr=cfg.lr)
-    if init is not None:
-        opt.load_state_dict(copy.deepcopy(init.opt_state))
-        for group in opt.param_groups:
-            group["lr"] = cfg.lr
+    opt = make_adam(pert.parameters(), cfg.lr, copy.deepcopy(init.opt_state) if init else None)
     rep = Reporter("adapt", cfg.steps, progress, cancel)
     for i in range(cfg.steps):
         deltas = pert()

@@ -31,6 +31,7 @@ from .adapt import (
     Fit,
     Perturbation,
     PerturbationNetwork,
+    make_adam,
     make_perturbation,
     run_gprime,
 )
@@ -179,11 +180,7 @@ def fast_adapt(
             torch.zeros(1, *gen.out_shape(i), device=x.device) for i in range(h, gen.n_layers - 1)
         ]
     pert = PatchedPerturbation(base_deltas, local, pwins)
-    opt = torch.optim.Adam(local.parameters(), lr=cfg.lr)
-    if state:
-        opt.load_state_dict(state)
-        for group in opt.param_groups:
-            group["lr"] = cfg.lr
+    opt = make_adam(local.parameters(), cfg.lr, state)
 
     z_w, x_w, keep_w = (
         region.crop(z_h.detach(), wins[0]),
