@@ -1,7 +1,8 @@
-"""Per-step cost of the faithful step vs the windowed step on ProGAN-256 (interleaved, so
-machine load hits both alike), plus a torch.profiler table of the windowed step.
+"""Per-step cost on one model (interleaved rounds, so machine load hits all alike): the
+faithful step (full frame, R), the same with direct δ instead of R, and the fast path's
+windowed direct-δ step; then torch.profiler tables of the faithful and the fast step.
 
-    python benchmarks/profile_fast.py [--steps 5] [--rounds 3]
+    python benchmarks/profile_fast.py [--model progan|dcgan] [--steps 5] [--rounds 3]
 """
 
 from __future__ import annotations
@@ -19,10 +20,11 @@ from ganpaint.server.cli_bench import load_generator, make_case
 
 def main() -> None:
     ap = argparse.ArgumentParser()
+    ap.add_argument("--model", choices=["progan", "dcgan"], default="progan")
     ap.add_argument("--steps", type=int, default=5)
     ap.add_argument("--rounds", type=int, default=3)
     args = ap.parse_args()
-    gen, weights = load_generator("progan")
+    gen, weights = load_generator(args.model)
     h, k = gen.default_split(), gen.edit_index
     x, r, r_e, _, keep = make_case(gen)
     with torch.no_grad():
@@ -30,9 +32,11 @@ def main() -> None:
     base = adapt(gen, zh0, x, torch.ones_like(keep), AdaptConfig(steps=2)).fit
     n = args.steps
     never = FastConfig(max_steps=n, patience=10**9)
+    direct = AdaptConfig(steps=n, variant="direct")
     runs = {
         "faithful step (full frame, R)": lambda: adapt(gen, zh, x, keep, AdaptConfig(steps=n)),
-        "windowed step (fast path)": lambda: fast_adapt(gen, zh, x, keep, None, never, base),
+        "full frame, direct δ": lambda: adapt(gen, zh, x, keep, direct),
+        "fast step (window, direct δ)": lambda: fast_adapt(gen, zh, x, keep, None, never, base),
     }
     times: dict[str, list[float]] = {k2: [] for k2 in runs}
     for _ in range(args.rounds):
@@ -43,10 +47,14 @@ def main() -> None:
     print(f"{gen.model_id} ({weights}), threads {torch.get_num_threads()}")
     for name, ts in times.items():
         print(f"  {name:<32} min {min(ts):.3f} s/step  all {[round(t, 3) for t in ts]}")
-    print(f"  per-step ratio (min/min): {min(times[next(iter(times))]) / min(ts):.2f}x")
-    with profile(activities=[ProfilerActivity.CPU]) as prof:
-        fast_adapt(gen, zh, x, keep, None, never, base)
-    print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=12))
+    first = min(times[next(iter(times))])
+    for name, ts in times.items():
+        print(f"  faithful / {name}: {first / min(ts):.2f}x per step")
+    for name in ("faithful step (full frame, R)", "fast step (window, direct δ)"):
+        with profile(activities=[ProfilerActivity.CPU]) as prof:
+            runs[name]()
+        print(name)
+        print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=12))
 
 
 if __name__ == "__main__":

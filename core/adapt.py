@@ -128,12 +128,20 @@ def split_of(gen: LayeredGenerator, pert: Perturbation) -> int:
 
 
 def run_gprime(
-    gen: LayeredGenerator, z_h: torch.Tensor, deltas: list[torch.Tensor]
+    gen: LayeredGenerator,
+    z_h: torch.Tensor,
+    deltas: list[torch.Tensor],
+    first: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """G′_F(z_h): [1, C_h, H, W] at the split -> image [1, 3, R, R]."""
+    """G′_F(z_h): [1, C_h, H, W] at the split -> image [1, 3, R, R].
+
+    first: g_{h+1}(z_h), the first G_F layer's output before its δ, when already computed;
+    it does not change while only δ trains, so a fit computes it once.
+    """
     h = gen.n_layers - 1 - len(deltas)
-    x = z_h
-    for layer, d in zip(gen.layers[h:-1], deltas, strict=False):
+    x = gen.layers[h](z_h) if first is None else first
+    x = x * (1 + deltas[0])
+    for layer, d in zip(gen.layers[h + 1 : -1], deltas[1:], strict=True):
         x = layer(x) * (1 + d)
     return gen.layers[-1](x)
 
@@ -230,9 +238,11 @@ def adapt(
     z_h = z_h.detach()
     opt = make_adam(pert.parameters(), cfg.lr, copy.deepcopy(init.opt_state) if init else None)
     rep = Reporter("adapt", cfg.steps, progress, cancel)
+    with torch.no_grad():
+        first = gen.layers[split_of(gen, pert)](z_h)
     for i in range(cfg.steps):
         deltas = pert()
-        out = run_gprime(gen, z_h, deltas)
+        out = run_gprime(gen, z_h, deltas, first)
         rec = ((out - x).abs() * keep).mean()
         reg = sum(d.pow(2).mean() for d in deltas)
         loss = rec + cfg.lambda_reg * reg

@@ -4,24 +4,28 @@ What the loss really needs. Far from the edit the photo pins G′ and the image'
 fit of the unedited image, kept in the session) already reproduces it; only pixels near the
 edit must change. So the fast path
 
-1. warm-starts from the base fit (R's weights and Adam state, or δ for ``direct``);
-2. lets the perturbation change only inside a window around the free zone (keep < 1) plus a
-   ring of pinned pixels, and computes G′_F only on that window plus its receptive-field
-   margin (``region.plan``), skipping everything outside;
-3. stops when psnr_keep on the window stops improving;
-4. renders G′ on the full frame once.
+1. starts from the base fit's δ_i, reset to 0 (G′ = G, as R starts) where the edit frees the
+   generator, so the base fit's memory of the old content cannot ghost into the edit;
+2. fine-tunes the δ_i tensors themselves (method.md's direct ablation) instead of R: R's
+   convolutions cost 3–5× G′_F's own at 128²–256² (docs/performance.md);
+3. lets δ change only inside a window around the free zone (keep < 1) plus a ring of pinned
+   pixels, and computes G′_F only on that window plus its receptive-field margin
+   (``region.plan``), skipping everything outside; the first G′_F layer's output before its
+   δ is constant during a fit, so it is computed once;
+4. stops when psnr_keep on the window stops improving, then renders G′ on the full frame.
 
 The result is an exact member of the method's family: δ_i = the base δ_i outside the
-window, the fine-tuned R's δ_i inside (``PatchedPerturbation``). Its loss restricted to the
+window, the fine-tuned δ_i inside (``PatchedPerturbation``). Its loss restricted to the
 window is the faithful loss minus a constant, so the gradients are the faithful ones.
 """
 
 from __future__ import annotations
 
-import copy
+import dataclasses
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 
 from . import region
 from .adapt import (
@@ -30,9 +34,7 @@ from .adapt import (
     DirectPerturbation,
     Fit,
     Perturbation,
-    PerturbationNetwork,
     make_adam,
-    make_perturbation,
     run_gprime,
 )
 from .generators.base import LayeredGenerator
@@ -46,9 +48,10 @@ QUALITIES = ("faithful", "fast")
 class FastConfig:
     max_steps: int = 300  # cap; early stopping usually ends sooner
     check_every: int = 10  # psnr_keep is measured every this many steps (costs a sync)
-    patience: int = 30  # stop after this many steps without min_gain dB of improvement
+    patience: int = 20  # stop after this many steps without min_gain dB of improvement
     min_gain: float = 0.05  # dB
     ring: int | None = None  # pinned px around the free zone, at 256 px; None = 16
+    reset_free: bool = True  # δ := base δ · keep at the start, so the edit region starts at G
     base_steps: int | None = None  # cap for a missing base fit; None = AdaptConfig.steps
 
 
@@ -68,11 +71,13 @@ class EarlyStop:
 class PatchedPerturbation(Perturbation):
     """δ_i = base δ_i outside window w_i, ``local``'s δ_i inside it.
 
-    base: full δ_i [1, C_i, H_i, W_i] (buffers, frozen); local: a PerturbationNetwork (its
-    branches evaluated on the windows only) or a DirectPerturbation holding the window crops.
+    base: full δ_i [1, C_i, H_i, W_i] (buffers, frozen); local: a DirectPerturbation holding
+    the window crops [1, C_i, h_i, w_i].
     """
 
-    def __init__(self, base: list[torch.Tensor], local: Perturbation, windows: list[region.Window]):
+    def __init__(
+        self, base: list[torch.Tensor], local: DirectPerturbation, windows: list[region.Window]
+    ):
         super().__init__()
         self.shapes = [tuple(b.shape[1:]) for b in base]
         self.windows = list(windows)
@@ -80,23 +85,10 @@ class PatchedPerturbation(Perturbation):
         for i, b in enumerate(base):
             self.register_buffer(f"base{i}", b.detach())
 
-    def local_deltas(self) -> list[torch.Tensor]:
-        """δ_i on window i only: [1, C_i, h_i, w_i]."""
-        if isinstance(self.local, PerturbationNetwork):
-            return [
-                region.branch_window(b, w)
-                for b, w in zip(self.local.branches, self.windows, strict=True)
-            ]
-        return list(self.local())
-
-    def crops(
-        self, outer: list[region.Window], local: list[torch.Tensor] | None = None
-    ) -> list[torch.Tensor]:
-        """δ_i on larger windows outer_i ⊇ window i (base outside window i); local: the
-        ``local_deltas()`` when already computed."""
-        local = self.local_deltas() if local is None else local
+    def crops(self, outer: list[region.Window]) -> list[torch.Tensor]:
+        """δ_i on larger windows outer_i ⊇ window i (the base's outside window i)."""
         out = []
-        for i, (d, w, o) in enumerate(zip(local, self.windows, outer, strict=True)):
+        for i, (d, w, o) in enumerate(zip(self.local(), self.windows, outer, strict=True)):
             full = region.crop(getattr(self, f"base{i}"), o).clone()
             y0, y1, x0, x1 = region.shift(o, w)
             full[..., y0:y1, x0:x1] = d
@@ -107,40 +99,36 @@ class PatchedPerturbation(Perturbation):
         return self.crops([region.full(s[-1]) for s in self.shapes])
 
 
-def _local_from(
-    fit: Fit | None,
-    gen: LayeredGenerator,
-    cfg: AdaptConfig,
-    windows: list[region.Window],
-    device: torch.device,
-) -> tuple[Perturbation, dict]:
-    """The trainable part and its Adam state, warm from ``fit`` when given."""
-    if fit is None:
-        return make_perturbation(gen, cfg).to(device), {}
-    pert = fit.perturbation
-    if isinstance(pert, PatchedPerturbation):
-        raise ValueError("warm-start the fast path from a base fit, not from a fast fit")
-    state = copy.deepcopy(fit.opt_state)
-    if isinstance(pert, DirectPerturbation):
-        crops = [
-            region.crop(d.detach(), w).clone() for d, w in zip(pert.deltas, windows, strict=True)
-        ]
-        local = DirectPerturbation([tuple(c.shape[1:]) for c in crops])
-        for p, c in zip(local.deltas, crops, strict=True):
-            p.data.copy_(c)
-        for k, st in state.get("state", {}).items():  # Adam moments cropped alike
-            for name in ("exp_avg", "exp_avg_sq"):
-                if name in st:
-                    st[name] = region.crop(st[name], windows[int(k)]).clone()
-        return local, state
-    return copy.deepcopy(pert), state
-
-
 def edit_window(keep: torch.Tensor, ring: int) -> region.Window:
     """Output window the fast fit optimises: the free zone (keep < 1) grown by ``ring``."""
     res = keep.shape[-1]
     box = region.bbox(keep < 1 - 1e-4)
     return region.full(res) if box is None else region.grow(box, ring, res)
+
+
+def _deltas(fit: Fit | None) -> list[torch.Tensor] | None:
+    if fit is None:
+        return None
+    with torch.no_grad():
+        return [d.detach() for d in fit.perturbation()]
+
+
+def start_deltas(
+    base: list[torch.Tensor] | None,
+    gen: LayeredGenerator,
+    h: int,
+    keep: torch.Tensor,
+    reset_free: bool,
+) -> list[torch.Tensor]:
+    """Full δ_i [1, C_i, H_i, W_i] the fit starts from: the base fit's (zeros without one),
+    times keep min-pooled to each layer (``reset_free``), so δ = 0 wherever an output pixel
+    a layer pixel covers is free: there the fit starts from G, as R does."""
+    if base is None:
+        shapes = [gen.out_shape(i) for i in range(h, gen.n_layers - 1)]
+        return [torch.zeros(1, *s, device=keep.device) for s in shapes]
+    if not reset_free:
+        return base
+    return [d * -F.adaptive_max_pool2d(-keep, d.shape[-2:]) for d in base]
 
 
 def fast_adapt(
@@ -158,9 +146,10 @@ def fast_adapt(
     """Fit G′ on a window with early stopping; see the module docstring.
 
     z_h: [1, C, H, W] at the split (after the edit); x: [1, 3, R, R]; keep: [1, 1, R, R].
-    base: the image's base fit (warm start; δ outside the window stays the base's). target:
+    base: the image's base fit (any perturbation; δ outside the window stays its δ). target:
     output window to optimise; None = ``edit_window(keep)``, or the full frame without base.
-    Without base and with a full-frame target this is ``adapt`` with early stopping.
+    Without base and with a full-frame target this is ``adapt(variant="direct")`` with early
+    stopping.
     """
     cfg, fcfg = cfg or AdaptConfig(), fcfg or FastConfig()
     res = gen.resolution
@@ -170,34 +159,32 @@ def fast_adapt(
         target = edit_window(keep, ring) if base is not None else region.full(res)
     wins = region.plan(gen, h, target)  # computed: target plus receptive-field margin
     pwins = region.interior(gen, h, target)  # trainable: δ there only reaches target
-    local, state = _local_from(base, gen, cfg, pwins, x.device)
-    whole = all(region.area(w) == gen.infos[h + i].size ** 2 for i, w in enumerate(pwins))
-    if base is not None:
-        with torch.no_grad():
-            base_deltas = base.perturbation()
-    else:
-        base_deltas = [
-            torch.zeros(1, *gen.out_shape(i), device=x.device) for i in range(h, gen.n_layers - 1)
-        ]
-    pert = PatchedPerturbation(base_deltas, local, pwins)
-    opt = make_adam(local.parameters(), cfg.lr, state)
+    base_full = _deltas(base)
+    start = start_deltas(base_full, gen, h, keep, fcfg.reset_free)
+    crops = [region.crop(d, w).clone() for d, w in zip(start, pwins, strict=True)]
+    local = DirectPerturbation([tuple(c.shape[1:]) for c in crops]).to(x.device)
+    with torch.no_grad():
+        for p, c in zip(local.deltas, crops, strict=True):
+            p.copy_(c)
+    # Outside its window δ is the base's (not the reset start): G′ there stays the base G′.
+    pert = PatchedPerturbation(base_full or start, local, pwins)
+    # The method's lr (0.1) also suits the warm fine-tune: 0.03 / 0.01 took 1.3–2× the steps
+    # to the same psnr_keep (docs/performance.md).
+    opt = make_adam(local.parameters(), cfg.lr)
 
-    z_w, x_w, keep_w = (
-        region.crop(z_h.detach(), wins[0]),
-        region.crop(x, target),
-        region.crop(keep, target),
-    )
+    with torch.no_grad():  # g_{h+1}(z_h) before its δ: constant during the fit
+        first = region.run_window(gen, z_h.detach(), wins[:2], start=h)
+    x_w, keep_w = region.crop(x, target), region.crop(keep, target)
     n_rec = x.numel()  # normalise as the full-frame mean: same objective, minus a constant
-    n_reg = [b.numel() for b in base_deltas]
+    n_reg = [d.numel() for d in start]
     stop = EarlyStop(fcfg.patience, fcfg.min_gain)
     rep = Reporter("adapt", fcfg.max_steps, progress, cancel)
     steps = 0
     for i in range(fcfg.max_steps):
-        local_d = pert.local_deltas()
-        deltas = pert.crops(wins[1:-1], local_d)
-        out = region.run_window(gen, z_w, wins, deltas)
+        deltas = pert.crops(wins[1:-1])
+        out = region.run_window(gen, first * (1 + deltas[0]), wins[1:], deltas[1:], start=h + 1)
         rec = ((out - x_w).abs() * keep_w).sum() / n_rec
-        reg = sum(d.pow(2).sum() / n for d, n in zip(local_d, n_reg, strict=True))
+        reg = sum(d.pow(2).sum() / n for d, n in zip(local.deltas, n_reg, strict=True))
         loss = rec + cfg.lambda_reg * reg
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -210,6 +197,7 @@ def fast_adapt(
             break
     with torch.no_grad():
         image = run_gprime(gen, z_h, pert())
+    whole = all(region.area(w) == gen.infos[h + i].size ** 2 for i, w in enumerate(pwins))
     fit = Fit(local if whole and base is None else pert, opt.state_dict())
     return AdaptResult(fit, image, psnr(image, x, keep), steps)
 
@@ -223,9 +211,9 @@ def base_fit(
     progress: ProgressFn | None = None,
     cancel: CancelFn | None = None,
 ) -> AdaptResult:
-    """A fit of the unedited image (keep = 1), full frame, with early stopping."""
+    """A fit of the unedited image (keep = 1): full frame, direct δ, early stopping."""
     cfg, fcfg = cfg or AdaptConfig(), fcfg or FastConfig()
     cap = cfg.steps if fcfg.base_steps is None else fcfg.base_steps
-    fcfg = FastConfig(cap, fcfg.check_every, fcfg.patience, fcfg.min_gain, fcfg.ring)
+    fcfg = dataclasses.replace(fcfg, max_steps=cap)
     keep = torch.ones_like(x[:, :1])
     return fast_adapt(gen, z_h, x, keep, cfg, fcfg, None, None, progress, cancel)

@@ -281,9 +281,10 @@ def _fast_edit(
     progress: ProgressFn | None,
     cancel: CancelFn | None,
 ) -> AdaptResult:
-    """The fast path: from the session's base fit (made now, early-stopped, if missing)."""
+    """The fast path: from the session's base fit (made now, early-stopped, if missing).
+    Any base fit serves (R or direct δ): the fast path starts from its δ_i."""
     session = prep.session
-    base = _warm_start(gen, FitSession(session.key, session.inversion, session.base), cfg.adapt)
+    base = session.base
     if base is None:
         z_h0 = _to_split(gen, r, cfg.adapt)
         base = base_fit(gen, z_h0, prep.x, cfg.adapt, cfg.fast, progress, cancel).fit

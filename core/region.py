@@ -1,4 +1,4 @@
-"""Run G′_F (and R) on a window of the frame instead of the whole frame.
+"""Run G′_F on a window of the frame instead of the whole frame.
 
 Every layer of G_F is local: a conv (or transposed conv) with a small kernel, a per-pixel
 normalisation, a nearest/strided 2× upsample. A window of a layer's output therefore depends
@@ -65,18 +65,11 @@ def scale_window(w: Window, src: int, dst: int) -> Window:
 def halo(layer: nn.Module) -> int:
     """Output pixels at a crop's edge a layer can get wrong (its reach): half of each conv's
     kernel, summed over the convs it chains (exact for centred convs and the k=4, stride-2,
-    padding-1 transposed conv; a sum, as the convs of a layer or of R's branch run in
-    sequence)."""
+    padding-1 transposed conv)."""
     ks = [
         max(m.kernel_size) for m in layer.modules() if isinstance(m, nn.Conv2d | nn.ConvTranspose2d)
     ]
-    ks += [max(m.weight.shape[-2:]) for m in layer.modules() if _is_eqconv(m)]
     return sum(k // 2 for k in ks)
-
-
-def _is_eqconv(m: nn.Module) -> bool:
-    w = getattr(m, "weight", None)
-    return type(m).__name__ == "_EqConv" and isinstance(w, torch.Tensor) and w.dim() == 4
 
 
 def plan(gen: LayeredGenerator, h: int, target: Window) -> list[Window]:
@@ -117,31 +110,24 @@ def interior(gen: LayeredGenerator, h: int, target: Window) -> list[Window]:
 
 def run_window(
     gen: LayeredGenerator,
-    z_h: torch.Tensor,
+    x: torch.Tensor,
     wins: Sequence[Window],
     deltas: Sequence[torch.Tensor] = (),
+    start: int | None = None,
 ) -> torch.Tensor:
-    """G′_F on windows: z_h [B, C, H, W] full (or already cropped to wins[0]) → [B, 3,
-    target]. deltas[i] is δ of perturbed layer i cropped to its window wins[i + 1]; fewer
-    deltas than layers (or none) leave the remaining layers unperturbed.
+    """Layers start .. start + len(wins) − 2 on windows (by default the rest of G_F, ending
+    at the output): x [B, C, H, W] is layer ``start``'s input, full or already cropped to
+    wins[0] → [B, C', wins[-1]]. deltas[j] is δ of layer start + j cropped to wins[j + 1]
+    (applied as ⊙ (1 + δ)); fewer deltas than layers leave the rest unperturbed.
     """
-    h = gen.n_layers - len(wins) + 1
-    size0 = gen.infos[h - 1].size
-    x = crop(z_h, wins[0]) if z_h.shape[-1] == size0 else z_h
-    for j, layer in enumerate(gen.layers[h:]):
-        s = gen.infos[h + j].size // (gen.infos[h + j - 1].size)
+    start = gen.n_layers - len(wins) + 1 if start is None else start
+    size0 = gen.infos[start - 1].size
+    x = crop(x, wins[0]) if x.shape[-1] == size0 else x
+    for j, layer in enumerate(gen.layers[start : start + len(wins) - 1]):
+        s = gen.infos[start + j].size // gen.infos[start + j - 1].size
         y = layer(x)
         origin = (wins[j][0] * s, 0, wins[j][2] * s, 0)
         x = crop(y, shift(origin, wins[j + 1]))
         if j < len(deltas):
             x = x * (1 + deltas[j])
     return x
-
-
-def branch_window(branch: nn.Module, w: Window) -> torch.Tensor:
-    """One R branch (``adapt._LayerR``: fixed noise → convs) evaluated on window w only:
-    [1, C_i, y1−y0, x1−x0], equal to ``crop(branch(), w)``."""
-    size = branch.noise.shape[-1]
-    g = grow(w, halo(branch), size)
-    out = branch.head(branch.body(crop(branch.noise, g)))
-    return crop(out, shift(g, w))

@@ -8,6 +8,7 @@ unedited photo) is built first and timed separately, as the server holds it befo
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import threading
@@ -17,6 +18,7 @@ from dataclasses import dataclass
 
 import torch
 
+from ..core import region
 from ..core.adapt import AdaptConfig, adapt, keep_mask
 from ..core.edit import apply_edit, unit_quantiles
 from ..core.fast import FastConfig, base_fit, fast_adapt
@@ -124,7 +126,7 @@ def bench_model(
     base_steps: int,
     ablations: bool,
     log: Callable[[str], None],
-    base_early: bool = False,
+    base_kind: str = "direct",
 ) -> dict:
     gen, weights = load_generator(name)
     h = gen.default_split()
@@ -149,52 +151,52 @@ def bench_model(
     cfg = AdaptConfig(steps=ref_steps)
     res, dt, rss = timed(lambda: adapt(gen, zh_e, x, keep, cfg))
     ref = row(f"faithful reference ({ref_steps} steps)", res, dt, rss, None)
-    base_cfg = AdaptConfig(steps=base_steps)
-    if base_early:  # the session's base fit with early stopping (setup cost only)
-        base, dt_b, _ = timed(lambda: base_fit(gen, zh0, x, base_cfg))
+    # The session's base fit of the unedited photo (setup, held before an edit): what
+    # `reconstruct --quality fast` makes (direct δ, early-stopped), or a faithful R fit.
+    fcfg = FastConfig(base_steps=base_steps)
+    ones = torch.ones_like(keep)
+    if base_kind == "direct":
+        base, dt_b, _ = timed(lambda: base_fit(gen, zh0, x, cfg, fcfg))
     else:
-        base, dt_b, _ = timed(lambda: adapt(gen, zh0, x, torch.ones_like(keep), base_cfg))
+        base, dt_b, _ = timed(lambda: adapt(gen, zh0, x, ones, AdaptConfig(steps=base_steps)))
     log(
-        f"  session base fit (unedited, keep=1, {base.steps} steps): {dt_b:.1f} s, "
+        f"  session base fit ({base_kind}, unedited, keep=1, {base.steps} steps): {dt_b:.1f} s, "
         f"psnr {base.psnr_keep:.2f} dB  [setup, not part of an edit]"
     )
-    fcfg = FastConfig()
-    res, dt, rss = timed(lambda: fast_adapt(gen, zh_e, x, keep, cfg, fcfg, base=base.fit))
-    fast = row("fast (warm+window+early stop)", res, dt, rss, ref.image)
+
+    def fast(nm: str, fc: FastConfig = fcfg, **kw) -> Row:
+        res, dt, rss = timed(lambda: fast_adapt(gen, zh_e, x, keep, cfg, fc, **kw))
+        return row(nm, res, dt, rss, ref.image)
+
+    best = fast("fast (all techniques)", base=base.fit)
     if ablations:
-        full = (0, gen.resolution, 0, gen.resolution)
-        res, dt, rss = timed(
-            lambda: fast_adapt(gen, zh_e, x, keep, cfg, fcfg, base=base.fit, target=full)
-        )
-        row("  warm + early stop, full frame", res, dt, rss, ref.image)
-        n = fcfg.max_steps
-        res, dt, rss = timed(
-            lambda: fast_adapt(
-                gen, zh_e, x, keep, cfg, FastConfig(n, patience=10**9), base=base.fit
-            )
-        )
-        row(f"  warm + window, no early stop ({n})", res, dt, rss, ref.image)
-        res, dt, rss = timed(lambda: fast_adapt(gen, zh_e, x, keep, cfg, fcfg, base=None))
-        row("  cold + full frame + early stop", res, dt, rss, ref.image)
+        rep = dataclasses.replace
+        fast("  without the window (full frame)", base=base.fit, target=region.full(gen.resolution))
+        fast(f"  without early stop ({fcfg.max_steps})", rep(fcfg, patience=10**9), base=base.fit)
+        fast("  without the reset of free δ", rep(fcfg, reset_free=False), base=base.fit)
+        fast("  without warm start (cold, full frame)", base=None)
+        res, dt, rss = timed(lambda: adapt(gen, zh_e, x, keep, rep(cfg, variant="direct")))
+        row(f"  faithful, direct δ instead of R ({ref_steps})", res, dt, rss, ref.image)
         threads = torch.get_num_threads()
         torch.set_num_threads(1)
         try:
-            res, dt, rss = timed(lambda: fast_adapt(gen, zh_e, x, keep, cfg, fcfg, base=base.fit))
-            row("  fast path, 1 thread", res, dt, rss, ref.image)
+            fast("  fast, 1 thread", base=base.fit)
         finally:
             torch.set_num_threads(threads)
     log(
-        f"  speed-up fast vs faithful: {ref.seconds / fast.seconds:.1f}x; psnr_keep "
-        f"{fast.psnr_keep - ref.psnr_keep:+.2f} dB vs reference"
+        f"  speed-up fast vs faithful: {ref.seconds / best.seconds:.1f}x; psnr_keep "
+        f"{best.psnr_keep - ref.psnr_keep:+.2f} dB vs reference"
     )
     return {
         "model": gen.model_id,
         "weights": weights,
         "resolution": gen.resolution,
+        "base_fit": base_kind,
         "base_fit_s": dt_b,
+        "base_fit_steps": base.steps,
         "base_fit_psnr": base.psnr_keep,
         "rows": [{k2: v for k2, v in vars(rw).items() if k2 != "image"} for rw in rows],
-        "speedup": ref.seconds / fast.seconds,
+        "speedup": ref.seconds / best.seconds,
     }
 
 
@@ -204,9 +206,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     out = []
     for name in args.models:
         out.append(
-            bench_model(
-                name, args.ref_steps, args.base_steps, args.ablations, print, args.base_early
-            )
+            bench_model(name, args.ref_steps, args.base_steps, args.ablations, print, args.base)
         )
     if args.json:
         with open(args.json, "w") as f:
@@ -220,7 +220,12 @@ def register(sub) -> None:
     p.add_argument("--ref-steps", type=int, default=1000)
     p.add_argument("--base-steps", type=int, default=1000)
     p.add_argument("--ablations", action="store_true", help="time each technique alone")
-    p.add_argument("--base-early", action="store_true", help="early-stop the base fit")
+    p.add_argument(
+        "--base",
+        choices=["direct", "network"],
+        default="direct",
+        help="the session's base fit: direct δ early-stopped (what --quality fast makes) or R",
+    )
     p.add_argument("--threads", type=int, default=0)
     p.add_argument("--json", default="")
     p.set_defaults(func=cmd_bench)

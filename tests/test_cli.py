@@ -102,3 +102,17 @@ def test_missing_image(files):
         r.returncode != 0
         and r.stderr.strip() == f"ganpaint: error: no such image: {files}/nope.jpg"
     )
+
+
+def test_bench_compares_fast_with_faithful(tmp_path):
+    out = tmp_path / "bench.json"
+    r = ganpaint(
+        "bench", "--models", "dcgan", "--ref-steps", "20", "--base-steps", "20", "--json", out
+    )
+    assert r.returncode == 0, r.stderr
+    (res,) = json.loads(out.read_text())
+    ref, fast = res["rows"]
+    assert ref["steps"] == 20 and 0 < fast["steps"] <= 300
+    assert res["speedup"] == pytest.approx(ref["seconds"] / fast["seconds"])
+    assert fast["psnr_keep"] > 15 and fast["psnr_vs_ref"] > 15  # a real fit, not noise
+    assert "speed-up fast vs faithful" in r.stdout
