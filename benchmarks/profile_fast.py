@@ -1,4 +1,4 @@
-"""Per-step cost on one model (interleaved rounds, so machine load hits all alike): the
+"""Marginal per-step cost on one model (interleaved rounds, so machine load hits all alike): the
 faithful step (full frame, R), the same with direct δ instead of R, and the fast path's
 windowed direct-δ step; then torch.profiler tables of the faithful and the fast step.
 
@@ -30,29 +30,34 @@ def main() -> None:
     with torch.no_grad():
         zh0, zh = gen.run(r, k + 1, h), gen.run(r_e, k + 1, h)
     base = adapt(gen, zh0, x, torch.ones_like(keep), AdaptConfig(steps=2)).fit
-    n = args.steps
-    never = FastConfig(max_steps=n, patience=10**9)
-    direct = AdaptConfig(steps=n, variant="direct")
+    direct = "direct"
     runs = {
-        "faithful step (full frame, R)": lambda: adapt(gen, zh, x, keep, AdaptConfig(steps=n)),
-        "full frame, direct δ": lambda: adapt(gen, zh, x, keep, direct),
-        "fast step (window, direct δ)": lambda: fast_adapt(gen, zh, x, keep, None, never, base),
+        "faithful step (full frame, R)": lambda n: adapt(gen, zh, x, keep, AdaptConfig(steps=n)),
+        "full frame, direct δ": lambda n: adapt(gen, zh, x, keep, AdaptConfig(n, variant=direct)),
+        "fast step (window, direct δ)": lambda n: fast_adapt(
+            gen, zh, x, keep, None, FastConfig(max_steps=n, patience=10**9), base
+        ),
     }
+    # Marginal cost per step: (time of 4n steps − time of n steps) / 3n, so set-up and the
+    # final full-frame render are left out.
+    n = args.steps
     times: dict[str, list[float]] = {k2: [] for k2 in runs}
     for _ in range(args.rounds):
         for name, fn in runs.items():
             t0 = time.perf_counter()
-            fn()
-            times[name].append((time.perf_counter() - t0) / n)
+            fn(n)
+            t1 = time.perf_counter()
+            fn(4 * n)
+            times[name].append((time.perf_counter() - t1 - (t1 - t0)) / (3 * n))
     print(f"{gen.model_id} ({weights}), threads {torch.get_num_threads()}")
     for name, ts in times.items():
-        print(f"  {name:<32} min {min(ts):.3f} s/step  all {[round(t, 3) for t in ts]}")
+        print(f"  {name:<32} min {min(ts):.4f} s/step  all {[round(t, 4) for t in ts]}")
     first = min(times[next(iter(times))])
     for name, ts in times.items():
         print(f"  faithful / {name}: {first / min(ts):.2f}x per step")
     for name in ("faithful step (full frame, R)", "fast step (window, direct δ)"):
         with profile(activities=[ProfilerActivity.CPU]) as prof:
-            runs[name]()
+            runs[name](n)
         print(name)
         print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=12))
 

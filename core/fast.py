@@ -210,10 +210,12 @@ def base_fit(
     fcfg: FastConfig | None = None,
     progress: ProgressFn | None = None,
     cancel: CancelFn | None = None,
+    keep: torch.Tensor | None = None,
 ) -> AdaptResult:
-    """A fit of the unedited image (keep = 1): full frame, direct δ, early stopping."""
+    """A cold fit (δ = 0 at the start): full frame, direct δ, early stopping, capped at
+    ``fcfg.base_steps`` (None: cfg.steps). keep None = 1: the unedited photo's base fit."""
     cfg, fcfg = cfg or AdaptConfig(), fcfg or FastConfig()
     cap = cfg.steps if fcfg.base_steps is None else fcfg.base_steps
     fcfg = dataclasses.replace(fcfg, max_steps=cap)
-    keep = torch.ones_like(x[:, :1])
+    keep = torch.ones_like(x[:, :1]) if keep is None else keep
     return fast_adapt(gen, z_h, x, keep, cfg, fcfg, None, None, progress, cancel)

@@ -231,7 +231,7 @@ def edit_photo(
     keep = keep_mask(prep.mask, gen.resolution)
     z_h = _to_split(gen, r_e, cfg.adapt)
     if cfg.quality == "fast":
-        res = _fast_edit(gen, prep, inv.r, z_h, keep, cfg, progress, cancel)
+        res = _fast_edit(gen, prep, inv.r, z_h, keep, cfg, cache is not None, progress, cancel)
     else:
         res = _faithful_fit(gen, prep, z_h, keep, cfg, progress, cancel)
     prep.session.fit = res.fit
@@ -278,17 +278,20 @@ def _fast_edit(
     z_h: torch.Tensor,
     keep: torch.Tensor,
     cfg: PipelineConfig,
+    cached: bool,
     progress: ProgressFn | None,
     cancel: CancelFn | None,
 ) -> AdaptResult:
-    """The fast path: from the session's base fit (made now, early-stopped, if missing).
-    Any base fit serves (R or direct δ): the fast path starts from its δ_i."""
+    """The fast path from the session's base fit (any kind: R or direct δ). Without one, a
+    kept session gets a base fit now (early-stopped) for this and later edits; a one-off
+    edit fits cold instead, full frame with early stopping, which is cheaper than both."""
     session = prep.session
-    base = session.base
-    if base is None:
+    if session.base is None and not cached:
+        return base_fit(gen, z_h, prep.x, cfg.adapt, cfg.fast, progress, cancel, keep)
+    if session.base is None:
         z_h0 = _to_split(gen, r, cfg.adapt)
-        base = base_fit(gen, z_h0, prep.x, cfg.adapt, cfg.fast, progress, cancel).fit
-        session.base = base
+        session.base = base_fit(gen, z_h0, prep.x, cfg.adapt, cfg.fast, progress, cancel).fit
+    base = session.base
     return fast_adapt(gen, z_h, prep.x, keep, cfg.adapt, cfg.fast, base, None, progress, cancel)
 
 

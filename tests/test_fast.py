@@ -150,10 +150,17 @@ def test_pipeline_quality_fast(dcgan, fast_cfg):
     cache: dict = {}
     reconstruct_photo(dcgan, photo, fast_cfg, cache=cache)
     res = edit_photo(dcgan, photo, mask, EditSpec([1, 2, 3], "remove"), fast_cfg, cache=cache)
-    assert res.image.shape == photo.shape
+    # The edit's crop got a base fit, kept for the next edit, besides the edit's own fit.
+    assert any(s.base is not None and s.fit is not s.base for s in cache.values())
+    # One-off (no session kept): a cold early-stopped fit, no base fit made.
+    once = edit_photo(dcgan, photo, mask, EditSpec([1, 2, 3], "remove"), fast_cfg)
     outside = mask == 0
     outside[20:70, 30:90] = False  # feathered band around the selection
-    assert (res.image[outside] == photo[outside]).all()
+    for r in (res, once):
+        assert r.image.shape == photo.shape
+        assert (r.image[outside] == photo[outside]).all()
+        assert (r.image[mask > 0] != photo[mask > 0]).any()
+    assert not once.session_reused and 0 < once.steps <= 20
     fast_cfg.quality = "bogus"
     with pytest.raises(ValueError, match="quality"):
         edit_photo(dcgan, photo, mask, EditSpec([1], "remove"), fast_cfg, cache=cache)

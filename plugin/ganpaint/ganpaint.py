@@ -311,12 +311,17 @@ def begin(procedure, run_mode, image, drawables, config, need_selection, fields,
     return cfg, job, None
 
 
+def quality(config):
+    """The server's G′ fit: the fast path (docs/performance.md) or the method as published."""
+    return "fast" if config.get_property("fast") else "faithful"
+
+
 def run_edit(procedure, run_mode, image, drawables, config, data):
     """Add Concept… / Remove Concept…: data is "add" or "remove"."""
     op = data
     interactive = run_mode == Gimp.RunMode.INTERACTIVE
     title = "GANPaint: add a concept" if op == "add" else "GANPaint: remove a concept"
-    fields = ["concept-choice", "strength", "steps", "model-choice"]
+    fields = ["concept-choice", "strength", "steps", "fast", "model-choice"]
     cfg, job, failed = begin(procedure, run_mode, image, drawables, config, True, fields, title)
     if failed:
         return failed
@@ -357,6 +362,7 @@ def run_edit(procedure, run_mode, image, drawables, config, data):
             strength=strength,
             model=model,
             steps=steps,
+            quality=quality(config),
             progress=progress,
         ),
     )
@@ -376,7 +382,7 @@ def run_edit(procedure, run_mode, image, drawables, config, data):
 def run_reconstruct(procedure, run_mode, image, drawables, config, data):
     interactive = run_mode == Gimp.RunMode.INTERACTIVE
     title = "GANPaint: how well does the model fit this photo?"
-    fields = ["steps", "model-choice"]
+    fields = ["steps", "fast", "model-choice"]
     cfg, job, failed = begin(procedure, run_mode, image, drawables, config, False, fields, title)
     if failed:
         return failed
@@ -386,7 +392,9 @@ def run_reconstruct(procedure, run_mode, image, drawables, config, data):
     result, message = run_on_server(
         cfg,
         "GANPaint: reconstruction",
-        lambda c, progress: c.reconstruct(src, model=model, steps=steps, progress=progress),
+        lambda c, progress: c.reconstruct(
+            src, model=model, steps=steps, quality=quality(config), progress=progress
+        ),
     )
     if message:
         return fail(procedure, message)
@@ -565,11 +573,20 @@ class GANPaint(Gimp.PlugIn):
         if name in (PROC_ADD, PROC_REMOVE, PROC_RECONSTRUCT):
             procedure.add_int_argument(
                 "steps",
-                "_Quality (steps, 0 = server default)",
-                "Fitting steps: more is slower and closer to the photo (0: the server's default)",
+                "Fitting _steps (0 = server default)",
+                "Fitting steps: more is slower and closer to the photo (0: the server's default; "
+                "with Fast, a cap)",
                 0,
                 100000,
                 0,
+                RW,
+            )
+            procedure.add_boolean_argument(
+                "fast",
+                "_Fast (interactive)",
+                "Fine-tune the photo's cached fit around the selection and stop early: seconds "
+                "instead of minutes on a CPU. Off: the method as published",
+                False,
                 RW,
             )
         if name == PROC_LEARN:

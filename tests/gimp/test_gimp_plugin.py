@@ -192,10 +192,13 @@ def test_remove_concept_16_bit(gimp, installed, photo, concept):
             "ellipse": ELLIPSE,
             "feather": 4,
             "procedure": "plug-in-ganpaint-remove",
-            "args": {**concept["args"], "steps": STEPS},
+            "args": {**concept["args"], "steps": STEPS, "fast": True},
         },
     )
     new, under, sel = check_new_layer(info, f"GANPaint: remove {concept['label']}")
+    # The "Fast" switch reached the server: the job ran the fast path.
+    jobs = [ln for ln in Path(installed["log"]).read_text().splitlines() if "remove" in ln]
+    assert jobs and "quality=fast" in jobs[-1], jobs
     assert new.dtype == np.uint16
     assert np.array_equal(new[sel == 0], under[sel == 0])
     assert (new[..., :3] != under[..., :3]).any(axis=2)[sel == 255].mean() > 0.1
