@@ -11,6 +11,7 @@ warm-starts G′ from the previous fit.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import time
 from collections.abc import MutableMapping, Sequence
@@ -284,15 +285,16 @@ def _fast_edit(
 ) -> AdaptResult:
     """The fast path from the session's base fit (any kind: R or direct δ). Without one, a
     kept session gets a base fit now (early-stopped) for this and later edits; a one-off
-    edit fits cold instead, full frame with early stopping, which is cheaper than both."""
+    edit fits cold instead, full frame with early stopping, which is cheaper than both.
+    cfg.adapt.steps caps every fit."""
     session = prep.session
     if session.base is None and not cached:
         return base_fit(gen, z_h, prep.x, cfg.adapt, cfg.fast, progress, cancel, keep)
     if session.base is None:
         z_h0 = _to_split(gen, r, cfg.adapt)
         session.base = base_fit(gen, z_h0, prep.x, cfg.adapt, cfg.fast, progress, cancel).fit
-    base = session.base
-    return fast_adapt(gen, z_h, prep.x, keep, cfg.adapt, cfg.fast, base, None, progress, cancel)
+    fcfg = dataclasses.replace(cfg.fast, max_steps=min(cfg.fast.max_steps, cfg.adapt.steps))
+    return fast_adapt(gen, z_h, prep.x, keep, cfg.adapt, fcfg, session.base, None, progress, cancel)
 
 
 def _warm_start(gen: LayeredGenerator, session: FitSession, cfg: AdaptConfig) -> Fit | None:

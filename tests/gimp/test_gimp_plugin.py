@@ -197,7 +197,7 @@ def test_remove_concept_16_bit(gimp, installed, photo, concept):
     )
     new, under, sel = check_new_layer(info, f"GANPaint: remove {concept['label']}")
     # The "Fast" switch reached the server: the job ran the fast path.
-    jobs = [ln for ln in Path(installed["log"]).read_text().splitlines() if "remove" in ln]
+    jobs = [ln for ln in Path(installed["log"]).read_text().splitlines() if ": edit " in ln]
     assert jobs and "quality=fast" in jobs[-1], jobs
     assert new.dtype == np.uint16
     assert np.array_equal(new[sel == 0], under[sel == 0])
