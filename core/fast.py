@@ -6,8 +6,8 @@ edit must change. So the fast path
 
 1. starts from the base fit's δ_i, reset to 0 (G′ = G, as R starts) where the edit frees the
    generator, so the base fit's memory of the old content cannot ghost into the edit;
-2. fine-tunes the δ_i tensors themselves (method.md's direct ablation) instead of R: R's
-   convolutions cost 3–5× G′_F's own at 128²–256² (docs/performance.md);
+2. fine-tunes the δ_i tensors themselves (method.md's direct ablation) instead of R: on
+   ProGAN-256 R's convolutions cost ≈ 3× G′_F's own (docs/performance.md);
 3. lets δ change only inside a window around the free zone (keep < 1) plus a ring of pinned
    pixels, and computes G′_F only on that window plus its receptive-field margin
    (``region.plan``), skipping everything outside; the first G′_F layer's output before its
@@ -51,7 +51,7 @@ class FastConfig:
     patience: int = 20  # stop after this many steps without min_gain dB of improvement
     min_gain: float = 0.05  # dB
     ring: int | None = None  # pinned px around the free zone, at 256 px; None = 16
-    reset_free: bool = True  # δ := base δ · keep at the start, so the edit region starts at G
+    reset_free: bool = True  # start from δ = 0 (G) where the edit frees G: see start_deltas
     base_steps: int | None = None  # cap for a missing base fit; None = AdaptConfig.steps
 
 
