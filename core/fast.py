@@ -50,7 +50,7 @@ class FastConfig:
     check_every: int = 10  # psnr_keep is measured every this many steps (costs a sync)
     patience: int = 20  # stop after this many steps without min_gain dB of improvement
     min_gain: float = 0.05  # dB
-    ring: int | None = None  # pinned px around the free zone, at 256 px; None = 16
+    ring: int = 16  # pinned px around the free zone, at 256 px (scaled to the model)
     reset_free: bool = True  # start from δ = 0 (G) where the edit frees G: see start_deltas
     base_steps: int | None = None  # cap for a missing base fit; None = AdaptConfig.steps
 
@@ -155,7 +155,7 @@ def fast_adapt(
     res = gen.resolution
     h = gen.default_split() if cfg.split is None else cfg.split
     if target is None:
-        ring = round((16 if fcfg.ring is None else fcfg.ring) * res / 256)
+        ring = round(fcfg.ring * res / 256)
         target = edit_window(keep, ring) if base is not None else region.full(res)
     wins = region.plan(gen, h, target)  # computed: target plus receptive-field margin
     pwins = region.interior(gen, h, target)  # trainable: δ there only reaches target

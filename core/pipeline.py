@@ -173,17 +173,7 @@ def reconstruct_photo(
     prep.session.base = res.fit  # a fit of the unedited region: what fast edits start from
     everywhere = np.ones(photo.shape[:2], np.float32)
     image = paste(photo, res.image, everywhere, prep.box)
-    return PhotoResult(
-        image,
-        res.image,
-        prep.x,
-        res.psnr_keep,
-        inv.psnr,
-        time.perf_counter() - t0,
-        res.steps,
-        prep.reused,
-        prep.box,
-    )
+    return _photo_result(image, res.image, prep, res, t0)
 
 
 def edit_photo(
@@ -240,12 +230,18 @@ def edit_photo(
     composite = res.image * (1 - keep) + prep.x * keep
     radius = max(1.0, cfg.feather * prep.box.size)
     image = paste(photo, composite, feather_weights(mask, radius), prep.box)
+    return _photo_result(image, composite, prep, res, t0)
+
+
+def _photo_result(
+    image: np.ndarray, generated: torch.Tensor, prep: Prepared, res: AdaptResult, t0: float
+) -> PhotoResult:
     return PhotoResult(
         image,
-        composite,
+        generated,
         prep.x,
         res.psnr_keep,
-        inv.psnr,
+        prep.session.inversion.psnr,
         time.perf_counter() - t0,
         res.steps,
         prep.reused,
