@@ -115,15 +115,36 @@ def test_gprime_equals_g_at_the_start(dcgan, inversion, variant):
         )
 
 
+@pytest.fixture(scope="module")
+def striped(dcgan):
+    """A target G cannot draw: a sample plus hard 8-px colour stripes, [1, 3, 64, 64].
+
+    Its inversion stays near 22 dB, so a working G′ fit has many dB to gain (R +6 dB and
+    direct δ +9 dB in 60 steps, measured at 1 and 2 threads). The noisy `target` above would
+    not do: G′ cannot fit i.i.d. noise, so its gain (≈ 1 dB) is within kernel differences.
+    """
+    with torch.no_grad():
+        x = dcgan(dcgan.sample_latent(1, torch.Generator().manual_seed(5)))
+    xx = torch.arange(64.0).view(1, 1, 1, 64)
+    stripes = torch.sign(torch.sin(xx * torch.pi / 4 + 0.5))
+    return (x + 0.3 * stripes * torch.tensor([1.0, -0.5, 0.3]).view(1, 3, 1, 1)).clamp(-1, 1)
+
+
 @pytest.mark.parametrize("variant", ["network", "direct"])
-def test_adapt_fits_the_keep_region_and_leaves_g_frozen(dcgan, target, inversion, variant):
+def test_adapt_fits_the_keep_region_and_leaves_g_frozen(dcgan, striped, variant):
+    inv = invert(dcgan, striped, InvertConfig(starts=8, z_steps=40, r_steps=60))
     before = {k: v.clone() for k, v in dcgan.state_dict().items()}
     h = dcgan.default_split()
-    z_h = dcgan.run(inversion.r, dcgan.edit_index + 1, h)
+    z_h = dcgan.run(inv.r, dcgan.edit_index + 1, h)
     keep = torch.ones(1, 1, 64, 64)
     keep[..., 20:40, 20:40] = 0
-    res = adapt(dcgan, z_h, target, keep, AdaptConfig(steps=60, variant=variant))
-    assert res.psnr_keep > inversion.psnr + 1
+    with torch.no_grad():  # the un-fitted G′ (δ = 0) in the same run: what the fit must beat
+        unfitted = psnr(
+            run_gprime(dcgan, z_h, make_perturbation(dcgan, AdaptConfig())()), striped, keep
+        )
+    res = adapt(dcgan, z_h, striped, keep, AdaptConfig(steps=60, variant=variant))
+    # Half the smaller measured gain (R: +6.1 dB): a fit that does nothing gains 0.
+    assert res.psnr_keep > unfitted + 3
     assert all(torch.equal(before[k], v) for k, v in dcgan.state_dict().items())
     kind = PerturbationNetwork if variant == "network" else DirectPerturbation
     assert isinstance(res.perturbation, kind)
