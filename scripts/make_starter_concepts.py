@@ -4,8 +4,9 @@
     python scripts/make_starter_concepts.py --check         # exit 1 if the files differ
     python scripts/make_starter_concepts.py --only published
 
-- ``progan-churchoutdoor.json``: the published GAN Dissection rankings (published.py;
-  unit 418 left out of edits), values left to the loaded weights' 0.99 quantiles.
+- ``progan-churchoutdoor.json``: the published GAN Dissection rankings of the GANPaint demo
+  (published.py; unit 418 included, as the demo), values from the demo's published 0.99
+  quantiles (``data/on_values/``).
 - ``digiface-dcgan64.json``: the default model's discovered starter set — exactly what
   ``ganpaint concept discover --groups 12 --samples 512 --seed 0`` finds, with the groups
   that a person could name from the contact sheet renamed (NAMES, keyed by a group's best

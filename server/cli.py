@@ -185,6 +185,8 @@ def resolve_edit(args: argparse.Namespace, gen):
     from ganpaint.core.pipeline import EditSpec
 
     if args.units is not None:
+        if args.leave_out:
+            raise UserError("--leave-out goes with --concept; with --units list the units you want")
         try:
             units = [int(u) for u in args.units.split(",") if u.strip()]
         except ValueError:
@@ -198,12 +200,28 @@ def resolve_edit(args: argparse.Namespace, gen):
                 f"unknown unit index {bad or args.units!r}: "
                 f"layer {gen.edit_layer} has units 0..{n - 1}"
             )
-        return EditSpec(units, args.op), f"units {args.units}"
+        values = None
+        if args.op == "add":  # the model's on-values: published where the reference has them
+            from ganpaint.core.concepts.quantiles import on_values
+
+            table = on_values(gen, gen.edit_layer)
+            values = [float(table[u]) for u in units]
+        return EditSpec(units, args.op, values), f"units {args.units}"
     from ganpaint.core.concepts.library import ConceptLibrary
 
     concept = ConceptLibrary(gen.model_id, generator=gen).get(args.concept)
-    units, values = concept.top(args.strength)
+    units, values = concept.top(args.strength, leave_out=parse_units(args.leave_out))
     return EditSpec(list(units), args.op, list(values), concept.layer), args.concept
+
+
+def parse_units(text: str | None) -> list[int]:
+    """--leave-out "418,3" -> [418, 3] (empty when not given)."""
+    if not text:
+        return []
+    try:
+        return [int(u) for u in text.split(",") if u.strip()]
+    except ValueError:
+        raise UserError(f"--leave-out must be comma-separated integers, got {text!r}") from None
 
 
 def cmd_edit(args: argparse.Namespace) -> int:
@@ -257,7 +275,18 @@ def build_parser() -> argparse.ArgumentParser:
     what.add_argument("--concept", help="concept name (see `ganpaint concept list`)")
     what.add_argument("--units", help="comma-separated unit indices at the edit layer")
     p.add_argument("--op", choices=["add", "remove"], required=True)
-    p.add_argument("--strength", choices=["low", "med", "high"], default="med")
+    p.add_argument(
+        "--strength",
+        choices=["low", "med", "high"],
+        help="brush: 4 / 10 / 15 top units (default: the concept's own default, else high, "
+        "the GANPaint demo's default)",
+    )
+    p.add_argument(
+        "--leave-out",
+        metavar="UNITS",
+        help="comma-separated units to skip in the concept's ranking, e.g. 418 (our option; "
+        "the GANPaint demo keeps every ranked unit)",
+    )
     add_model_args(p)
     add_fit_args(p)
     p.set_defaults(func=cmd_edit)

@@ -171,14 +171,18 @@ class Client:
         op: str,
         concept: str | None = None,
         units: list[int] | None = None,
-        strength: str = "med",
+        strength: str | None = None,
         model: str | None = None,
         steps: int | None = None,
         progress: ProgressFn | None = None,
         should_cancel: ShouldCancel | None = None,
         quality: str | None = None,
+        leave_out: list[int] | None = None,
     ) -> dict:
         """Add or remove a concept (by name, or as unit indices) inside the mask.
+
+        strength None: the concept's default (else "high", the GANPaint demo's default);
+        leave_out: ranked units of the concept to skip (our option, e.g. [418]).
 
         Returns {"image": RawImage like the input, "psnr_keep", "seconds", "session_reused",
         "model", "steps", "job", ...}; pixels where mask == 0 come back unchanged.
@@ -191,9 +195,10 @@ class Client:
             "image": image.meta(),
             "mask": mask.meta(),
             "op": op,
-            "strength": strength,
-            **_given(model=model, steps=steps, concept=concept, quality=quality),
+            **_given(model=model, steps=steps, concept=concept, quality=quality, strength=strength),
         }
+        if leave_out:
+            fields["leave_out"] = [int(u) for u in leave_out]
         if units is not None:
             fields["units"] = [int(u) for u in units]
         return self._job("edit", fields, [image.data, mask.data], progress, should_cancel)

@@ -24,13 +24,6 @@ Log = Callable[[str], None]
 
 
 @dataclass
-class ResolvedConcept:
-    units: list[int]
-    values: list[float] | None
-    layer: str
-
-
-@dataclass
 class DiscoverSpec:
     groups: int = 12
     samples: int = 512
@@ -83,18 +76,33 @@ def check_new_name(model_id: str, name: str, replace: bool) -> None:
         )
 
 
-def resolve(gen, name: str, strength: str, log: Log | None = None) -> ResolvedConcept:
-    """The brush of a concept: its top units for a strength, with "on" values (published
-    concepts get the generator's cached quantiles)."""
+@dataclass
+class ResolvedConcept:
+    units: list[int]
+    values: list[float] | None
+    layer: str
+    strength: str | int  # the brush used (the request's, else the concept's default)
+
+
+def resolve(
+    gen,
+    name: str,
+    strength: str | None,
+    log: Log | None = None,
+    leave_out: list[int] | tuple[int, ...] = (),
+) -> ResolvedConcept:
+    """The brush of a concept: its top units for a strength (None = the concept's default),
+    skipping ``leave_out``, with "on" values (the published table where the reference ships
+    one, else the generator's cached quantiles)."""
     try:
         concept = _library(gen.model_id, generator=gen, log=log).get(name)
     except ConceptError as e:
         raise ProtocolError(UNKNOWN_CONCEPT, _one_line(e)) from e
     try:
-        units, values = concept.top(strength)
+        units, values = concept.top(strength, leave_out=leave_out)
     except ConceptError as e:
         raise _bad(e) from e
-    return ResolvedConcept(units, values, concept.layer)
+    return ResolvedConcept(units, values, concept.layer, concept.brush(strength))
 
 
 def learn(

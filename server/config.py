@@ -56,4 +56,6 @@ class ServerConfig:
     allow_remote: bool = False
     curve: CurveFiles | None = None
     download: bool = True  # may fetch missing model weights on first use
+    # model id -> weights file used instead of the cache (not hash-checked; `--checkpoint`)
+    checkpoints: dict[str, Path] = field(default_factory=dict)
     limits: Limits = field(default_factory=Limits)

@@ -52,7 +52,8 @@ class JobRequest(Request):
     op: str = ""
     concept: str | None = None
     units: list[int] = field(default_factory=list)
-    strength: str = "med"
+    strength: str | None = None  # None = the concept's default, else core.edit.DEFAULT_STRENGTH
+    leave_out: list[int] = field(default_factory=list)  # with concept: ranked units to skip
     name: str = ""  # learn_concept
     replace: bool = False  # learn_concept, discover: may overwrite concepts of that name
     discover: DiscoverSpec | None = None
@@ -120,12 +121,16 @@ def _job_request(
             raise ProtocolError(BAD_REQUEST, "mask is empty: select the region to edit")
     if kind == "edit":
         req.op = _choice(h, "op", OPS, required=True)
-        req.strength = _choice(h, "strength", STRENGTHS) or "med"
+        req.strength = _choice(h, "strength", STRENGTHS)
         concept = _str(h, "concept", max_len=64)
         units = _units(h, limits.max_units)
         if (concept is None) == (units is None):
             raise ProtocolError(BAD_REQUEST, "edit needs exactly one of 'concept' or 'units'")
         req.concept, req.units = concept, units or []
+        if h.get("leave_out") not in (None, []):
+            if concept is None:
+                raise ProtocolError(BAD_REQUEST, "'leave_out' goes with 'concept', not 'units'")
+            req.leave_out = _units(h, limits.max_units, "leave_out") or []
     elif kind == "learn_concept":
         req.name = _name(h, "name", 64, required=True)
         req.replace = _bool(h, "replace")
@@ -207,18 +212,18 @@ def _model(h: dict, models: set[str]) -> str | None:
     return model
 
 
-def _units(h: dict, max_units: int) -> list[int] | None:
-    v = h.get("units")
+def _units(h: dict, max_units: int, key: str = "units") -> list[int] | None:
+    v = h.get(key)
     if v is None:
         return None
     if type(v) is not list or not v or len(v) > max_units:
         raise ProtocolError(
-            BAD_REQUEST, f"field 'units' must be a list of 1-{max_units} unit indices"
+            BAD_REQUEST, f"field {key!r} must be a list of 1-{max_units} unit indices"
         )
     if any(type(u) is not int or not 0 <= u < MAX_UNIT for u in v):
-        raise ProtocolError(BAD_REQUEST, f"field 'units' must hold integers in 0..{MAX_UNIT - 1}")
+        raise ProtocolError(BAD_REQUEST, f"field {key!r} must hold integers in 0..{MAX_UNIT - 1}")
     if len(set(v)) != len(v):
-        raise ProtocolError(BAD_REQUEST, "field 'units' lists a unit twice")
+        raise ProtocolError(BAD_REQUEST, f"field {key!r} lists a unit twice")
     return list(v)
 
 

@@ -158,9 +158,9 @@ class JobRunner:
         req = job.request
         cfg = self._pipeline_config(req)
         if req.concept is not None:
-            c = concept_store.resolve(gen, req.concept, req.strength, self.log)
+            c = concept_store.resolve(gen, req.concept, req.strength, self.log, req.leave_out)
             spec = EditSpec(c.units, req.op, c.values, c.layer)
-            extra = {"concept": req.concept, "units": c.units, "strength": req.strength}
+            extra = {"concept": req.concept, "units": c.units, "strength": c.strength}
         else:
             n_units = gen.out_shape(gen.edit_layer)[0]
             bad = [u for u in req.units if u >= n_units]

@@ -71,7 +71,7 @@ class EditServer:
         self.log = log or stderr_log
         self.device = resolve_device(cfg.device)
         self.ctx = zmq.Context()
-        self.pool = ModelPool(self.device, cfg.download)
+        self.pool = ModelPool(self.device, cfg.download, cfg.checkpoints)
         self.known_models = ModelPool.known()
         self.sessions = SessionCache(cfg.session_budget_bytes)
         self.ids = JobIds(secrets.token_hex(3))

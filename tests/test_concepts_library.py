@@ -15,7 +15,13 @@ import pytest
 
 from ganpaint.core.concepts.files import atomic_write_json, dumps
 from ganpaint.core.concepts.library import ConceptLibrary, builtin_dir
-from ganpaint.core.concepts.published import EXCLUDED_UNITS, RANKINGS, published_concepts
+from ganpaint.core.concepts.published import (
+    RANKED_BY,
+    RANKINGS,
+    SUGGESTED_LEAVE_OUT,
+    published_concepts,
+)
+from ganpaint.core.concepts.quantiles import on_values, published_table, values_source
 from ganpaint.core.concepts.record import Concept, ConceptError
 from ganpaint.server.cli import main as cli_main
 
@@ -72,6 +78,28 @@ def test_top_by_strength():
     assert len(custom.top("high")[0]) == 8
     with pytest.raises(ConceptError, match="unknown strength 'huge'; known: low, med, high"):
         c.top("huge")
+
+
+def test_default_strength_is_the_demos_largest_unless_the_concept_says():
+    c = concept("x", range(20))
+    assert c.brush() == "high" and c.top() == c.top("high") and len(c.top()[0]) == 15
+    own = concept("y", range(20), default_strength="low")
+    assert own.brush() == "low" and len(own.top()[0]) == 4 and len(own.top("med")[0]) == 10
+    assert Concept.from_dict(json.loads(json.dumps(own.to_dict()))) == own
+    assert "default_strength" not in c.to_dict()  # unset: not written
+    with pytest.raises(ConceptError, match="default strength 'huge'"):
+        concept("z", default_strength="huge")
+    odd = concept("w", range(20), strengths={"a": 2, "b": 6})  # no "high": the largest
+    assert odd.brush() == "b" and len(odd.top()[0]) == 6
+
+
+def test_leave_out_skips_ranked_units_and_keeps_the_count():
+    c = concept("x", (119, 125, 157, 195, 365, 374, 418, 426), values=None)
+    assert c.top(7)[0] == [119, 125, 157, 195, 365, 374, 418]  # the reference: as ranked
+    units, values = c.top(7, leave_out=[418])
+    assert units == [119, 125, 157, 195, 365, 374, 426] and values is None
+    v = concept("v", (3, 418, 5), values=[0.3, 76.0, 0.5])
+    assert v.top("low", leave_out=(418,)) == ([3, 5], [0.3, 0.5])
 
 
 def test_record_validation_and_round_trip():
@@ -315,11 +343,53 @@ def test_published_churchoutdoor_builtins():
     assert got == {c.name: c for c in published_concepts()}
     for name, ranked in RANKINGS.items():
         c = got[name]
-        assert c.units == [u for u in ranked if u != 418] and 418 not in c.units
-        assert c.excluded == ([418] if 418 in ranked else [])
+        # As the demo: the lists as they stand, unit 418 included, nothing excluded.
+        assert c.units == list(ranked) and c.excluded == [] and len(c.units) == 15
         assert c.layer == "layer4" and c.source == "published" and c.values is None
-    assert EXCLUDED_UNITS == (418,)
+        how = "causal-effect (ACE)" if name in ("tree", "grass", "door") else "IoU"
+        assert RANKED_BY[name] in c.description and how in c.description
+        assert ("418" in c.description) == (418 in ranked)
+    assert [n for n, r in RANKINGS.items() if 418 in r] == ["tree", "grass", "door"]
+    assert SUGGESTED_LEAVE_OUT == (418,)
     assert RANKINGS["sky"][:3] == (257, 302, 375) and RANKINGS["dome"][-1] == 430
+
+
+def test_churchoutdoor_uses_the_published_on_values():
+    """The demo's levels_demo.json (every layer4 unit's 0.99 quantile) fills in the built-ins
+    without a generator; every other model keeps the sampled estimate."""
+    table = published_table("progan-churchoutdoor", "layer4")
+    assert table is not None and len(table["values"]) == 512
+    assert "levels_demo.json" in table["source"] and table["quantile"] == 0.99
+    lib_ = ConceptLibrary("progan-churchoutdoor", user_dir=Path("/nonexistent/never-written"))
+    tree = lib_.get("tree")
+    assert tree.values == [table["values"][u] for u in tree.units]
+    # Spot values quoted from the demo file (method.md): unit 119, 257, and 418.
+    assert tree.values[0] == pytest.approx(8.01758) and tree.values[6] == pytest.approx(76.1622)
+    assert lib_.get("sky").values[0] == pytest.approx(9.976, abs=1e-3)
+    assert all(c.values is not None for c in lib_.list())
+    src = lib_.values_source("tree")
+    assert src["kind"] == "published" and "levels_demo.json" in src["source"]
+    assert values_source("progan-bedroom", "layer4")["kind"] == "sampled"
+    assert published_table("progan-bedroom", "layer4") is None
+    assert published_table("progan-churchoutdoor", "layer5") is None
+    assert published_table("progan-churchoutdoor", "layer4", q=0.9) is None
+
+
+def test_published_on_values_are_the_models_on_values():
+    """quantiles.on_values gives the table for churchoutdoor layer4 (no sampling) and samples
+    for any other layer or model."""
+    import torch
+
+    from ganpaint.core.generators.progan import ProGAN256
+
+    gen = ProGAN256("progan-churchoutdoor")
+    table = on_values(gen, "layer4", cache=False)
+    assert table.shape == (512,) and float(table[418]) == pytest.approx(76.162216)
+    assert float(table[119]) == pytest.approx(8.01758)
+    sampled = on_values(gen, "layer2", n_samples=4, cache=False)  # no table: sampled
+    assert sampled.shape == (512,) and not torch.allclose(sampled, table)
+    estimate = on_values(gen, "layer4", n_samples=4, cache=False, published=False)
+    assert estimate.shape == (512,) and not torch.allclose(estimate, table)
 
 
 def test_default_model_starter_set():
@@ -352,11 +422,16 @@ def test_cli_library_commands(tmp_path, monkeypatch, capsys):
     assert all(c["origin"] == "built-in" for c in info["concepts"])
 
     code, out, _ = run_cli(capsys, "list", "--model", "progan-churchoutdoor")
-    assert code == 0 and out.split()[0] == "tree" and "14 units" in out
+    assert code == 0 and out.split()[0] == "tree" and "15 units" in out
     code, out, _ = run_cli(capsys, "show", "tree", "--model", "progan-churchoutdoor")
-    assert code == 0 and "excluded: 418" in out and "0.99 quantiles" in out
+    assert code == 0 and "published 0.99 quantiles" in out and "levels_demo.json" in out
+    assert "8.018" in out and "76.16" in out and "(default high)" in out
     code, out, _ = run_cli(capsys, "show", "door", "--model", "progan-churchoutdoor", "--json")
-    assert json.loads(out)["units"][:3] == [279, 300, 443]
+    door = json.loads(out)
+    assert door["units"][:4] == [279, 300, 443, 418]
+    assert door["values"][3] == pytest.approx(76.1622) and len(door["values"]) == 15
+    assert door["values_source"]["kind"] == "published" and door["default_strength"] == "high"
+    assert "levels_demo.json" in door["values_source"]["source"]
 
     code, _, err = run_cli(capsys, "show", "window", "--model", "progan-churchoutdoor")
     assert code == 2

@@ -12,7 +12,14 @@ from ganpaint.core.adapt import (
     make_perturbation,
     run_gprime,
 )
-from ganpaint.core.edit import apply_edit, edit_values, pool_mask, unit_quantiles
+from ganpaint.core.edit import (
+    TOUCH_THRESHOLD,
+    apply_edit,
+    edit_mask,
+    edit_values,
+    pool_mask,
+    unit_quantiles,
+)
 from ganpaint.core.invert import InvertConfig, invert
 from ganpaint.core.metrics import psnr
 from ganpaint.core.progress import Cancelled
@@ -64,6 +71,38 @@ def test_mask_is_max_pooled():
     m[0, 0, 3, 3] = 0.5  # one pixel touches cell (0, 0)
     p = pool_mask(m, 8)
     assert p[0, 0, 0, 0] == 0.5 and p.sum() == 0.5
+
+
+def test_edit_mask_switches_every_touched_cell_fully():
+    """As the GANPaint client: a cell touched anywhere becomes a hard 1; faint dust does not."""
+    m = torch.zeros(1, 1, 64, 64)
+    m[0, 0, 3, 3] = 0.5  # one half-selected pixel in cell (0, 0)
+    m[0, 0, 20, 40] = 0.02  # a faint feather tail in cell (2, 5)
+    m[0, 0, 60, 60] = 2 / 255  # 8-bit dust in cell (7, 7): below the threshold
+    e = edit_mask(m, 8)
+    assert set(e.unique().tolist()) <= {0.0, 1.0}
+    assert e[0, 0, 0, 0] == 1 and e[0, 0, 2, 5] == 1 and e[0, 0, 7, 7] == 0
+    assert e.sum() == 2
+    assert edit_mask(m, 8, threshold=0.6).sum() == 0
+
+
+def test_soft_selection_switches_touched_cells_fully():
+    """A feathered selection edits its touched cells exactly as a hard one would; cells it
+    does not touch are bit-identical."""
+    r = torch.rand(1, 16, 8, 8)
+    yy, xx = torch.meshgrid(torch.arange(64.0), torch.arange(64.0), indexing="ij")
+    soft = (1 - ((yy - 20) ** 2 + (xx - 20) ** 2).sqrt() / 20).clamp(0, 1)[None, None]
+    hard = (soft > TOUCH_THRESHOLD).float()
+    values = torch.tensor([7.0, 9.0])
+    out_soft = apply_edit(r, soft, [2, 5], values)
+    assert torch.equal(out_soft, apply_edit(r, hard, [2, 5], values))
+    touched = pool_mask(soft, 8)[0, 0] > TOUCH_THRESHOLD
+    assert 4 < touched.sum() < 64  # the disc touches some cells, not all
+    for u, v in ((2, 7.0), (5, 9.0)):
+        assert torch.all(out_soft[0, u][touched] == v)  # full value even at the soft rim
+        assert torch.equal(out_soft[0, u][~touched], r[0, u][~touched])
+    others = [c for c in range(16) if c not in (2, 5)]
+    assert torch.equal(out_soft[0, others], r[0, others])
 
 
 def test_apply_edit_touches_only_units_inside_the_mask():

@@ -371,7 +371,16 @@ def test_edit_with_a_built_in_concept(client):
     img, m = photo(seed=5), soft_mask()
     res = client.edit(raw(img), raw(m), op="add", concept="mouth", strength="low")
     assert res["concept"] == "mouth" and len(res["units"]) == 4  # "low" = the top 4 units
+    assert res["strength"] == "low"
     assert np.array_equal(array(res["image"])[m == 0], img[m == 0])
+    # No strength: the concept's default, else "high" (the GANPaint demo's default, 15 units);
+    # leave_out skips ranked units and the next ones move up.
+    mouth = next(c for c in concepts if c["name"] == "mouth")
+    want = mouth.get("default_strength", "high")
+    n = min(mouth.get("strengths", {"high": 15}).get(want, 15), len(mouth["units"]))
+    res = client.edit(raw(img), raw(m), op="remove", concept="mouth", leave_out=mouth["units"][:1])
+    assert res["strength"] == want
+    assert res["units"] == [u for u in mouth["units"] if u != mouth["units"][0]][:n]
 
 
 def test_learn_a_concept_then_use_it(client):

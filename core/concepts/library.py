@@ -60,9 +60,10 @@ def _default_model() -> str:
 
 
 class ConceptLibrary:
-    """Concepts of one model. ``generator`` (optional, the loaded model) lets ``get`` and
-    ``list`` fill in the published concepts' missing "on" values from the cached 0.99
-    quantiles of that generator's units."""
+    """Concepts of one model. Concepts stored without "on" values get the model's published
+    table where the reference ships one (ProGAN churchoutdoor layer4); otherwise
+    ``generator`` (optional, the loaded model) lets ``get`` and ``list`` fill them in from
+    the cached 0.99 quantiles of that generator's units."""
 
     def __init__(
         self,
@@ -196,20 +197,42 @@ class ConceptLibrary:
         return "built-in"
 
     def _filled(self, concepts: list[Concept]) -> list[Concept]:
-        """Concepts without values get the generator's 0.99 quantiles (one lookup a layer)."""
-        if self.generator is None or all(c.values is not None for c in concepts):
+        """Concepts without values get their model's on-values (one lookup a layer): the
+        published table where the reference ships one (no generator needed), else the
+        generator's cached 0.99 quantiles when a generator was given."""
+        if all(c.values is not None for c in concepts):
             return concepts
-        from .quantiles import on_values
+        from .quantiles import on_values, published_table
 
-        tables: dict[str, list[float]] = {}
+        tables: dict[str, list[float] | None] = {}
         out = []
         for c in concepts:
             if c.values is None:
                 if c.layer not in tables:
-                    tables[c.layer] = on_values(self.generator, c.layer).tolist()
-                c = c.with_values(tables[c.layer])
+                    table = published_table(self.model_id, c.layer)
+                    if table is not None:
+                        tables[c.layer] = [float(v) for v in table["values"]]
+                    elif self.generator is not None:
+                        tables[c.layer] = on_values(self.generator, c.layer).tolist()
+                    else:
+                        tables[c.layer] = None
+                if tables[c.layer] is not None:
+                    c = c.with_values(tables[c.layer])
             out.append(c)
         return out
+
+    def values_source(self, name: str) -> dict:
+        """Where a visible concept's "on" values come from: {"kind": "concept"} when it
+        carries its own, else quantiles.values_source (published table or sampled)."""
+        visible = {c.name: c for c in self._visible()}
+        if name not in visible:
+            self.get(name)  # raises the unknown-concept error
+        c = visible[name]
+        if c.values is not None:
+            return {"kind": "concept", "source": "stored with the concept"}
+        from .quantiles import values_source
+
+        return values_source(self.model_id, c.layer)
 
     # -- changing ----------------------------------------------------------------------
     def _mutate(self, change: Callable[[list[Concept], list[str]], Any]) -> Any:

@@ -1,7 +1,8 @@
 """One concept: a ranked list of units at a layer of one model, with an "on" value per unit.
 
 A concept is what the brush paints. ``top(strength)`` gives the first 4 / 10 / 15 units
-(GANPaint's low / med / high brushes) and their values; ``values`` may be ``None`` for the
+(GANPaint's low / med / high brushes; the default is the concept's ``default_strength`` or
+else high, the demo's default) and their values; ``values`` may be ``None`` for the
 published rankings, meaning "each unit's 0.99-quantile activation over random samples of
 the loaded generator" — the library fills them in from a per-weights cache when it is given
 the generator (see ``quantiles.py``), and ``pipeline.edit_photo`` computes the same numbers
@@ -17,7 +18,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from typing import Any
 
-from ..edit import STRENGTHS
+from ..edit import DEFAULT_STRENGTH, STRENGTHS
 
 SOURCES = ("published", "learned", "discovered", "dissected")
 # Names travel through menus, file names of exports and the server protocol: one line, no
@@ -56,6 +57,8 @@ class Concept:
     scores: list[float] | None = None  # the ranking's score per unit, when it has one
     excluded: list[int] = field(default_factory=list)  # units left out of edits, and why
     strengths: dict[str, int] = field(default_factory=lambda: dict(STRENGTHS))
+    # The brush used when a request names none; None = edit.DEFAULT_STRENGTH (the demo's 15).
+    default_strength: str | None = None
 
     def __post_init__(self) -> None:
         self.validate()
@@ -91,15 +94,37 @@ class Concept:
             isinstance(k, str) and _is_index(v) and v > 0 for k, v in self.strengths.items()
         ):
             raise ConceptError(f"concept {self.name!r}: strengths must map names to counts ≥ 1")
+        if self.default_strength is not None and self.default_strength not in self.strengths:
+            raise ConceptError(
+                f"concept {self.name!r}: default strength {self.default_strength!r} is not one "
+                f"of {', '.join(self.strengths)}"
+            )
         return self
 
     # -- use ---------------------------------------------------------------------------
-    def top(self, strength: str | int = "med") -> tuple[list[int], list[float] | None]:
+    def brush(self, strength: str | int | None = None) -> str | int:
+        """The strength a request means: its own, else the concept's default, else the
+        global one (edit.DEFAULT_STRENGTH, or the largest brush when the concept lacks it)."""
+        if strength is not None:
+            return strength
+        if self.default_strength is not None:
+            return self.default_strength
+        if DEFAULT_STRENGTH in self.strengths:
+            return DEFAULT_STRENGTH
+        return max(self.strengths, key=lambda k: self.strengths[k])
+
+    def top(
+        self, strength: str | int | None = None, leave_out: Sequence[int] = ()
+    ) -> tuple[list[int], list[float] | None]:
         """(units, values) of the brush: the first n ranked units, n = strengths[strength].
 
-        An integer strength is taken as the count itself. Values are ``None`` when the
-        concept relies on the generator's 0.99 quantiles and they are not filled in yet.
+        An integer strength is taken as the count itself; None means ``brush(None)``.
+        ``leave_out``: units skipped while counting (the next ranked units move up), e.g.
+        GANPaint's unit 418 — the reference keeps it, leaving it out is an option of ours.
+        Values are ``None`` when the concept relies on the generator's 0.99 quantiles and
+        they are not filled in yet.
         """
+        strength = self.brush(strength)
         if isinstance(strength, bool) or not isinstance(strength, (str, int)):
             raise ConceptError(f"strength must be a name or a count, not {strength!r}")
         if isinstance(strength, int):
@@ -110,9 +135,11 @@ class Concept:
             n = self.strengths[strength]
         else:
             raise ConceptError(f"unknown strength {strength!r}; known: {', '.join(self.strengths)}")
-        n = min(n, len(self.units))
-        values = None if self.values is None else [float(v) for v in self.values[:n]]
-        return [int(u) for u in self.units[:n]], values
+        skip = {int(u) for u in leave_out}
+        keep = [i for i, u in enumerate(self.units) if u not in skip][:n]
+        units = [int(self.units[i]) for i in keep]
+        values = None if self.values is None else [float(self.values[i]) for i in keep]
+        return units, values
 
     def with_values(self, on_values: Sequence[float]) -> Concept:
         """A copy whose values are ``on_values[u]`` for each unit (a [C] quantile table)."""
@@ -146,6 +173,8 @@ class Concept:
             d["excluded"] = [int(u) for u in self.excluded]
         if self.strengths != STRENGTHS:
             d["strengths"] = dict(self.strengths)
+        if self.default_strength is not None:
+            d["default_strength"] = self.default_strength
         return d
 
     @classmethod
@@ -170,6 +199,7 @@ class Concept:
                 scores=None if d.get("scores") is None else list(d["scores"]),
                 excluded=list(d.get("excluded") or []),
                 strengths=dict(d.get("strengths") or STRENGTHS),
+                default_strength=d.get("default_strength"),
             )
         except TypeError as e:  # e.g. units given as a number
             raise ConceptError(f"concept {d.get('name', '?')!r}: {e}") from None

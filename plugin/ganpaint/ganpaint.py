@@ -568,7 +568,7 @@ class GANPaint(Gimp.PlugIn):
                 ("high", "High", "Many units of the concept"),
             )
             procedure.add_choice_argument(
-                "strength", "S_trength", "How strong the edit is", strength, "med", RW
+                "strength", "S_trength", "How strong the edit is", strength, "high", RW
             )
         if name in (PROC_ADD, PROC_REMOVE, PROC_RECONSTRUCT):
             procedure.add_int_argument(
