@@ -18,9 +18,18 @@ import pytest
 import torch
 import zmq
 
+from ganpaint.core.adapt import AdaptConfig
+from ganpaint.core.concepts.files import atomic_write_json
+from ganpaint.core.concepts.library import ConceptLibrary
+from ganpaint.core.generators import DEFAULT_MODEL, load_model
+from ganpaint.core.invert import InvertConfig
+from ganpaint.core.pipeline import EditSpec, PipelineConfig, edit_photo
 from ganpaint.server.client import Cancelled, Client, RawImage, ServerError
 from ganpaint.server.config import Limits, ServerConfig
+from ganpaint.server.protocol import ProtocolError
 from ganpaint.server.requests import QUALITIES
+from ganpaint.server.runner import SessionGuard, check_finite
+from ganpaint.server.sessions import SessionCache
 from ganpaint.server.testing import running_server
 
 LONG = 5000  # steps for a job that is cancelled long before it ends
@@ -555,3 +564,85 @@ def test_discover_groups_units_and_draws_a_sheet(client):
     assert [c["name"] for c in res["concepts"]] == ["group-01", "group-02", "group-03"]
     sheet = res["image"]
     assert sheet.channels == 3 and sheet.dtype == "u8" and sheet.width > sheet.height > 0
+
+
+def write_user_concepts(concepts: list[dict]) -> None:
+    """Put concepts straight into the server's user file, as a hand-edited or older file
+    would be, without the import checks."""
+    lib = ConceptLibrary(DEFAULT_MODEL)
+    atomic_write_json(
+        lib.user_path,
+        {"format": "ganpaint-concepts", "version": 1, "model": DEFAULT_MODEL, "concepts": concepts},
+    )
+
+
+def bad_concept(name: str, **over) -> dict:
+    base = {"name": name, "model": DEFAULT_MODEL, "layer": "layer2", "units": [1, 2]}
+    return {**base, "values": [1.0, 1.0], "source": "learned", **over}
+
+
+def test_broken_concepts_are_refused_at_use_and_never_blacken_a_session(server, client):
+    img, m = photo(seed=24), soft_mask()
+    write_user_concepts(
+        [
+            bad_concept("bad-layer", layer="../../etc/passwd"),
+            bad_concept("bad-unit", units=[999999], values=[1.0]),
+            bad_concept("bad-unit-quantiles", units=[999999], values=None),
+            bad_concept("huge", values=[9000.0, 9000.0]),  # a finite float32, not an activation
+        ]
+    )
+    for name, says in [
+        ("bad-layer", "no layer"),
+        ("bad-unit", "out of range"),
+        ("bad-unit-quantiles", "out of range"),
+        ("huge", "far outside"),
+    ]:
+        with pytest.raises(ServerError) as e:
+            client.edit(raw(img), raw(m), op="add", concept=name)
+        assert e.value.code == "bad_request" and says in e.value.message, (name, e.value)
+    # A value that overflows float32 does not even load: the file is set aside, the name is
+    # unknown, and the built-ins carry on.
+    write_user_concepts([bad_concept("v39", values=[1e39, 1e39])])
+    with pytest.raises(ServerError) as e:
+        client.edit(raw(img), raw(m), op="add", concept="v39")
+    assert e.value.code == "unknown_concept"
+    res = client.edit(raw(img), raw(m), op="remove", concept="mouth")
+    assert np.isfinite(res["psnr_keep"])
+    got = array(res["image"])[m > 0][:, :3]
+    assert got.max() > 0 and not np.array_equal(got, np.zeros_like(got))
+    assert not any("internal error" in line for line in server.lines)
+
+
+@pytest.mark.filterwarnings("ignore:invalid value encountered in cast")
+def test_a_non_finite_fit_is_an_error_and_leaves_the_session_as_it_was():
+    """The pipeline fed values that overflow float32 (what validation now keeps out) gives
+    NaN; the runner's guard turns that into an error and undoes what the job stored."""
+    gen = load_model(DEFAULT_MODEL, "cpu")
+    cfg = PipelineConfig(
+        invert=InvertConfig(starts=2, z_steps=4, r_steps=4), adapt=AdaptConfig(steps=3)
+    )
+    img, m = photo(seed=25), soft_mask()
+    poison = EditSpec([1, 2], "add", [1e39, 1e39])
+    cache = SessionCache(1 << 30)
+
+    guard = SessionGuard(cache)
+    res = edit_photo(gen, img, m, poison, cfg, cache=guard)
+    assert not np.isfinite(res.psnr_keep)  # the poison is real
+    with pytest.raises(ProtocolError) as e:
+        check_finite(res, guard)
+    assert e.value.code == "internal" and "non-finite" in e.value.message
+    assert len(cache) == 0  # the new session went
+
+    good = EditSpec([1, 2], "remove")
+    guard = SessionGuard(cache)
+    check_finite(edit_photo(gen, img, m, good, cfg, cache=guard), guard)
+    (session,) = [cache[k] for k in cache]
+    fit = session.fit
+    guard = SessionGuard(cache)
+    res = edit_photo(gen, img, m, poison, cfg, cache=guard)
+    assert res.session_reused and not np.isfinite(res.psnr_keep)
+    with pytest.raises(ProtocolError):
+        check_finite(res, guard)
+    assert session.fit is fit  # the poisoned fit was not kept
+    again = edit_photo(gen, img, m, good, cfg, cache=SessionGuard(cache))
+    assert again.session_reused and np.isfinite(again.psnr_keep)
