@@ -9,13 +9,16 @@ imports): the GIMP plug-in copies it next to itself as ``ganpaint_client.py``.
 
 Requests are retried the "lazy pirate" way: when no reply comes within ``timeout_s`` the
 DEALER socket is closed and reopened and the request sent again (the server recognises a
-repeated request id, so a job never runs twice). While a job runs the client sends a
+repeated request id, so a job never runs twice). Every socket of one Client carries the
+same random routing id: the server gives a job's replies only to the connection that
+submitted it, and a reopened socket is that connection again. While a job runs the client sends a
 heartbeat every second; a server that hears nothing for a while cancels the job. A Client
 is not thread-safe: use it from one thread.
 """
 
 from __future__ import annotations
 
+import secrets
 import time
 import uuid
 from collections.abc import Callable
@@ -118,6 +121,9 @@ class Client:
         self.curve = curve
         self._ctx = zmq.Context()
         self._sock: zmq.Socket | None = None
+        # A secret: whoever presents it is this client to the server (libzmq reserves ids
+        # that start with a zero byte for the ones it makes up itself).
+        self._routing_id = b"gp" + secrets.token_bytes(16)
         self._heard = False  # has the server ever answered this client?
         self._limits: dict | None = None
 
@@ -270,6 +276,7 @@ class Client:
         if self._sock is None:
             sock = self._ctx.socket(zmq.DEALER)
             sock.linger = 0
+            sock.setsockopt(zmq.ROUTING_ID, self._routing_id)
             if self.curve is not None:
                 sock.curve_serverkey = self.curve.server_public
                 sock.curve_publickey = self.curve.public
@@ -427,7 +434,7 @@ class Client:
                     self._reopen()
                     if job is None:  # the server drops the duplicate if it had it
                         self._send(request, frames)
-                    else:  # moves the job's replies to the new socket
+                    else:  # the same routing id: the server answers the new socket
                         self._send({"kind": "heartbeat", "id": rid, "job": job})
                     last_heard = last_beat = now
         except BaseException as e:

@@ -94,11 +94,15 @@ def resolve(
     """The brush of a concept: its top units for a strength (None = the concept's default),
     skipping ``leave_out``, with "on" values (the published table where the reference ships
     one, else the generator's cached quantiles)."""
+    check_exists(gen.model_id, name)  # unknown_concept; what follows is bad_request
     try:
+        # With the generator, get() checks the layer, units and values against the model.
         concept = _library(gen.model_id, generator=gen, log=log).get(name)
-    except ConceptError as e:
-        raise ProtocolError(UNKNOWN_CONCEPT, _one_line(e)) from e
-    try:
+        if concept.layer != gen.edit_layer:
+            raise ConceptError(
+                f"concept {name!r} is for layer {concept.layer}; {gen.model_id} edits at "
+                f"layer {gen.edit_layer}"
+            )
         units, values = concept.top(strength, leave_out=leave_out)
     except ConceptError as e:
         raise _bad(e) from e

@@ -8,6 +8,7 @@ ignored (a newer client may send more); known ones must have exactly the documen
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -63,7 +64,18 @@ class JobRequest(Request):
         return self.image_meta.describe() if self.image_meta else "-"
 
 
-def parse_request(frames: list[bytes], header: dict, limits: Limits, models: set[str]) -> Request:
+# admit(nbytes): called once a job's pixel frames are known to be valid and before they are
+# copied; raises ProtocolError(busy) when the server cannot hold that many more bytes.
+Admit = Callable[[int], None]
+
+
+def parse_request(
+    frames: list[bytes],
+    header: dict,
+    limits: Limits,
+    models: set[str],
+    admit: Admit | None = None,
+) -> Request:
     """header = the unpacked frame 0; frames = the frames after it."""
     kind = _str(header, "kind", required=True, max_len=32)
     request_id = _str(header, "id", max_len=MAX_ID_CHARS) or ""
@@ -93,32 +105,35 @@ def parse_request(frames: list[bytes], header: dict, limits: Limits, models: set
         return Request(kind, request_id, model=_model(header, models))
     if kind in ("cancel", "heartbeat"):
         return Request(kind, request_id, job=_str(header, "job", required=True, max_len=64))
-    return _job_request(kind, request_id, header, frames, limits, models)
+    return _job_request(kind, request_id, header, frames, limits, models, admit)
 
 
 def _job_request(
-    kind: str, request_id: str, h: dict, frames: list[bytes], limits: Limits, models: set[str]
+    kind: str,
+    request_id: str,
+    h: dict,
+    frames: list[bytes],
+    limits: Limits,
+    models: set[str],
+    admit: Admit | None,
 ) -> JobRequest:
     req = JobRequest(kind, request_id, model=_model(h, models))
     if kind in ("reconstruct", "edit"):
         req.steps = _int(h, "steps", 1, limits.max_steps)
         req.quality = _choice(h, "quality", QUALITIES)
+    mask_meta = None
     if kind in FRAMES:
         req.image_meta = _meta(h, "image", limits, channels=(3, 4), dtypes=("u8", "u16"))
         check_frame_length(req.image_meta, frames[0])
-        req.image = to_array(req.image_meta, frames[0])
     if kind in ("edit", "learn_concept"):
-        meta = _meta(h, "mask", limits, channels=(1,), dtypes=("u8",))
-        if (meta.width, meta.height) != (req.image_meta.width, req.image_meta.height):
+        mask_meta = _meta(h, "mask", limits, channels=(1,), dtypes=("u8",))
+        if (mask_meta.width, mask_meta.height) != (req.image_meta.width, req.image_meta.height):
             raise ProtocolError(
                 BAD_REQUEST,
-                f"mask is {meta.width}x{meta.height}, image is "
+                f"mask is {mask_meta.width}x{mask_meta.height}, image is "
                 f"{req.image_meta.width}x{req.image_meta.height}",
             )
-        check_frame_length(meta, frames[1])
-        req.mask = to_array(meta, frames[1])
-        if not req.mask.any():
-            raise ProtocolError(BAD_REQUEST, "mask is empty: select the region to edit")
+        check_frame_length(mask_meta, frames[1])
     if kind == "edit":
         req.op = _choice(h, "op", OPS, required=True)
         req.strength = _choice(h, "strength", STRENGTHS)
@@ -144,6 +159,16 @@ def _job_request(
         spec.prefix = _name(h, "prefix", 60) or spec.prefix
         spec.save, spec.replace, spec.sheet = (_bool(h, k) for k in ("save", "replace", "sheet"))
         req.replace, req.discover = spec.replace, spec
+    # Pixels last, once everything else is known good; admit before any copy, so that a
+    # refused request costs no memory beyond its frames (freed when the reply is sent).
+    if admit is not None:
+        admit(sum(len(f) for f in frames))
+    if req.image_meta is not None:
+        req.image = to_array(req.image_meta, frames[0])
+    if mask_meta is not None:
+        req.mask = to_array(mask_meta, frames[1])
+        if not req.mask.any():
+            raise ProtocolError(BAD_REQUEST, "mask is empty: select the region to edit")
     return req
 
 

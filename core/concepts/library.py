@@ -198,26 +198,37 @@ class ConceptLibrary:
 
     def _filled(self, concepts: list[Concept]) -> list[Concept]:
         """Concepts without values get their model's on-values (one lookup a layer): the
-        published table where the reference ships one (no generator needed), else the
-        generator's cached 0.99 quantiles when a generator was given."""
-        if all(c.values is not None for c in concepts):
+        published table where the reference ships one, else the generator's cached 0.99
+        quantiles when a generator was given. With a generator every concept is first checked
+        against its layers, and given values against the same on-values (ConceptError, never
+        a crash or a black edit)."""
+        if self.generator is None and all(c.values is not None for c in concepts):
             return concepts
         from .quantiles import on_values, published_table
 
+        channels = (
+            None
+            if self.generator is None
+            else {i.name: i.channels for i in self.generator.infos}
+        )
         tables: dict[str, list[float] | None] = {}
         out = []
         for c in concepts:
-            if c.values is None:
-                if c.layer not in tables:
-                    table = published_table(self.model_id, c.layer)
-                    if table is not None:
-                        tables[c.layer] = [float(v) for v in table["values"]]
-                    elif self.generator is not None:
-                        tables[c.layer] = on_values(self.generator, c.layer).tolist()
-                    else:
-                        tables[c.layer] = None
-                if tables[c.layer] is not None:
-                    c = c.with_values(tables[c.layer])
+            if channels is not None:
+                c.check_layer(channels)
+            if c.layer not in tables:
+                table = published_table(self.model_id, c.layer)
+                if table is not None:
+                    tables[c.layer] = [float(v) for v in table["values"]]
+                elif self.generator is not None:
+                    tables[c.layer] = on_values(self.generator, c.layer).tolist()
+                else:
+                    tables[c.layer] = None
+            on = tables[c.layer]
+            if on is not None:
+                c = c.with_values(on) if c.values is None else c
+                if channels is not None:
+                    c = c.check_values(on)
             out.append(c)
         return out
 
@@ -378,10 +389,13 @@ class ConceptLibrary:
             raise ConceptError(f"cannot read {path}: {_first_line(e)}") from None
         try:
             incoming = _parse(data, None)[0]
+            channels = model_layers(self.model_id)
+            for c in incoming:
+                self._check_model(c)
+                if channels is not None:  # a registered model: layers known without weights
+                    c.check_layer(channels)
         except (ConceptError, _NewerFormat) as e:
             raise ConceptError(f"{path}: {_first_line(e)}") from None
-        for c in incoming:
-            self._check_model(c)
 
         def change(concepts: list[Concept], hidden: list[str]) -> list[str]:
             clash = sorted({c.name for c in incoming} & self._visible_names(concepts, hidden))
@@ -398,6 +412,30 @@ class ConceptLibrary:
 
 class _NewerFormat(Exception):
     pass
+
+
+def model_layers(model_id: str) -> dict[str, int] | None:
+    """{layer name: channels} of a registered model, from its architecture alone (built on
+    torch's meta device: no weights read, no memory); None for a model not registered."""
+    import torch
+
+    from ..generators.base import ModelError
+    from ..generators.registry import get_spec
+
+    try:
+        spec = get_spec(model_id)
+    except ModelError:
+        return None
+    with torch.device("meta"):
+        if spec.family == "dcgan64":
+            from ..generators.dcgan import DCGAN64
+
+            gen = DCGAN64(spec.id)
+        else:
+            from ..generators.progan import ProGAN, ProGAN256
+
+            gen = ProGAN256(spec.id) if spec.resolution == 256 else ProGAN(spec.id, spec.resolution)
+    return {i.name: i.channels for i in gen.infos}
 
 
 def _parse(data: Any, model_id: str | None) -> tuple[list[Concept], list[str]]:

@@ -24,6 +24,13 @@ SOURCES = ("published", "learned", "discovered", "dissected")
 # Names travel through menus, file names of exports and the server protocol: one line, no
 # path characters (the same rule as the server's request validation).
 NAME_RE = re.compile(r"^[\w][\w .\-]{0,63}$")
+# Units' "on" values are activations: O(1) for our models' layers. Anything beyond this is
+# a broken or hostile file (1e39 overflows float32 to inf and turns a photo black).
+MAX_VALUE = 1e4
+# At use, against the loaded layer: no value beyond this many times the layer's largest
+# 0.99-quantile activation (learned values are region means, a few times that at most).
+MAX_VALUE_OVER_QUANTILE = 16.0
+FLOAT32_MAX = 3.4028234663852886e38
 
 
 class ConceptError(Exception):
@@ -81,13 +88,18 @@ class Concept:
             raise ConceptError(f"concept {self.name!r}: units must be integers ≥ 0")
         if len(set(self.units)) != len(self.units):
             raise ConceptError(f"concept {self.name!r}: a unit is listed twice")
-        for label, seq in (("values", self.values), ("scores", self.scores)):
+        for label, seq, bound in (
+            ("values", self.values, MAX_VALUE),
+            ("scores", self.scores, FLOAT32_MAX),
+        ):
             if seq is None:
                 continue
             if len(seq) != len(self.units):
                 raise ConceptError(f"concept {self.name!r}: one of {label} per unit")
-            if not all(_is_number(v) for v in seq):
-                raise ConceptError(f"concept {self.name!r}: {label} must be finite numbers")
+            if not all(_is_number(v) and abs(v) <= bound for v in seq):
+                raise ConceptError(
+                    f"concept {self.name!r}: {label} must be finite numbers within ±{bound:g}"
+                )
         if not all(_is_index(u) for u in self.excluded):
             raise ConceptError(f"concept {self.name!r}: excluded units must be integers ≥ 0")
         if not self.strengths or not all(
@@ -98,6 +110,36 @@ class Concept:
             raise ConceptError(
                 f"concept {self.name!r}: default strength {self.default_strength!r} is not one "
                 f"of {', '.join(self.strengths)}"
+            )
+        return self
+
+    def check_layer(self, channels: Mapping[str, int]) -> Concept:
+        """Check the layer and units against a model's layers ({name: channel count})."""
+        if self.layer not in channels:
+            raise ConceptError(
+                f"concept {self.name!r}: model {self.model!r} has no layer {self.layer!r} "
+                f"(layers: {', '.join(channels)})"
+            )
+        n = channels[self.layer]
+        bad = [u for u in [*self.units, *self.excluded] if u >= n]
+        if bad:
+            raise ConceptError(
+                f"concept {self.name!r}: units {bad[:8]} out of range: layer {self.layer} has "
+                f"units 0..{n - 1}"
+            )
+        return self
+
+    def check_values(self, on_values: Sequence[float]) -> Concept:
+        """Check the values against the layer's 0.99-quantile table ([C], this layer)."""
+        if self.values is None:
+            return self
+        top = max((abs(float(v)) for v in on_values), default=0.0)
+        bound = MAX_VALUE_OVER_QUANTILE * max(top, 1e-3)
+        bad = [v for v in self.values if not abs(v) <= bound]
+        if bad:
+            raise ConceptError(
+                f"concept {self.name!r}: values such as {bad[0]:g} are far outside what layer "
+                f"{self.layer} produces (its units reach {top:.3g}; limit {bound:.3g})"
             )
         return self
 
