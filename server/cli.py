@@ -211,6 +211,7 @@ def resolve_edit(args: argparse.Namespace, gen):
 
     concept = ConceptLibrary(gen.model_id, generator=gen).get(args.concept)
     units, values = concept.top(args.strength, leave_out=parse_units(args.leave_out))
+    args.strength = concept.brush(args.strength)  # reported: the brush actually used
     return EditSpec(list(units), args.op, list(values), concept.layer), args.concept
 
 
@@ -234,7 +235,10 @@ def cmd_edit(args: argparse.Namespace) -> int:
     spec, label = resolve_edit(args, gen)
     result = edit_photo(gen, photo, mask, spec, fit_config(args), ProgressBar(not args.quiet))
     write_image(args.output, result.image)
-    report(args, result, args.output, op=args.op, concept=label)
+    extra = {"units": list(spec.units)}
+    if args.concept is not None:
+        extra["strength"] = args.strength
+    report(args, result, args.output, op=args.op, concept=label, **extra)
     return 0
 
 

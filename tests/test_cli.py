@@ -116,3 +116,26 @@ def test_bench_compares_fast_with_faithful(tmp_path):
     assert res["speedup"] == pytest.approx(ref["seconds"] / fast["seconds"])
     assert fast["psnr_keep"] > 15 and fast["psnr_vs_ref"] > 15  # a real fit, not noise
     assert "speed-up fast vs faithful" in r.stdout
+
+
+def test_edit_concept_default_strength_and_leave_out(files, tmp_path):
+    """No --strength: the concept's default, else high (the GANPaint demo's 15 units);
+    --leave-out skips ranked units and the next ones move up. --json says what was used."""
+    import os
+
+    from ganpaint.core.concepts import ConceptLibrary
+
+    env = {**os.environ, "GANPAINT_DATA": str(tmp_path / "data")}
+    c = ConceptLibrary("digiface-dcgan64", user_dir=tmp_path / "data" / "concepts").list()[0]
+    want = c.default_strength or "high"
+    n = min(c.strengths[want], len(c.units) - 1)
+    cmd = [sys.executable, "-m", "ganpaint.server.cli", "edit", str(files / "photo.png")]
+    cmd += ["--mask", str(files / "mask.png"), "-o", str(tmp_path / "o.png"), "--op", "add"]
+    cmd += ["--concept", c.name, "--leave-out", str(c.units[0]), "--json", *FAST]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
+    assert r.returncode == 0, r.stderr
+    info = json.loads(r.stdout)
+    assert info["strength"] == want and info["units"] == c.units[1 : n + 1]
+    cmd[cmd.index("--leave-out") : cmd.index("--leave-out") + 2] = ["--leave-out", "x"]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
+    assert r.returncode == 2 and "--leave-out must be comma-separated" in r.stderr

@@ -520,8 +520,8 @@ def test_user_folders(monkeypatch, tmp_path):
 
 
 def test_edit_runs_end_to_end_with_a_published_concept(files, tmp_path):
-    """The ProGAN path through the CLI: published "tree" units, their 0.99-quantile values
-    computed from the loaded generator, a photo larger than 256 px."""
+    """The ProGAN path through the CLI: published "tree" units with the demo's published
+    0.99-quantile values, a photo larger than 256 px."""
     import json
     import os
     import subprocess
@@ -567,6 +567,7 @@ def test_edit_runs_end_to_end_with_a_published_concept(files, tmp_path):
     assert r.returncode == 0, r.stderr
     info = json.loads(r.stdout)
     assert info["model"] == "progan-churchoutdoor" and info["steps"] == 2
+    assert info["units"] == [119, 125, 157, 195] and info["strength"] == "low"
     out = read_image(tmp_path / "o.png")
     assert np.array_equal(out[mask == 0], photo[mask == 0])
     assert (out[mask == 255] != photo[mask == 255]).any()

@@ -4,9 +4,11 @@ A concept is what the brush paints. ``top(strength)`` gives the first 4 / 10 / 1
 (GANPaint's low / med / high brushes; the default is the concept's ``default_strength`` or
 else high, the demo's default) and their values; ``values`` may be ``None`` for the
 published rankings, meaning "each unit's 0.99-quantile activation over random samples of
-the loaded generator" — the library fills them in from a per-weights cache when it is given
-the generator (see ``quantiles.py``), and ``pipeline.edit_photo`` computes the same numbers
-itself when handed ``values=None``.
+the loaded generator" — the library fills them in from the model's published table where
+the reference ships one (churchoutdoor), else from a per-weights cache when it is given the
+generator (see ``quantiles.py``); ``pipeline.edit_photo`` computes the sampled estimate
+itself when handed ``values=None`` (the CLI and the server hand it the model's on-values,
+published ones included).
 """
 
 from __future__ import annotations

@@ -32,6 +32,7 @@ class ModelSpec:
     def to_dict(self) -> dict:
         d = asdict(self)
         d["urls"] = list(self.urls)
+        d["url"] = self.url  # the first one, as before urls existed
         return d
 
 
