@@ -47,6 +47,11 @@ def install(
     if not deps:
         return done
     pythons = [python] if python else [g.python for g in gimps if g.python]
+    if not pythons and gimps:  # a Snap: its Python cannot be run from out here
+        for g in gimps:
+            log(f"cannot check zmq/msgpack for {g.describe()}: {g.python_source}; {g.note}")
+        done["deps"] = "missing"
+        return done
     if not pythons:
         found = find_gimp()
         pythons = [found[0].python if found else python_for(None)[0]]

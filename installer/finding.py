@@ -179,7 +179,7 @@ def _with_plugin_dir(g: GimpInstall, default: Path, ask: bool) -> GimpInstall:
 
 # -- the kinds of install ----------------------------------------------------------------------
 def _native(system: str, env: dict, home: Path, ask: bool) -> list[GimpInstall]:
-    """GIMPs on PATH, one per series (gimp-console-3.x first: it needs no display)."""
+    """GIMPs on PATH, one per series."""
     path = env.get("PATH", "")
     names: set[str] = set()
     for d in filter(None, path.split(os.pathsep)):
@@ -189,7 +189,8 @@ def _native(system: str, env: dict, home: Path, ask: bool) -> list[GimpInstall]:
             continue
     found: dict[str, GimpInstall] = {}
     seen: set[Path] = set()
-    for name in sorted(names, key=lambda n: ("console" not in n, n)):
+    # gimp-console-3.x first: it needs no display, and its name says its series.
+    for name in sorted(names, key=lambda n: ("console" not in n, -len(n), n)):
         exe = shutil.which(name, path=path)
         if not exe or Path(exe).resolve() in seen:
             continue

@@ -419,13 +419,17 @@ def run_edit(procedure, run_mode, image, drawables, config, data):
     )
     if message:
         return fail(procedure, message)
+    settings = {"op": op, "concept": concept, "units": units, "strength": strength}
+    return finish(image, job, result, name, config, model, steps, settings)
+
+
+def finish(image, job, result, name, config, model, steps, settings):
+    """The result as a new layer named ``name`` with its settings kept on it; the procedure's
+    return values (the layer, the fit outside the edit in dB)."""
     psnr = float(result["psnr_keep"])
     r = job["rect"]
     record = gs.settings_record(
-        op=op,
-        concept=concept,
-        units=units,
-        strength=strength,
+        **settings,
         quality=quality(config),
         steps=steps,
         model=result.get("model") or model,
@@ -457,19 +461,8 @@ def run_reconstruct(procedure, run_mode, image, drawables, config, data):
     if message:
         return fail(procedure, message)
     psnr = float(result["psnr_keep"])
-    r = job["rect"]
-    record = gs.settings_record(
-        op="reconstruct",
-        quality=quality(config),
-        steps=steps,
-        model=result.get("model") or model,
-        psnr_keep=round(psnr, 2),
-        source_layer=job["layer"].get_name(),
-        box=[r.x, r.y, r.w, r.h],
-    )
     name = gs.layer_name("reconstruct", quality=f"{quality(config)}, {psnr:.1f} dB")
-    layer = add_result_layer(image, job["layer"], r, result["image"], job["fmt"], name, record)
-    return success((Gimp.Layer, layer), (GObject.TYPE_DOUBLE, psnr))
+    return finish(image, job, result, name, config, model, steps, {"op": "reconstruct"})
 
 
 def run_learn(procedure, run_mode, image, drawables, config, data):

@@ -404,20 +404,14 @@ def start_server(cfg: Config) -> tuple[subprocess.Popen, Path]:
 def stop_started(proc: subprocess.Popen) -> None:
     """Stop a server we started and gave up on: its whole session (a shell script's children
     too), politely first."""
-    if proc.poll() is not None:
-        return
-    try:
-        if os.name == "nt":
-            proc.terminate()
-        else:
-            os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(timeout=5)
-    except (OSError, subprocess.TimeoutExpired):
+    for sig in (signal.SIGTERM, getattr(signal, "SIGKILL", signal.SIGTERM)):
+        if proc.poll() is not None:
+            return
         try:
             if os.name == "nt":
                 proc.kill()
             else:
-                os.killpg(proc.pid, signal.SIGKILL)
+                os.killpg(proc.pid, sig)
             proc.wait(timeout=5)
         except (OSError, subprocess.TimeoutExpired):
             pass

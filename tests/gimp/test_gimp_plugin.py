@@ -257,7 +257,7 @@ def test_status_reports_the_server(gimp, installed):
     assert installed["address"] in info["values"][0]
     assert "digiface-dcgan64" in info["values"][0]
     # Defect: "gimp_flush(): error: Broken pipe" from the plug-in after every call.
-    assert "gimp_flush(): error" not in info["log"], info["log"]
+    assert "ganpaint.py: gimp_flush(): error" not in info["log"], info["log"]
 
 
 def test_server_down_says_how_to_start_it(gimp, installed, photo):
