@@ -51,6 +51,7 @@ from .sessions import SessionCache
 POLL_MS = 200  # how often the loop looks at the stop flag and the heartbeat clock
 REAP_EVERY_S = 0.25
 BATCH = 64  # messages handled per socket per turn, so neither side starves the other
+RCVHWM = 2  # complete messages libzmq may hold per connection before the server reads them
 # A final reply that could not be delivered (its connection was gone) waits this long for
 # its owner to reconnect; a delivered one is freed at once.
 UNDELIVERED_KEEP_S = 30.0
@@ -133,6 +134,10 @@ class EditServer:
             router = self.ctx.socket(zmq.ROUTER)
             router.linger = 0
             router.setsockopt(zmq.MAXMSGSIZE, self.cfg.limits.max_message_bytes())
+            # libzmq reads whole messages ahead into each connection's queue (1000 by
+            # default, here 2 GiB+ of images): keep at most RCVHWM complete messages per
+            # connection; beyond that libzmq stops reading it (TCP pushes back on the client).
+            router.setsockopt(zmq.RCVHWM, RCVHWM)
             # Sending to a vanished client fails (instead of vanishing), so the server knows
             # whether a final reply was delivered or must be kept for a reconnect.
             router.setsockopt(zmq.ROUTER_MANDATORY, 1)
