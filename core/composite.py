@@ -11,7 +11,7 @@ unedited representation) and x the photo's crop at R, all [1, 3, R, R] in [-1, 1
   must not ghost through, so the photo's band above R (H = P − up(x)) is removed and the
   low band becomes G′'s own, ``up(E)``. New content then gets grain N re-synthesised from
   the photo where content stays (``grain``: per octave of a Laplacian pyramid, the band's
-  3×3 colour covariance shapes white noise; relative to local brightness), so it is not a
+  robust 3×3 colour covariance shapes white noise; like shot noise, ∝ √brightness), so it is not a
   blurred patch and none of the old structure comes back.
 - Two bands, two feathers around one boundary: the low-band change fades in over
   ``feather`` × S (at least two generator pixels) from exactly 0 at the selection's edge (an
@@ -40,7 +40,7 @@ from .adapt import gaussian_blur
 from .photo import DTYPE_MAX, Box, mask_window
 
 Window = tuple[int, int, int, int]  # (y0, y1, x0, x1) in image coordinates, half-open
-DARK = 0.1  # level added to brightness before scaling grain by it: shadows keep some grain
+DARK = 0.05  # added to brightness before grain is scaled by it: shadows keep some grain
 
 
 @dataclass
@@ -50,7 +50,7 @@ class CompositeConfig:
     change_low: float = 0.03  # |Δ| (channel mean, [-1, 1] units) up to which content stays
     change_high: float = 0.12  # |Δ| from which content counts as replaced
     change_blur: float = 1.0  # σ of the blur on |Δ|, generator px
-    grain_levels: int | None = None  # octaves of grain from 1 px; None: up to a model px
+    grain_levels: int | None = None  # octaves of grain from 1 px; None: ≤ 3, < a model px
     seed: int = 0  # grain noise
 
 
@@ -156,11 +156,25 @@ def _band(t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return t - _up2(low, tuple(t.shape[-2:])), low
 
 
+# Trimmed colour covariance: pixels whose band vector is in the top 20 % of squared length
+# are left out; for Gaussian grain (3 channels, χ²₃) the rest has 0.674 of the full variance,
+# so dividing by it measures grain at its full strength while edges drop out.
+TRIM, TRIMMED_VAR = 0.8, 0.674
+
+
 def _cov_factor(v: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-    """Cholesky factor [3, 3] of the weighted colour covariance of v [3, N] (weight [N])."""
-    wsum = weight.sum()
+    """Cholesky factor [3, 3] of the colour covariance of grain in v [3, N] (weight [N]).
+
+    Robust: a photo's edges and structure (the band's largest 20 %) would otherwise pass
+    for very strong grain."""
+    sq = v.pow(2).sum(0)
+    sample = sq[weight > 0.5][:: max(1, int(sq.numel() // 200_000))]
+    if sample.numel() >= 16:
+        t = sample.kthvalue(max(1, int(TRIM * sample.numel()))).values
+        weight = weight * (sq <= t)
+    wsum = weight.sum().clamp_min(1e-8)
     d = v - (v * weight).sum(1, keepdim=True) / wsum
-    cov = ((d * weight) @ d.T / wsum).double()
+    cov = ((d * weight) @ d.T / wsum).double() / TRIMMED_VAR
     return torch.linalg.cholesky(cov + 1e-12 * torch.eye(3, dtype=torch.float64)).float()
 
 
@@ -247,13 +261,13 @@ def composite(
     out = p + w_low * up(((e - b) + alpha * (b - x)) * free / 2)
     a_up = up(alpha)[0].clamp_(0, 1).mul_(w_high)
     if replace and bool((a_up > 1e-4).any()):
-        levels = cfg.grain_levels or max(1, int(math.log2(max(size / res, 1.0))))
+        levels = cfg.grain_levels or min(3, max(1, int(math.log2(max(size / res, 1.0)))))
         low = up((x + 1) / 2)
         high = p - low  # the photo's band above the generator's resolution
-        # Texture and grain scale with brightness (reflectance × light): measured relative to
+        # Grain grows with brightness like shot noise (std ∝ √level): measured relative to
         # the photo's local level, re-applied relative to the new content's.
-        noise = grain(p / (low.clamp_min(0) + DARK), 1 - a_up, levels, cfg.seed)
-        noise *= up((e + 1) / 2).clamp_min_(0) + DARK
+        noise = grain(p / (low.clamp_min(0) + DARK).sqrt(), 1 - a_up, levels, cfg.seed)
+        noise *= (up((e + 1) / 2).clamp_min_(0) + DARK).sqrt_()
         theta = a_up * (math.pi / 2)
         out += (torch.cos(theta) - 1) * high + torch.sin(theta) * noise
     new = out.mul_(top).round_().clamp_(0, top).permute(1, 2, 0).numpy().astype(photo.dtype)
