@@ -168,7 +168,7 @@ def _cov_factor(v: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     Robust: a photo's edges and structure (the band's largest 20 %) would otherwise pass
     for very strong grain."""
     sq = v.pow(2).sum(0)
-    sample = sq[weight > 0.5][:: max(1, int(sq.numel() // 200_000))]
+    sample = sq[weight > 0.5]
     if sample.numel() >= 16:
         t = sample.kthvalue(max(1, int(TRIM * sample.numel()))).values
         weight = weight * (sq <= t)
@@ -194,7 +194,9 @@ def grain(photo: torch.Tensor, weight: torch.Tensor, levels: int, seed: int) -> 
     bands = []
     for _ in range(max(1, levels)):
         band, low = _band(cur)
-        chol = _cov_factor(band[0].flatten(1), w.flatten())
+        # A statistic needs no megapixels: every k-th row and column, ≤ ~250 k pixels.
+        k = max(1, math.ceil(math.sqrt(band.shape[-1] * band.shape[-2] / 250_000)))
+        chol = _cov_factor(band[0, :, ::k, ::k].flatten(1), w[0, 0, ::k, ::k].flatten())
         n = torch.randn(band.shape, generator=g)
         bands.append(torch.einsum("ij,bjyx->biyx", chol, n))
         cur, w = low, _down2(w)
