@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import math
 import sys
 import time
 from pathlib import Path
@@ -143,6 +144,9 @@ def report(args: argparse.Namespace, result, out: Path, **extra) -> None:
         "psnr_inversion": round(result.psnr_inversion, 3),
         "session_reused": result.session_reused,
         "output": str(out),
+        # At the photo's resolution, inside the selection (core/metrics.py photo_metrics);
+        # psnr_keep above is G′'s fit at the generator's resolution, outside the edit.
+        **{k: _json_number(v) for k, v in getattr(result, "metrics", {}).items()},
         **extra,
     }
     if args.json:
@@ -152,6 +156,17 @@ def report(args: argparse.Namespace, result, out: Path, **extra) -> None:
             f"wrote {out}: psnr_keep {info['psnr_keep']:.2f} dB (inversion alone "
             f"{info['psnr_inversion']:.2f} dB), {result.steps} steps, {info['seconds']:.1f} s"
         )
+        if "detail_ratio" in info:
+            print(
+                f"  in the selection at full size: psnr_inside {info['psnr_inside']} dB, "
+                f"detail_ratio {info['detail_ratio']}, edge_gradient_ratio "
+                f"{info['edge_gradient_ratio']}, replaced {info['replaced_fraction']}"
+            )
+
+
+def _json_number(v: float) -> float | None:
+    """Rounded; inf (identical pixels) and nan (nothing to measure) as null: JSON has neither."""
+    return round(v, 3) if math.isfinite(v) else None
 
 
 # -- commands ------------------------------------------------------------------------------

@@ -9,6 +9,7 @@ import pytest
 from samples import make_mask, make_photo
 
 from ganpaint.core.imageio import read_image, write_image
+from ganpaint.core.metrics import detail_ratio, psnr_photo
 
 FAST = ["--steps", "5", "--invert-steps", "8", "--quiet"]
 
@@ -62,6 +63,11 @@ def test_edit_json_and_output(files):
     mask = read_image(files / "mask.png")[..., 0]
     assert np.array_equal(result[mask == 0], photo[mask == 0])
     assert (result[mask == 255] != photo[mask == 255]).any()
+    # Photo-resolution numbers next to psnr_keep, as metrics computes them on the files.
+    sel = mask >= 128
+    assert info["detail_ratio"] == pytest.approx(detail_ratio(result, photo, sel), abs=2e-3)
+    assert info["psnr_inside"] == pytest.approx(psnr_photo(result, photo, sel), abs=2e-3)
+    assert info["edge_gradient_ratio"] > 0 and 0 <= info["replaced_fraction"] <= 1
 
 
 def test_reconstruct_json(files):
