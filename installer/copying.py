@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import platform
 import shlex
 import shutil
 import sys
@@ -245,8 +246,6 @@ def every_plugin_dir(gimps: list[GimpInstall], system=None, environ=None, home=N
     (~/.var/app/org.gimp.GIMP/config/GIMP/3.x/plug-ins, which GIMP never read)."""
     env = os.environ if environ is None else environ
     home = home or Path.home()
-    import platform
-
     system = system or platform.system()
     dirs = [g.plugin_dir for g in gimps if g.plugin_dir is not None]
     dirs += [user_plugin_dir(system, env, home, s) for s in KNOWN_SERIES]
