@@ -10,7 +10,10 @@ peak. Linux only (reads /proc).
     python benchmarks/bench_flood.py [--requests 20] [--connections 20 1] [--selection box]
 
 ``--selection box`` edits a 1024×1024 square (what a photographer selects); ``full``
-selects the whole frame (then the running job's compositing dominates).
+selects the whole frame. ``--hold`` keeps the worker busy with a long small job during the
+flood and cancels everything after it, so the peak is the server's own holding of requests
+(queue, byte budget, libzmq's read-ahead) without a max-size job running; without it the
+accepted edits run, and the running job's compositing adds its own peak.
 """
 
 from __future__ import annotations
@@ -69,8 +72,13 @@ class Flood:
             s.linger = 0
             s.connect(endpoint)
             self.socks.append(s)
+        # Cancels go on their own connection (by job id, which any connection may use), not
+        # behind the big frames still queued on the flooding ones.
+        self.control = self.ctx.socket(zmq.DEALER)
+        self.control.linger = 0
+        self.control.connect(endpoint)
 
-    def run(self, n: int, img: np.ndarray, mask: np.ndarray, steps: int) -> dict:
+    def run(self, n: int, img: np.ndarray, mask: np.ndarray, steps: int, hold: bool) -> dict:
         header = {
             "v": 1,
             "kind": "edit",
@@ -100,6 +108,9 @@ class Flood:
                     answered += 1
                     outcome["accepted"] += 1
                     jobs[reply["job"]] = s
+                    if hold:  # queued behind the long job: cancel it before it can run
+                        cancel = {"v": 1, "kind": "cancel", "id": "c", "job": reply["job"]}
+                        self.control.send_multipart([msgpack.packb(cancel, use_bin_type=True)])
                 elif kind == "error" and reply["error"]["code"] == "busy" and "job" not in reply:
                     answered += 1
                     outcome["busy"] += 1
@@ -116,7 +127,7 @@ class Flood:
         return outcome
 
     def close(self) -> None:
-        for s in self.socks:
+        for s in [*self.socks, self.control]:
             s.close(0)
         self.ctx.term()
 
@@ -127,6 +138,7 @@ def main() -> int:
     ap.add_argument("--connections", type=int, nargs="+", default=[20, 1])
     ap.add_argument("--selection", choices=["box", "full"], default="box")
     ap.add_argument("--steps", type=int, default=2, help="G′ steps of each accepted edit")
+    ap.add_argument("--hold", action="store_true", help="no max-size job runs (see above)")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
 
@@ -141,24 +153,39 @@ def main() -> int:
     )
     img, mask = pixels(args.selection)
     report: dict = {"image": f"{W}x{H} RGBA u16", "selection": args.selection, "floods": []}
+    small = np.full((64, 64, 3), 128, np.uint8)
     try:
         sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
         from ganpaint.server.client import Client, RawImage
 
         with Client(endpoint, timeout_s=120.0, retries=1) as c:  # loads the model
             info = c.hello()
-            small = np.full((64, 64, 3), 128, np.uint8)
             c.reconstruct(RawImage(small.tobytes(), 64, 64, 3, "u8"), steps=1)
         report["max_pending_bytes"] = info["limits"].get("max_pending_bytes")
         report["rss_model_loaded_mib"] = round(proc_kib(server.pid, "VmRSS") / 1024)
         for conns in args.connections:
+            holder = Client(endpoint, timeout_s=120.0, retries=1) if args.hold else None
+            if holder is not None:  # submit a long small job; it keeps the worker busy
+                holder._send(
+                    {
+                        "kind": "reconstruct",
+                        "id": "hold",
+                        "steps": 10000,
+                        "image": {"width": 64, "height": 64, "channels": 3, "dtype": "u8"},
+                    },
+                    [small.tobytes()],
+                )
+                hold_job = holder._recv("hold", 60)[0]["job"]
             Path(f"/proc/{server.pid}/clear_refs").write_text("5")  # resets VmHWM
             flood = Flood(endpoint, conns)
             t0 = time.monotonic()
             try:
-                outcome = flood.run(args.requests, img, mask, args.steps)
+                outcome = flood.run(args.requests, img, mask, args.steps, args.hold)
             finally:
                 flood.close()
+                if holder is not None:
+                    holder.cancel(hold_job)
+                    holder.close()
             outcome.update(
                 connections=conns,
                 requests=args.requests,
@@ -169,6 +196,7 @@ def main() -> int:
             report["floods"].append(outcome)
             if not args.json:
                 print(
+                    f"{'held: ' if args.hold else ''}"
                     f"{args.requests} × {W}x{H} RGBA u16 over {conns} connection(s): "
                     f"{outcome['accepted']} accepted ({outcome['results']} results), "
                     f"{outcome['busy']} busy; peak RSS {outcome['peak_rss_mib']} MiB "

@@ -144,7 +144,8 @@ class Client:
         return list(self._call("concepts", **_given(model=model)).get("concepts", []))
 
     def status(self) -> dict:
-        """{"running": job or None, "queued": [...], "jobs": [...], "sessions": {...}, ...}"""
+        """{"running": job or None, "queued": [...], "jobs": [...], "sessions": {...}, ...};
+        other clients' jobs have "mine": False and an opaque label for "job"."""
         return self._call("status")
 
     def cancel(self, job_id: str) -> dict:

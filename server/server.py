@@ -51,11 +51,15 @@ from .sessions import SessionCache
 POLL_MS = 200  # how often the loop looks at the stop flag and the heartbeat clock
 REAP_EVERY_S = 0.25
 BATCH = 64  # messages handled per socket per turn, so neither side starves the other
-RCVHWM = 2  # complete messages libzmq may hold per connection before the server reads them
+# Complete messages libzmq may hold per connection before the server reads them. Under
+# CURVE one more: with 1 the handshake never completes (libzmq 4.3.5, measured).
+RCVHWM = 1
+RCVHWM_CURVE = 2
 # A final reply that could not be delivered (its connection was gone) waits this long for
 # its owner to reconnect; a delivered one is freed at once.
 UNDELIVERED_KEEP_S = 30.0
 ENDED_IDS = 256  # ended jobs remembered (ids and owners only) to answer "finished"
+PEER_KEYS = 4096  # connections whose CURVE key is remembered
 BAD_LOG_EVERY_S = 10.0
 MIB = 1024 * 1024
 
@@ -100,6 +104,9 @@ class EditServer:
         self.by_request: dict[str, str] = {}  # JobRequest.retry_key -> job id (dedupes retries)
         self.finished: OrderedDict[str, Finished] = OrderedDict()  # undelivered final replies
         self.ended: OrderedDict[str, Owner] = OrderedDict()  # recently ended job ids
+        # identity -> CURVE key of its latest message: a job's output is withheld from an
+        # identity now used by another key (kept for the owner instead).
+        self._peer_keys: OrderedDict[bytes, str] = OrderedDict()
         self.counts = {"done": 0, "failed": 0, "cancelled": 0, "bad_requests": 0}
         self._bad_since_log = 0
         self._last_bad = ""
@@ -119,9 +126,9 @@ class EditServer:
             lim.max_queue,
             on_crash=self._worker_crash,
             on_exit=self._worker_exit,
-            # Missing two heartbeats (or a quarter of the timeout) when its turn comes means
+            # Missing four heartbeats (and a third of the timeout) when its turn comes means
             # the client is most likely gone: the job is not started for nobody.
-            stale_after_s=max(2 * lim.heartbeat_s, lim.heartbeat_timeout_s / 4),
+            stale_after_s=max(4 * lim.heartbeat_s, lim.heartbeat_timeout_s / 3),
         )
 
     # -- life cycle --------------------------------------------------------------------------
@@ -137,15 +144,17 @@ class EditServer:
             # libzmq reads whole messages ahead into each connection's queue (1000 by
             # default, here 2 GiB+ of images): keep at most RCVHWM complete messages per
             # connection; beyond that libzmq stops reading it (TCP pushes back on the client).
-            router.setsockopt(zmq.RCVHWM, RCVHWM)
+            router.setsockopt(zmq.RCVHWM, RCVHWM if is_loopback(self.cfg.bind) else RCVHWM_CURVE)
             # Sending to a vanished client fails (instead of vanishing), so the server knows
             # whether a final reply was delivered or must be kept for a reconnect.
             router.setsockopt(zmq.ROUTER_MANDATORY, 1)
-            # A client reopening its socket with the same (secret, random) routing id takes
-            # its connection over at once instead of being refused until the old one is
-            # noticed gone: its jobs' replies follow it (client.py does this).
-            router.setsockopt(zmq.ROUTER_HANDOVER, 1)
-            if not is_loopback(self.cfg.bind):
+            if is_loopback(self.cfg.bind):
+                # A client reopening its socket with the same (secret, random) routing id
+                # takes its connection over at once instead of being refused until the old
+                # one is noticed gone (client.py does this). Not under CURVE: there a
+                # connection may not be taken over by another key, even knowing the id.
+                router.setsockopt(zmq.ROUTER_HANDOVER, 1)
+            else:
                 self._auth = secure(self.ctx, router, self.cfg.curve)
             try:
                 router.bind(self.cfg.bind)
@@ -242,6 +251,11 @@ class EditServer:
             if len(parts) < 2:
                 raise ProtocolError(BAD_REQUEST, "empty message: frame 0 must be a header")
             owner = Owner(identity, _user_id(parts[1]))
+            if owner.key:
+                self._peer_keys[identity] = owner.key
+                self._peer_keys.move_to_end(identity)
+                while len(self._peer_keys) > PEER_KEYS:
+                    self._peer_keys.popitem(last=False)
             raw_header = parts[1].buffer  # no copy: an oversize header is refused unread
             header = unpack_header(raw_header)
             rid = header.get("id")
@@ -517,13 +531,20 @@ class EditServer:
         if parts[1].bytes == b"1":
             self._final(job, None, payload)
         else:
-            self._send(job.route, payload)
+            self._send_job(job, payload)
+
+    def _send_job(self, job: Job, parts: list) -> bool:
+        """Send to a job's owner; False (not sent) if its identity now speaks for another
+        key (possible only under CURVE)."""
+        if self._peer_keys.get(job.route, job.owner.key) != job.owner.key:
+            return False
+        return self._send(job.route, parts)
 
     def _final(self, job: Job, header: dict | None, payload: list | None = None) -> None:
         """Send a job's last reply to its owner, retire the job, and keep the reply (for
         the owner only) if it could not be delivered."""
         parts = payload if payload is not None else [pack(header)]
-        delivered = self._send(job.route, parts)
+        delivered = self._send_job(job, parts)
         self.jobs.pop(job.id, None)
         job.release()
         key = {DONE: "done", CANCELLED: "cancelled"}.get(job.state, "failed")

@@ -42,7 +42,7 @@ def server(tmp_path_factory):
         bind="tcp://127.0.0.1:*",
         steps=20,
         invert_steps=30,
-        limits=Limits(max_side=1024, max_queue=2, heartbeat_s=0.25, heartbeat_timeout_s=2.0),
+        limits=Limits(max_side=1024, max_queue=2, heartbeat_s=0.25, heartbeat_timeout_s=3.0),
     )
     lines: list[str] = []
     threads = torch.get_num_threads()
@@ -420,8 +420,8 @@ def test_a_dead_clients_queued_job_is_not_started(server, client):
         b = queued_d.recv_until(("accepted",))["job"]
         running_d.send({"v": 1, "kind": "heartbeat", "id": "hb", "job": a})
         # The queued client goes silent 1 s after the running one: when the running job is
-        # reaped (2 s of silence) the queued one has been silent for ~1 s, below the reaping
-        # timeout but past missing several heartbeats (0.25 s each).
+        # reaped (3 s of silence) the queued one has been silent for ~2 s, below the reaping
+        # timeout but past missing four heartbeats (0.25 s each) and a third of the timeout.
         time.sleep(1.0)
         queued_d.send({"v": 1, "kind": "heartbeat", "id": "hb", "job": b})
     finally:
