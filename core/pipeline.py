@@ -1,8 +1,9 @@
 """The method end to end on a real photo: crop → invert → edit → adapt G′ → composite.
 
-A photo is [H, W, 3|4] uint8/uint16, a mask [H, W] uint8 (see photo.py). Work happens on a
-square around the selection at the generator's resolution; only pixels inside the
-(feathered) selection change.
+A photo is [H, W, 3|4] uint8/uint16, a mask [H, W] uint8 (see photo.py). Steps 1–3 work on
+a square around the selection at the generator's resolution; step 4 (composite.py) brings
+only the edit's change back at the photo's resolution, and only pixels inside the selection
+change.
 
 ``cache`` is any mutable mapping (the server passes an LRU bounded by memory); it keeps one
 FitSession per model + crop content, so a second edit of the same region skips inversion and

@@ -7,6 +7,10 @@
     sudo .venv/bin/python tests/gimp/make_screenshots.py [--concept eyes] [--op add]
         [--steps 300] [--seed 0] [--ellipse CX CY RX RY] [--out docs/img]
 
+With --photo FILE (a real photo, e.g. a wallpaper from benchmarks/photos.py) the edit runs
+on it instead, and the README's 100 % crops are written instead of the three pictures:
+docs/img/photo-before.jpg and photo-after.jpg, --crop X Y W H (fractions of the photo).
+
 Root only: it uses the trixie chroot of the GIMP tests (built if missing, plus xvfb, xdotool,
 ImageMagick and openbox). The dialog is really used: the script presses OK in it, and the
 edit runs with the plug-in's progress bar in GIMP's window.
@@ -23,6 +27,7 @@ import textwrap
 import time
 from pathlib import Path
 
+import numpy as np
 from gimp_env import (
     CHROOT_GIMP_DIR,
     GIMP_SERIES,
@@ -203,15 +208,30 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--feather", type=int, default=12)
     p.add_argument("--out", type=Path, default=REPO / "docs" / "img")
+    p.add_argument("--photo", type=Path, help="a real photo instead of the generated portrait")
+    p.add_argument(
+        "--crop",
+        type=float,
+        nargs=4,
+        metavar=("X", "Y", "W", "H"),
+        default=[0.3, 0.35, 0.25, 0.25],
+        help="with --photo: the 100 %% crop to write, fractions of the photo",
+    )
     p.add_argument("--job-wait", type=int, default=1200, help="seconds to wait for the edit")
     args = p.parse_args(argv)
 
     root = gimp_root_path()
     ensure_root(root, EXTRA)
     gimp = Gimp(root)
-    s = args.size
+    photo = (
+        np.asarray(Image.open(args.photo).convert("RGB"))
+        if args.photo
+        else make_photo(args.size, args.seed)
+    )
+    ph, pw = photo.shape[:2]
+    cx, cy, rx, ry = args.ellipse
     params = {
-        "ellipse": [round(v * s) for v in args.ellipse],
+        "ellipse": [round(cx * pw), round(cy * ph), round(rx * pw), round(ry * ph)],
         "feather": args.feather,
         "op": args.op,
         "concept": args.concept,
@@ -225,7 +245,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         try:
             install_plugin(gimp, address)
-            info = run_gui(gimp, make_photo(args.size, args.seed), params, args.job_wait)
+            info = run_gui(gimp, photo, params, args.job_wait)
         finally:
             stop_server(server)
             print((Path(tmp) / "serve.log").read_text(errors="replace")[-2000:])
@@ -235,6 +255,13 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     work = info["dir"]
     args.out.mkdir(parents=True, exist_ok=True)
+    if args.photo:
+        x, y, w, h = (round(v * n) for v, n in zip(args.crop, (pw, ph, pw, ph), strict=True))
+        for name in ("before", "after"):
+            shot = Image.open(work / f"{name}.png").convert("RGB").crop((x, y, x + w, y + h))
+            shot.save(args.out / f"photo-{name}.jpg", quality=88)
+        print(f"wrote {args.out}/photo-before.jpg, photo-after.jpg ({w}×{h} at 100 %)")
+        return 0
     shutil.copyfile(work / "dialog.png", args.out / "dialog.png")
     shutil.copyfile(work / "before.png", args.out / "gimp-before.png")
     shutil.copyfile(work / "after.png", args.out / "gimp-after.png")
