@@ -59,11 +59,14 @@ def cmd_list(args: argparse.Namespace) -> int:
     hidden = set(lib.hidden())
     rows = []
     for c in concepts:
+        if c.hidden and not args.all:  # unnamed: usable by name, not listed
+            continue
         rows.append(
             {
                 **c.to_dict(),
+                "ops": list(c.ops),
                 "origin": "user" if c.name in user else "built-in",
-                "hidden": c.name in hidden and c.name not in user,
+                "hidden": c.hidden or (c.name in hidden and c.name not in user),
             }
         )
     if args.json:
@@ -77,7 +80,7 @@ def cmd_list(args: argparse.Namespace) -> int:
         flag = " (hidden)" if r["hidden"] else ""
         print(
             f"{r['name']:<{width}}  {r['source']:<10} {r['origin']:<8} "
-            f"{r['layer']}  {len(r['units']):>3} units{flag}"
+            f"{r['layer']}  {len(r['units']):>3} units  {'/'.join(r['ops']):<10}{flag}"
         )
     return 0
 
@@ -236,7 +239,9 @@ def register(subparsers) -> None:
 
     q = sub.add_parser("list", help="the concepts of a model")
     _add_model(q)
-    q.add_argument("--all", action="store_true", help="include hidden built-ins")
+    q.add_argument(
+        "--all", action="store_true", help="include hidden built-ins (deleted or unnamed)"
+    )
     q.add_argument("--json", action="store_true")
     q.set_defaults(func=cmd_list)
 

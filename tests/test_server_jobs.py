@@ -366,11 +366,14 @@ def test_a_full_queue_answers_busy(server, client):
 def test_edit_with_a_built_in_concept(client):
     concepts = client.concepts()
     names = [c["name"] for c in concepts]
-    assert "mouth" in names
-    assert all({"name", "source", "units", "origin"} <= set(c) for c in concepts)
+    assert "dark hair" in names
+    assert all({"name", "source", "units", "origin", "ops"} <= set(c) for c in concepts)
+    assert not any(c["hidden"] for c in concepts)  # unnamed ones only when asked for all
+    every = client.concepts(all=True)
+    assert len(every) > len(concepts) and all(c["hidden"] for c in every if c["name"] not in names)
     img, m = photo(seed=5), soft_mask()
-    res = client.edit(raw(img), raw(m), op="add", concept="mouth", strength="low")
-    assert res["concept"] == "mouth" and len(res["units"]) == 4  # "low" = the top 4 units
+    res = client.edit(raw(img), raw(m), op="add", concept="dark hair", strength="low")
+    assert res["concept"] == "dark hair" and len(res["units"]) == 4  # "low" = the top 4 units
     assert np.array_equal(array(res["image"])[m == 0], img[m == 0])
 
 

@@ -6,6 +6,11 @@ published rankings, meaning "each unit's 0.99-quantile activation over random sa
 the loaded generator" — the library fills them in from a per-weights cache when it is given
 the generator (see ``quantiles.py``), and ``pipeline.edit_photo`` computes the same numbers
 itself when handed ``values=None``.
+
+What a concept is good for, as measured in its gallery (docs/concepts/): ``ops`` lists the
+operations that do what the name says ("add", "remove" or both), ``where`` says where on
+the picture they make sense ("the upper third of a face: the hair"), and ``hidden`` marks a
+concept nobody could name: it stays usable by name but menus leave it out.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from typing import Any
 from ..edit import STRENGTHS
 
 SOURCES = ("published", "learned", "discovered", "dissected")
+OPS = ("add", "remove")
 # Names travel through menus, file names of exports and the server protocol: one line, no
 # path characters (the same rule as the server's request validation).
 NAME_RE = re.compile(r"^[\w][\w .\-]{0,63}$")
@@ -56,6 +62,9 @@ class Concept:
     scores: list[float] | None = None  # the ranking's score per unit, when it has one
     excluded: list[int] = field(default_factory=list)  # units left out of edits, and why
     strengths: dict[str, int] = field(default_factory=lambda: dict(STRENGTHS))
+    ops: list[str] = field(default_factory=lambda: list(OPS))  # the operations that work
+    where: str = ""  # where on a picture the edit makes sense, in words
+    hidden: bool = False  # unnamed: left out of menus and listings unless all are asked for
 
     def __post_init__(self) -> None:
         self.validate()
@@ -91,7 +100,23 @@ class Concept:
             isinstance(k, str) and _is_index(v) and v > 0 for k, v in self.strengths.items()
         ):
             raise ConceptError(f"concept {self.name!r}: strengths must map names to counts ≥ 1")
+        if (
+            not isinstance(self.ops, list)
+            or not self.ops
+            or any(op not in OPS for op in self.ops)
+            or len(set(self.ops)) != len(self.ops)
+        ):
+            raise ConceptError(
+                f"concept {self.name!r}: ops must list one or both of {', '.join(OPS)}, "
+                f"not {self.ops!r}"
+            )
+        if not isinstance(self.where, str) or not isinstance(self.hidden, bool):
+            raise ConceptError(f"concept {self.name!r}: 'where' must be text, 'hidden' true/false")
         return self
+
+    def supports(self, op: str) -> bool:
+        """Whether ``op`` ("add" / "remove") does what the concept's name says."""
+        return op in self.ops
 
     # -- use ---------------------------------------------------------------------------
     def top(self, strength: str | int = "med") -> tuple[list[int], list[float] | None]:
@@ -146,6 +171,12 @@ class Concept:
             d["excluded"] = [int(u) for u in self.excluded]
         if self.strengths != STRENGTHS:
             d["strengths"] = dict(self.strengths)
+        if list(self.ops) != list(OPS):
+            d["ops"] = list(self.ops)
+        if self.where:
+            d["where"] = self.where
+        if self.hidden:
+            d["hidden"] = True
         return d
 
     @classmethod
@@ -170,6 +201,9 @@ class Concept:
                 scores=None if d.get("scores") is None else list(d["scores"]),
                 excluded=list(d.get("excluded") or []),
                 strengths=dict(d.get("strengths") or STRENGTHS),
+                ops=list(d["ops"]) if d.get("ops") is not None else list(OPS),
+                where=d.get("where") or "",
+                hidden=d.get("hidden", False),
             )
         except TypeError as e:  # e.g. units given as a number
             raise ConceptError(f"concept {d.get('name', '?')!r}: {e}") from None
