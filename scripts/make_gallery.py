@@ -206,6 +206,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--photos", type=int, default=3, help="how many portraits (≤ 4)")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument(
+        "--part",
+        help="write the results as <model>-<PART>.json and no .md (run parts in parallel "
+        "with --only, then --markdown-only merges them)",
+    )
+    p.add_argument(
         "--markdown-only",
         action="store_true",
         help="rewrite the .md from the saved .json results (after editing VERDICTS)",
@@ -265,14 +270,29 @@ def main(argv: list[str] | None = None) -> int:
         "photos": [pt.name for pt in portraits],
     }
     saved = {"settings": settings, "results": results}
-    (args.out / f"{DEFAULT_MODEL}.json").write_text(json.dumps(saved, indent=1) + "\n")
-    if not (args.ops or args.all or pairs):
+    name = f"{DEFAULT_MODEL}-{args.part}.json" if args.part else f"{DEFAULT_MODEL}.json"
+    (args.out / name).write_text(json.dumps(saved, indent=1) + "\n")
+    if not (args.ops or args.all or pairs or args.part):
         write_markdown(args.out / f"{DEFAULT_MODEL}.md", concepts, results, portraits, args)
     return 0
 
 
 def rewrite_markdown(args) -> int:
-    saved = json.loads((args.out / f"{DEFAULT_MODEL}.json").read_text())
+    """The .md from the saved results; parts (``--part``) are merged into one .json first."""
+    path = args.out / f"{DEFAULT_MODEL}.json"
+    parts = sorted(args.out.glob(f"{DEFAULT_MODEL}-*.json"))
+    if parts:
+        loaded = [json.loads(p.read_text()) for p in parts]
+        if any(part["settings"] != loaded[0]["settings"] for part in loaded):
+            print("the parts were made with different settings", file=sys.stderr)
+            return 1
+        merged = {"settings": loaded[0]["settings"], "results": []}
+        for part in loaded:
+            merged["results"] += part["results"]
+        path.write_text(json.dumps(merged, indent=1) + "\n")
+        for p in parts:
+            p.unlink()
+    saved = json.loads(path.read_text())
     lib = ConceptLibrary(DEFAULT_MODEL)
     concepts = [c for c in lib.builtins() if not c.hidden]
     shown = {(c.name, op) for c in concepts for op in c.ops}
@@ -336,7 +356,20 @@ def write_markdown(path: Path, concepts, results, portraits, args) -> None:
             f"![{r['op']} {r['concept']}]({r['image']})",
             "",
         ]
+    hidden = [c for c in ConceptLibrary(DEFAULT_MODEL).builtins() if c.hidden]
+    named = [c for c in hidden if not c.name.startswith("group-")]
     lines += [
+        "## Tried and left out of the menu",
+        "",
+        "Built-in but `hidden` (usable by name, e.g. `--concept glasses`; `ganpaint concept "
+        "list --all` shows them), because on real photos they do not do what a name would "
+        "say:",
+        "",
+        *[f"- **{c.name}** ({'/'.join(c.ops)}): {c.where}." for c in named],
+        f"- {len(hidden) - len(named)} unnamed groups of `ganpaint concept discover` "
+        "(`group-NN`), among them the former *eyes* (draws brow- or frame-like smudges, never "
+        "eyes) and *mouth* (add smears dark lips, remove does next to nothing on photos).",
+        "",
         "## Photos",
         "",
         *[f"- {pt.credit}." for pt in portraits],

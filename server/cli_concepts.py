@@ -102,6 +102,11 @@ def cmd_show(args: argparse.Namespace) -> int:
         print(f"excluded: {' '.join(map(str, c.excluded))}")
     strengths = ", ".join(f"{k} {min(n, len(c.units))}" for k, n in c.strengths.items())
     print(f"brush:    {strengths} units")
+    print(
+        f"ops:      {', '.join(c.ops)}" + ("  (hidden: unnamed, not in menus)" if c.hidden else "")
+    )
+    if c.where:
+        print(f"where:    {c.where}")
     print(f"created:  {c.created}")
     if c.description:
         print(f"about:    {c.description}")

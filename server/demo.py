@@ -44,13 +44,20 @@ def demo_mask() -> np.ndarray:
     return ellipse_mask(REGION, SIZE)
 
 
-def run_demo(output: Path, steps: int = 1000, progress: ProgressFn | None = None) -> dict:
+def run_demo(
+    output: Path,
+    steps: int = 1000,
+    progress: ProgressFn | None = None,
+    cfg: PipelineConfig | None = None,
+) -> dict:
+    """Write the before | after | changed picture; cfg (default: the method's settings with
+    ``steps`` G′ steps) lets tests run it small."""
     t0 = time.perf_counter()
     gen = load_model()
     photo, mask = demo_photo(gen), demo_mask()
     concept = ConceptLibrary(gen.model_id, generator=gen).get(CONCEPT)
     units, values = concept.top(STRENGTH)
-    cfg = PipelineConfig(adapt=AdaptConfig(steps=steps))
+    cfg = cfg or PipelineConfig(adapt=AdaptConfig(steps=steps))
     result = edit_photo(gen, photo, mask, EditSpec(units, OP, values), cfg, progress)
     changed = np.abs(result.image.astype(int) - photo.astype(int)).max(axis=2) > 0
     diff = np.where(changed[..., None], np.array([255, 64, 64], np.uint8), photo // 3)

@@ -125,3 +125,20 @@ def test_dark_hair_darkens_the_hair_of_gan_samples(dcgan):
     assert float((added - before)[:, top].mean()) < -0.25  # darker by > 30 levels of 255
     assert float((removed - before)[:, top].mean()) > 0.02
     assert float((added - before)[:, lower].abs().mean()) < 0.05
+
+
+def test_demo_shows_an_edit_you_can_see(tmp_path, fast_cfg):
+    """`ganpaint demo`'s picture: before | after | changed, and the after is visibly
+    different inside the selection (dark hair on light hair), identical outside."""
+    from ganpaint.core.imageio import read_image
+    from ganpaint.server.demo import SIZE, demo_mask, run_demo
+
+    info = run_demo(tmp_path / "demo.png", cfg=fast_cfg)
+    assert info["edit"].startswith("add dark hair")
+    picture = read_image(tmp_path / "demo.png")
+    assert picture.shape == (SIZE, 3 * SIZE, 3)
+    before, after = picture[:, :SIZE].astype(int), picture[:, SIZE : 2 * SIZE].astype(int)
+    inside = demo_mask() > 0
+    assert info["mean_abs_change_inside"] > 40  # of 255: seen at a glance
+    assert (after - before).mean(axis=2)[inside].mean() < -40  # darker
+    assert np.array_equal(after[~inside], before[~inside])
