@@ -91,9 +91,45 @@ REGION_OF = {
     "group-02": "mouth",
     "group-09": "eyes",
 }
+# How this run of the gallery was made, when it differs from what a user gets.
+NOTE = (
+    "This run: G′ fitted 300 steps per edit, not the default 1000 (the gallery was made on "
+    "a shared 2-core machine); the edit itself is the same, the seam fits less closely. "
+    "The photo-resolution compositing (core/composite.py) was being rebuilt at the time: "
+    "the *after* tiles show the old composite, which is blurrier at photo resolution."
+)
 # What the pictures show, per "concept/op": (works?, words). Written after looking at them;
 # "weak" is shown as such in the gallery.
-VERDICTS: dict[str, tuple[str, str]] = {}
+VERDICTS: dict[str, tuple[str, str]] = {
+    "dark hair/add": (
+        "works",
+        "light or brown hair turns dark brown on photos and samples; on hair that is "
+        "already dark (or a black hat) little changes",
+    ),
+    "dark hair/remove": (
+        "weak",
+        "brown hair gets lighter on one photo of three (the astronaut); little elsewhere",
+    ),
+    "blond hair/add": ("works", "hair turns golden blond on photos and samples"),
+    "blond hair/remove": (
+        "works on light hair",
+        "light hair turns dark (astronaut, samples); on short dark hair it paints skin",
+    ),
+    "grey hair/add": (
+        "works, moderate",
+        "hair turns grey-white on photos, messier on samples",
+    ),
+    "open mouth/remove": (
+        "weak",
+        "a smile's teeth blur into a closed mouth (astronaut); a soft smear elsewhere",
+    ),
+    "bright background/add": (
+        "works",
+        "paints a flat white patch: select background only, it covers whatever is there",
+    ),
+    "dark background/add": ("works", "paints a flat black patch, as above"),
+    "yellow background/add": ("works", "paints yellow-green, sunlit-foliage-like backdrop"),
+}
 
 
 def face_crop(p: Portrait) -> np.ndarray:
@@ -322,6 +358,20 @@ def write_markdown(path: Path, concepts, results, portraits, args) -> None:
         "those). Per picture: top row real portraits through the full pipeline (invert, "
         "edit, fit G′, composite), bottom row GAN samples edited directly in G. The "
         "selection is outlined in yellow on each *before* tile.",
+        "",
+        NOTE,
+        "",
+        "Recognised at a glance on real photos: "
+        + ", ".join(
+            f"*{k.split('/')[1]} {k.split('/')[0]}*"
+            for k, v in VERDICTS.items()
+            if v[0].startswith("works")
+        )
+        + ". Weak (shown as such below): "
+        + ", ".join(
+            f"*{k.split('/')[1]} {k.split('/')[0]}*" for k, v in VERDICTS.items() if v[0] == "weak"
+        )
+        + ".",
         "",
         "The default model draws 64×64 faces that fill the frame, so each photo is first "
         "cropped to the face (that is how to use it in GIMP too: the selection's square "

@@ -101,6 +101,7 @@ class Named:
     name: str
     ops: tuple[str, ...]
     where: str
+    hidden: bool = False  # named, but on real photos it does not do what the name says
 
 
 # Best unit of a discovered group → the name read off the contact sheet (samples where the
@@ -115,7 +116,8 @@ NAMES: dict[int, Named] = {
     104: Named(
         "highlight",
         ("add", "remove"),
-        "skin of a face: add lights it up (pale, smooth), remove shades it",
+        "skin of a face; on photos add paints a pale blotch and remove a dark red one",
+        hidden=True,
     ),
 }
 
@@ -202,7 +204,9 @@ def starter_text(sheet: Path | None) -> str:
         if named is None:
             discovered.append(replace(c, hidden=True))
         else:
-            discovered.append(replace(c, ops=list(named.ops), where=named.where))
+            discovered.append(
+                replace(c, ops=list(named.ops), where=named.where, hidden=named.hidden)
+            )
     return file_text(DEFAULT_MODEL, learned_concepts(gen) + discovered)
 
 
