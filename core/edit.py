@@ -1,9 +1,10 @@
 """Step 2: edit the representation at the edit layer inside the user's mask.
 
-A concept is a set of units U at layer k and an "on" value per unit. With the mask pooled to
-the layer's resolution (max-pool, so a stroke touching a cell switches it),
-a(u, y, x) = m(y, x) for u ∈ U and r_e = (1 − a)·r + a·v; v = the on value (add) or 0
-(remove).
+A concept is a set of units U at layer k and an "on" value per unit. The mask is brought to
+the layer's resolution as the GANPaint demo does: every cell the selection touches is
+switched fully (a hard 1, see ``edit_mask``), a(u, y, x) = m(y, x) for u ∈ U and
+r_e = (1 − a)·r + a·v; v = the on value (add) or 0 (remove). A soft selection's softness
+acts only in the photo composite (pipeline/photo), not here.
 """
 
 from __future__ import annotations
@@ -16,17 +17,31 @@ import torch.nn.functional as F
 from .generators.base import LayeredGenerator
 
 STRENGTHS = {"low": 4, "med": 10, "high": 15}  # GANPaint's brush sizes: top-ranked units
+# The GANPaint demo's default brush is its largest. A concept may name its own default
+# (Concept.default_strength); this one applies when neither the request nor the concept does.
+DEFAULT_STRENGTH = "high"
+# A layer cell is "touched" when some pixel of it is selected above this level. 0.01 lies
+# just above 2/255, so the faintest levels of an 8-bit selection (anti-aliasing dust, the
+# far tail of a feather, area-resize slivers under 1 % of a pixel) switch nothing, while
+# any selection a person can see in GIMP (3/255 and up) switches its cells.
+TOUCH_THRESHOLD = 0.01
 
 
 def pool_mask(mask: torch.Tensor, size: int) -> torch.Tensor:
-    """[B, 1, H, W] in [0, 1] -> [B, 1, size, size] by adaptive max-pooling."""
+    """[B, 1, H, W] in [0, 1] -> [B, 1, size, size] by adaptive max-pooling (soft values)."""
     return F.adaptive_max_pool2d(mask, size)
+
+
+def edit_mask(mask: torch.Tensor, size: int, threshold: float = TOUCH_THRESHOLD) -> torch.Tensor:
+    """[B, 1, H, W] in [0, 1] -> [B, 1, size, size] of 0/1: a cell is 1 when any of its
+    pixels is above ``threshold`` (GANPaint's client switches every touched cell fully)."""
+    return (pool_mask(mask, size) > threshold).to(mask.dtype)
 
 
 def apply_edit(
     r: torch.Tensor, mask: torch.Tensor, units: Sequence[int], values: torch.Tensor
 ) -> torch.Tensor:
-    """r_e = (1 − a)·r + a·v on the given units.
+    """r_e = (1 − a)·r + a·v on the given units, a = edit_mask(mask) (0 or 1 per cell).
 
     r: [B, C, h, w]; mask: [B, 1, H, W] (any resolution, pooled to h×w);
     units: indices into C; values: [len(units)] target values (zeros to remove).
@@ -37,7 +52,7 @@ def apply_edit(
     bad = [u for u in units if not 0 <= u < C]
     if bad:
         raise IndexError(f"unit index out of range 0..{C - 1}: {bad}")
-    m = pool_mask(mask, r.shape[-1]).to(r)
+    m = edit_mask(mask, r.shape[-1]).to(r)
     idx = torch.as_tensor(list(units), dtype=torch.long, device=r.device)
     a = torch.zeros_like(r)
     a[:, idx] = m.expand(-1, len(idx), -1, -1)

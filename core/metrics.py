@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
+
+from .photo import mask_window
 
 
 def psnr(
@@ -24,3 +27,123 @@ def psnr(
             return float("nan")
         mse = (d2 * w).sum().item() / total
     return float("inf") if mse <= 0 else 10.0 * math.log10(data_range**2 / mse)
+
+
+# -- at the photo's resolution (numpy [H, W, C] uint8/uint16 photos, [H, W] masks) ------------
+def _luma(img: np.ndarray) -> np.ndarray:
+    """[H, W] float64 mean of the RGB channels, scaled to [0, 1] by the dtype's range."""
+    top = 65535.0 if img.dtype == np.uint16 else 255.0 if img.dtype == np.uint8 else 1.0
+    return img[..., :3].astype(np.float64).mean(-1) / top
+
+
+def psnr_photo(result: np.ndarray, photo: np.ndarray, where: np.ndarray) -> float:
+    """PSNR in dB of result against photo over the pixels where ``where`` ([H, W] bool) is
+    True, RGB channels, peak = the dtype's maximum. inf when identical, nan when empty."""
+    if not where.any():
+        return float("nan")
+    top = 65535.0 if photo.dtype == np.uint16 else 255.0
+    d = result[where][:, :3].astype(np.float64) - photo[where][:, :3].astype(np.float64)
+    mse = float((d * d).mean())
+    return float("inf") if mse <= 0 else 10.0 * math.log10(top * top / mse)
+
+
+def laplacian(img: np.ndarray) -> np.ndarray:
+    """4-neighbour Laplacian of the luma, [H−2, W−2] (interior pixels only)."""
+    y = _luma(img)
+    return y[:-2, 1:-1] + y[2:, 1:-1] + y[1:-1, :-2] + y[1:-1, 2:] - 4 * y[1:-1, 1:-1]
+
+
+def detail_ratio(result: np.ndarray, photo: np.ndarray, where: np.ndarray) -> float:
+    """Variance of the Laplacian over ``where``, result ÷ photo: 1 keeps the photo's detail,
+    → 0 is a blurred patch, > 1 adds texture/noise. nan when empty or the photo is flat."""
+    inner = where[1:-1, 1:-1]
+    if not inner.any():
+        return float("nan")
+    a, b = laplacian(result)[inner].var(), laplacian(photo)[inner].var()
+    return float(a / b) if b > 0 else float("nan")
+
+
+def _dilate(m: np.ndarray, r: int) -> np.ndarray:
+    """Binary dilation of [H, W] bool by a (2r+1)² square (separable max)."""
+    out = m.copy()
+    for axis in (0, 1):
+        acc = out.copy()
+        for s in range(1, r + 1):
+            fwd = np.zeros_like(out)
+            bwd = np.zeros_like(out)
+            if axis == 0:
+                fwd[s:], bwd[:-s] = out[:-s], out[s:]
+            else:
+                fwd[:, s:], bwd[:, :-s] = out[:, :-s], out[:, s:]
+            acc |= fwd | bwd
+        out = acc
+    return out
+
+
+def edge_band(selected: np.ndarray, width: int = 6) -> np.ndarray:
+    """[H, W] bool: pixels within width/2 px of the selection's edge, on either side."""
+    r = max(1, width // 2)
+    return _dilate(selected, r) & _dilate(~selected, r)
+
+
+def gradient_energy(img: np.ndarray, where: np.ndarray) -> float:
+    """Σ over ``where`` of |∇luma|² (forward differences, pixels whose both neighbours exist)."""
+    y = _luma(img)
+    gy, gx = y[1:, :-1] - y[:-1, :-1], y[:-1, 1:] - y[:-1, :-1]
+    return float(((gx * gx + gy * gy) * where[:-1, :-1]).sum())
+
+
+def edge_gradient_ratio(
+    result: np.ndarray, photo: np.ndarray, selected: np.ndarray, width: int = 6
+) -> float:
+    """Gradient energy in the selection's edge band, result ÷ photo: ≈ 1 without a seam; a
+    visible seam adds energy (> 1), a blurred edge removes it (< 1)."""
+    band = edge_band(selected, width)
+    b = gradient_energy(photo, band)
+    return gradient_energy(result, band) / b if b > 0 else float("nan")
+
+
+def photo_metrics(
+    photo: np.ndarray,
+    result: np.ndarray,
+    mask: np.ndarray,
+    replaced: np.ndarray | None = None,
+    window: tuple[int, int, int, int] | None = None,
+    kept_below: float = 0.1,
+) -> dict[str, float]:
+    """The photo-resolution numbers of one edit.
+
+    selected = mask ≥ 128. replaced: [y1−y0, x1−x0] in [0, 1] on ``window`` (the composite's
+    "content replaced" map), None = nothing replaced. Returns psnr_inside and detail_ratio
+    over the selection; psnr_kept and detail_ratio_kept where replaced < kept_below (the
+    content the edit leaves as it was); edge_gradient_ratio over the 6 px edge band;
+    replaced_fraction of the selection.
+    """
+    sel_all = mask >= 128
+    win = mask_window(sel_all, 8)
+    if win is None:
+        nan = float("nan")
+        return dict.fromkeys(
+            ("psnr_inside", "psnr_kept", "detail_ratio", "detail_ratio_kept"), nan
+        ) | {"edge_gradient_ratio": nan, "replaced_fraction": 0.0}
+    y0, y1, x0, x1 = win
+    p, r, sel = photo[y0:y1, x0:x1], result[y0:y1, x0:x1], sel_all[y0:y1, x0:x1]
+    rep = np.zeros(sel.shape, np.float32)
+    if replaced is not None and window is not None and replaced.size:
+        wy0, wy1, wx0, wx1 = window
+        oy0, oy1, ox0, ox1 = max(wy0, y0), min(wy1, y1), max(wx0, x0), min(wx1, x1)
+        if oy1 > oy0 and ox1 > ox0:
+            rep[oy0 - y0 : oy1 - y0, ox0 - x0 : ox1 - x0] = replaced[
+                oy0 - wy0 : oy1 - wy0, ox0 - wx0 : ox1 - wx0
+            ]
+    kept = sel & (rep < kept_below)
+    if kept.sum() < 0.01 * sel.sum():  # a rim of kept pixels says nothing: no number
+        kept[:] = False
+    return {
+        "psnr_inside": psnr_photo(r, p, sel),
+        "psnr_kept": psnr_photo(r, p, kept),
+        "detail_ratio": detail_ratio(r, p, sel),
+        "detail_ratio_kept": detail_ratio(r, p, kept),
+        "edge_gradient_ratio": edge_gradient_ratio(r, p, sel),
+        "replaced_fraction": float(rep[sel].mean()) if sel.any() else 0.0,
+    }

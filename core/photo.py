@@ -1,4 +1,5 @@
-"""Real photos are not 64×64: crop a square around the selection, resize, paste back.
+"""Real photos are not 64×64: crop a square around the selection and resize it (the way
+back, at the photo's resolution, is composite.py).
 
 Arrays here are numpy, [H, W, C] with C = 3 or 4 (RGBA keeps its alpha untouched), dtype
 uint8 or uint16; masks are [H, W] uint8 (0 = not selected, 255 = fully selected, values in
@@ -12,8 +13,6 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 import torch.nn.functional as F
-
-from .adapt import gaussian_blur
 
 DTYPE_MAX = {np.dtype(np.uint8): 255.0, np.dtype(np.uint16): 65535.0}
 
@@ -110,41 +109,16 @@ def resize(t: torch.Tensor, size: int) -> torch.Tensor:
     return F.interpolate(t, size=(size, size), mode="bicubic", align_corners=False)
 
 
-def feather_weights(mask: np.ndarray, radius: float) -> np.ndarray:
-    """Blend weights in [0, 1], [H, W] float32: the selection softened inward only.
-
-    w = min(m, blur(m)): a hard edge fades over ~radius pixels inside the selection, soft
-    (already feathered) selections are kept, and w = 0 wherever m = 0 — the footprint never
-    grows past the selection.
-    """
-    m = mask.astype(np.float32) / 255.0
-    if radius <= 0:
-        return m
-    blurred = gaussian_blur(torch.from_numpy(m)[None, None], radius / 2)[0, 0].numpy()
-    return np.minimum(m, blurred)
-
-
-def paste(photo: np.ndarray, generated: torch.Tensor, weights: np.ndarray, box: Box) -> np.ndarray:
-    """Blend the generated square into a copy of the photo inside the weights' footprint.
-
-    photo: [H, W, C]; generated: [1, 3, R, R] in [-1, 1] covering ``box``; weights: [H, W].
-    Pixels with weight 0 and the alpha channel are copied bit for bit.
-    """
-    out = photo.copy()
-    h, w = photo.shape[:2]
-    ys0, xs0 = max(box.y0, 0), max(box.x0, 0)
-    ys1, xs1 = min(box.y0 + box.size, h), min(box.x0 + box.size, w)
-    wt = weights[ys0:ys1, xs0:xs1]
-    if not (wt > 0).any():
-        return out
-    big = resize(generated.detach().float().cpu(), box.size)[0].permute(1, 2, 0)
-    big = ((big.clamp(-1, 1) + 1) / 2).numpy()
-    big = big[ys0 - box.y0 : ys1 - box.y0, xs0 - box.x0 : xs1 - box.x0]
-    top = DTYPE_MAX[photo.dtype]
-    src = photo[ys0:ys1, xs0:xs1, :3].astype(np.float32) / top
-    blend = src * (1 - wt[..., None]) + big * wt[..., None]
-    new = np.clip(np.round(blend * top), 0, top).astype(photo.dtype)
-    region = out[ys0:ys1, xs0:xs1, :3]
-    sel = wt > 0
-    region[sel] = new[sel]
-    return out
+def mask_window(mask: np.ndarray, margin: int = 0) -> tuple[int, int, int, int] | None:
+    """(y0, y1, x0, x1): bounding box of the mask's non-zero pixels grown by ``margin``,
+    clipped to the image; None when the mask is empty."""
+    rows, cols = np.nonzero(mask.any(1))[0], np.nonzero(mask.any(0))[0]
+    if len(rows) == 0:
+        return None
+    h, w = mask.shape[:2]
+    return (
+        max(int(rows[0]) - margin, 0),
+        min(int(rows[-1]) + 1 + margin, h),
+        max(int(cols[0]) - margin, 0),
+        min(int(cols[-1]) + 1 + margin, w),
+    )

@@ -20,22 +20,22 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from .adapt import AdaptConfig, AdaptResult, Fit, adapt, keep_mask, make_perturbation
+from .adapt import (
+    AdaptConfig,
+    AdaptResult,
+    Fit,
+    adapt,
+    keep_mask,
+    make_perturbation,
+    run_gprime,
+)
+from .composite import CompositeConfig, Layers, composite
 from .edit import apply_edit, edit_values, unit_quantiles
 from .fast import QUALITIES, FastConfig, base_fit, fast_adapt
 from .generators.base import LayeredGenerator
 from .invert import Encoder, Inversion, InvertConfig, invert
-from .photo import (
-    Box,
-    check_photo,
-    crop,
-    feather_weights,
-    mask_to_model,
-    paste,
-    selection_box,
-    to_model,
-    whole_box,
-)
+from .metrics import photo_metrics
+from .photo import Box, check_photo, crop, mask_to_model, selection_box, to_model, whole_box
 from .progress import CancelFn, ProgressFn
 
 
@@ -44,7 +44,7 @@ class PipelineConfig:
     invert: InvertConfig = field(default_factory=InvertConfig)
     adapt: AdaptConfig = field(default_factory=AdaptConfig)
     context: float = 0.5  # margin around the selection on each side, × its larger side
-    feather: float = 0.02  # inward feather radius, × the crop side (≥ 1 px)
+    composite: CompositeConfig = field(default_factory=CompositeConfig)  # step 4 (feathers)
     quantile_samples: int = 256  # samples for the units' 0.99-quantile "on" values
     quality: str = "faithful"  # "faithful" (the method, 1000 steps) | "fast" (core/fast.py)
     fast: FastConfig = field(default_factory=FastConfig)  # used when quality == "fast"
@@ -95,6 +95,9 @@ class PhotoResult:
     session_reused: bool
     box: Box
     extra: dict = field(default_factory=dict)
+    # Photo-resolution numbers (metrics.photo_metrics): psnr_inside, psnr_kept, detail_ratio,
+    # detail_ratio_kept, edge_gradient_ratio, replaced_fraction; empty for reconstruct.
+    metrics: dict = field(default_factory=dict)
 
 
 def _device(gen: LayeredGenerator) -> torch.device:
@@ -171,9 +174,13 @@ def reconstruct_photo(
         res = _faithful_fit(gen, prep, z_h, keep, cfg, progress, cancel)
     prep.session.fit = res.fit
     prep.session.base = res.fit  # a fit of the unedited region: what fast edits start from
-    everywhere = np.ones(photo.shape[:2], np.float32)
-    image = paste(photo, res.image, everywhere, prep.box)
-    return _photo_result(image, res.image, prep, res, t0)
+    # At the photo's resolution: the photo plus G′'s error in the generator's band. Above
+    # that band G′ has nothing to say (it renders R px), so the photo's own detail stays.
+    free = torch.ones_like(keep)
+    comp = composite(
+        photo, None, prep.box, Layers(prep.x, res.image, prep.x, free), cfg.composite, False
+    )
+    return _photo_result(comp.image, res.image, prep, res, t0)
 
 
 def edit_photo(
@@ -226,11 +233,16 @@ def edit_photo(
     else:
         res = _faithful_fit(gen, prep, z_h, keep, cfg, progress, cancel)
     prep.session.fit = res.fit
-    # Step 4 at generator resolution, then only inside the feathered selection at full size.
-    composite = res.image * (1 - keep) + prep.x * keep
-    radius = max(1.0, cfg.feather * prep.box.size)
-    image = paste(photo, composite, feather_weights(mask, radius), prep.box)
-    return _photo_result(image, composite, prep, res, t0)
+    # Step 4 (composite.py): only the edit's change, measured against the same fit on the
+    # unedited representation (one more forward pass), goes into the photo.
+    with torch.no_grad():
+        unedited = run_gprime(gen, _to_split(gen, inv.r, cfg.adapt), res.fit.perturbation())
+    layers = Layers(prep.x, res.image, unedited, 1 - keep)
+    comp = composite(photo, mask, prep.box, layers, cfg.composite)
+    generated = res.image * (1 - keep) + prep.x * keep  # the method's step 4 at R
+    result = _photo_result(comp.image, generated, prep, res, t0)
+    result.metrics = photo_metrics(photo, comp.image, mask, comp.replaced, comp.window)
+    return result
 
 
 def _photo_result(

@@ -122,7 +122,9 @@ def run_window(
     """
     start = gen.n_layers - len(wins) + 1 if start is None else start
     size0 = gen.infos[start - 1].size
-    x = crop(x, wins[0]) if x.shape[-1] == size0 else x
+    # Full frame → crop it; anything else is already the crop. Both sides must be checked:
+    # a wide window spans the full width but not the full height.
+    x = crop(x, wins[0]) if tuple(x.shape[-2:]) == (size0, size0) else x
     for j, layer in enumerate(gen.layers[start : start + len(wins) - 1]):
         s = gen.infos[start + j].size // gen.infos[start + j - 1].size
         y = layer(x)

@@ -1,7 +1,7 @@
-"""``python -m installer``: see installer/__init__.py."""
+"""``python -m installer``: see installer/cli.py."""
 
 import sys
 
-from installer import main
+from installer.cli import main
 
 sys.exit(main())

@@ -15,11 +15,15 @@ fi
 pip=("$venv/bin/python" -m pip install --quiet --disable-pip-version-check)
 # torch first and pinned: a bare `torch` requirement pulls a multi-GB CUDA build.
 "${pip[@]}" "torch==2.13.0"
-# The default model's weights ship in this package; its own dependencies are not needed.
-"${pip[@]}" --no-deps "gan-face-generate==1.1.1"
 if [ "${1:-}" = "--test" ]; then
   "${pip[@]}" -e "$root[test]"
 else
   "${pip[@]}" -e "$root"
 fi
+# The default model's weights ship in this package; its own dependencies (matplotlib, wandb,
+# torchvision, …) are not needed. Installed last and with --no-deps: pip checks the
+# dependencies of what an install touches, and would report this package's unmet ones as an
+# ERROR on every later install that reinstalls one of them (numpy, torch); with --no-deps it
+# checks nothing, and the installs above keep their full check.
+"${pip[@]}" --no-deps "gan-face-generate==1.1.1"
 "$venv/bin/python" -c "import torch, ganpaint.core; print('ganpaint environment ready: torch', torch.__version__)"

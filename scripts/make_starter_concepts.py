@@ -4,8 +4,9 @@
     python scripts/make_starter_concepts.py --check         # exit 1 if the files differ
     python scripts/make_starter_concepts.py --only published
 
-- ``progan-churchoutdoor.json``: the published GAN Dissection rankings (published.py;
-  unit 418 left out of edits), values left to the loaded weights' 0.99 quantiles.
+- ``progan-churchoutdoor.json``: the published GAN Dissection rankings of the GANPaint demo
+  (published.py; unit 418 included, as the demo), values from the demo's published 0.99
+  quantiles (``data/on_values/``).
 - ``digiface-dcgan64.json``: the default model's built-ins, two kinds:
   * learned from examples (LEARNED): GAN samples (seed 0, the first 96) that show a thing —
     glasses, dark hair, … picked by eye from ``--samples-sheet`` — against the samples that

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import math
 import sys
 import time
 from pathlib import Path
@@ -143,6 +144,9 @@ def report(args: argparse.Namespace, result, out: Path, **extra) -> None:
         "psnr_inversion": round(result.psnr_inversion, 3),
         "session_reused": result.session_reused,
         "output": str(out),
+        # At the photo's resolution, inside the selection (core/metrics.py photo_metrics);
+        # psnr_keep above is G′'s fit at the generator's resolution, outside the edit.
+        **{k: _json_number(v) for k, v in getattr(result, "metrics", {}).items()},
         **extra,
     }
     if args.json:
@@ -152,6 +156,17 @@ def report(args: argparse.Namespace, result, out: Path, **extra) -> None:
             f"wrote {out}: psnr_keep {info['psnr_keep']:.2f} dB (inversion alone "
             f"{info['psnr_inversion']:.2f} dB), {result.steps} steps, {info['seconds']:.1f} s"
         )
+        if "detail_ratio" in info:
+            print(
+                f"  in the selection at full size: psnr_inside {info['psnr_inside']} dB, "
+                f"detail_ratio {info['detail_ratio']}, edge_gradient_ratio "
+                f"{info['edge_gradient_ratio']}, replaced {info['replaced_fraction']}"
+            )
+
+
+def _json_number(v: float) -> float | None:
+    """Rounded; inf (identical pixels) and nan (nothing to measure) as null: JSON has neither."""
+    return round(v, 3) if math.isfinite(v) else None
 
 
 # -- commands ------------------------------------------------------------------------------
@@ -185,6 +200,8 @@ def resolve_edit(args: argparse.Namespace, gen):
     from ganpaint.core.pipeline import EditSpec
 
     if args.units is not None:
+        if args.leave_out:
+            raise UserError("--leave-out goes with --concept; with --units list the units you want")
         try:
             units = [int(u) for u in args.units.split(",") if u.strip()]
         except ValueError:
@@ -198,12 +215,29 @@ def resolve_edit(args: argparse.Namespace, gen):
                 f"unknown unit index {bad or args.units!r}: "
                 f"layer {gen.edit_layer} has units 0..{n - 1}"
             )
-        return EditSpec(units, args.op), f"units {args.units}"
+        values = None
+        if args.op == "add":  # the model's on-values: published where the reference has them
+            from ganpaint.core.concepts.quantiles import on_values
+
+            table = on_values(gen, gen.edit_layer)
+            values = [float(table[u]) for u in units]
+        return EditSpec(units, args.op, values), f"units {args.units}"
     from ganpaint.core.concepts.library import ConceptLibrary
 
     concept = ConceptLibrary(gen.model_id, generator=gen).get(args.concept)
-    units, values = concept.top(args.strength)
+    units, values = concept.top(args.strength, leave_out=parse_units(args.leave_out))
+    args.strength = concept.brush(args.strength)  # reported: the brush actually used
     return EditSpec(list(units), args.op, list(values), concept.layer), args.concept
+
+
+def parse_units(text: str | None) -> list[int]:
+    """--leave-out "418,3" -> [418, 3] (empty when not given)."""
+    if not text:
+        return []
+    try:
+        return [int(u) for u in text.split(",") if u.strip()]
+    except ValueError:
+        raise UserError(f"--leave-out must be comma-separated integers, got {text!r}") from None
 
 
 def cmd_edit(args: argparse.Namespace) -> int:
@@ -216,7 +250,10 @@ def cmd_edit(args: argparse.Namespace) -> int:
     spec, label = resolve_edit(args, gen)
     result = edit_photo(gen, photo, mask, spec, fit_config(args), ProgressBar(not args.quiet))
     write_image(args.output, result.image)
-    report(args, result, args.output, op=args.op, concept=label)
+    extra = {"units": list(spec.units)}
+    if args.concept is not None:
+        extra["strength"] = args.strength
+    report(args, result, args.output, op=args.op, concept=label, **extra)
     return 0
 
 
@@ -257,7 +294,18 @@ def build_parser() -> argparse.ArgumentParser:
     what.add_argument("--concept", help="concept name (see `ganpaint concept list`)")
     what.add_argument("--units", help="comma-separated unit indices at the edit layer")
     p.add_argument("--op", choices=["add", "remove"], required=True)
-    p.add_argument("--strength", choices=["low", "med", "high"], default="med")
+    p.add_argument(
+        "--strength",
+        choices=["low", "med", "high"],
+        help="brush: 4 / 10 / 15 top units (default: the concept's own default, else high, "
+        "the GANPaint demo's default)",
+    )
+    p.add_argument(
+        "--leave-out",
+        metavar="UNITS",
+        help="comma-separated units to skip in the concept's ranking, e.g. 418 (our option; "
+        "the GANPaint demo keeps every ranked unit)",
+    )
     add_model_args(p)
     add_fit_args(p)
     p.set_defaults(func=cmd_edit)

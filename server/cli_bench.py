@@ -1,4 +1,5 @@
-"""``ganpaint bench``: the faithful G′ fit against the fast path, in one process.
+"""``ganpaint bench``: the faithful G′ fit against the fast path, in one process, and the
+time of step 4 at photo resolution (core/composite.py) on a 2000×2000 crop.
 
 Same photo, mask and edit for every run. The photo is G(z*) plus detail G lacks (so the
 inversion is z* and G′ has real work to do); the session (inversion + base fit of the
@@ -200,6 +201,33 @@ def bench_model(
     }
 
 
+def composite_seconds(res: int, fn: Callable | None = None, size: int = 2000, repeat: int = 3):
+    """Median seconds of step 4 at the photo's resolution (``core.composite.composite``, or
+    fn(photo, generated, mask, box)) on a size×size crop with a size/2-wide round selection
+    whose content is all replaced (the most work: grain everywhere)."""
+    import numpy as np
+
+    from ..core.composite import Layers, composite
+    from ..core.photo import Box, to_model
+
+    rng = np.random.default_rng(0)
+    photo = (rng.random((size, size, 3)) * 255).astype(np.uint8)
+    yy, xx = np.mgrid[0:size, 0:size]
+    mask = ((np.hypot(yy - size / 2, xx - size / 2) <= size / 4) * 255).astype(np.uint8)
+    x = to_model(photo, res)
+    e = (x + 0.3 * torch.randn(x.shape, generator=torch.Generator().manual_seed(0))).clamp(-1, 1)
+    layers, box = Layers(x, e, x, torch.ones(1, 1, res, res)), Box(0, 0, size)
+    times = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        if fn is None:
+            composite(photo, mask, box, layers)
+        else:
+            fn(photo, e, mask, box)
+        times.append(time.perf_counter() - t0)
+    return sorted(times)[len(times) // 2]
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -208,6 +236,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
         out.append(
             bench_model(name, args.ref_steps, args.base_steps, args.ablations, print, args.base)
         )
+        res = out[-1]["resolution"]
+        out[-1]["composite_2000_s"] = t = composite_seconds(res)
+        print(f"  composite at photo resolution (2000×2000 crop, R={res}): {t:.3f} s")
     if args.json:
         with open(args.json, "w") as f:
             json.dump(out, f, indent=1)

@@ -45,10 +45,13 @@ def _add_model(p: argparse.ArgumentParser, loads: bool = False) -> None:
         p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
-def _values_text(c) -> str:
+def _values_text(c, source: dict) -> str:
     if c.values is None:
         return "0.99 quantiles of the loaded weights (filled in on use)"
-    return " ".join(f"{v:.3g}" for v in c.values)
+    text = " ".join(f"{v:.4g}" for v in c.values)
+    if source.get("kind") == "published":
+        text += f"\n          (published 0.99 quantiles: {source['source']})"
+    return text
 
 
 # -- commands -------------------------------------------------------------------------------
@@ -89,22 +92,30 @@ def cmd_show(args: argparse.Namespace) -> int:
     lib = _library(args)
     c = lib.get(args.name)
     origin = lib.source_of(args.name)
+    source = lib.values_source(args.name)
     if args.json:
-        print(json.dumps({**c.to_dict(), "origin": origin}))
+        print(
+            json.dumps(
+                {
+                    **c.to_dict(),
+                    "origin": origin,
+                    "values_source": source,
+                    "default_strength": c.brush(),
+                }
+            )
+        )
         return 0
     print(f"name:     {c.name} ({origin}, {c.source})")
     print(f"model:    {c.model}  layer {c.layer}")
     print(f"units:    {' '.join(map(str, c.units))}")
-    print(f"values:   {_values_text(c)}")
+    print(f"values:   {_values_text(c, source)}")
     if c.scores is not None:
         print(f"scores:   {' '.join(f'{s:.3g}' for s in c.scores)}")
     if c.excluded:
         print(f"excluded: {' '.join(map(str, c.excluded))}")
     strengths = ", ".join(f"{k} {min(n, len(c.units))}" for k, n in c.strengths.items())
-    print(f"brush:    {strengths} units")
-    print(
-        f"ops:      {', '.join(c.ops)}" + ("  (hidden: unnamed, not in menus)" if c.hidden else "")
-    )
+    print(f"brush:    {strengths} units (default {c.brush()})")
+    print(f"ops:      {', '.join(c.ops)}" + ("  (hidden: not in menus)" if c.hidden else ""))
     if c.where:
         print(f"where:    {c.where}")
     print(f"created:  {c.created}")

@@ -55,6 +55,14 @@ def register(subparsers) -> None:
     )
     p.add_argument("--no-download", action="store_true", help="never download model weights")
     p.add_argument(
+        "--checkpoint",
+        action="append",
+        default=[],
+        metavar="[MODEL=]FILE",
+        help="weights file to use for MODEL (default: --model) instead of the cache; not "
+        "hash-checked; repeat for several models",
+    )
+    p.add_argument(
         "--allow-remote",
         action="store_true",
         help="allow a non-loopback --bind (needs --curve-dir)",
@@ -86,7 +94,9 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
         heartbeat_timeout_s=args.heartbeat_timeout,
         heartbeat_s=min(1.0, args.heartbeat_timeout / 4),
     )
+    checkpoints = parse_checkpoints(args.checkpoint, args.model)
     return ServerConfig(
+        checkpoints=checkpoints,
         bind=args.bind,
         device=args.device,
         model=args.model,
@@ -99,6 +109,26 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
         download=not args.no_download,
         limits=limits,
     )
+
+
+def parse_checkpoints(items: list[str], default_model: str) -> dict[str, Path]:
+    """["FILE", "MODEL=FILE", ...] -> {model id: existing file}; bad ones are UserErrors."""
+    from ganpaint.core.generators import get_spec
+    from ganpaint.server.cli import UserError
+
+    out: dict[str, Path] = {}
+    for item in items:
+        model, sep, file = item.partition("=")
+        if not sep or "/" in model or "\\" in model:  # a plain path (which may hold '=')
+            model, file = default_model, item
+        get_spec(model)  # unknown model: one line listing the known ones
+        path = Path(file).expanduser()
+        if not path.is_file():
+            raise UserError(f"--checkpoint {item}: no such file {path}")
+        if model in out:
+            raise UserError(f"--checkpoint given twice for {model}")
+        out[model] = path
+    return out
 
 
 def cmd_serve(args: argparse.Namespace) -> int:

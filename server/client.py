@@ -9,13 +9,16 @@ imports): the GIMP plug-in copies it next to itself as ``ganpaint_client.py``.
 
 Requests are retried the "lazy pirate" way: when no reply comes within ``timeout_s`` the
 DEALER socket is closed and reopened and the request sent again (the server recognises a
-repeated request id, so a job never runs twice). While a job runs the client sends a
+repeated request id, so a job never runs twice). Every socket of one Client carries the
+same random routing id: the server gives a job's replies only to the connection that
+submitted it, and a reopened socket is that connection again. While a job runs the client sends a
 heartbeat every second; a server that hears nothing for a while cancels the job. A Client
 is not thread-safe: use it from one thread.
 """
 
 from __future__ import annotations
 
+import secrets
 import time
 import uuid
 from collections.abc import Callable
@@ -118,6 +121,9 @@ class Client:
         self.curve = curve
         self._ctx = zmq.Context()
         self._sock: zmq.Socket | None = None
+        # A secret: whoever presents it is this client to the server (libzmq reserves ids
+        # that start with a zero byte for the ones it makes up itself).
+        self._routing_id = b"gp" + secrets.token_bytes(16)
         self._heard = False  # has the server ever answered this client?
         self._limits: dict | None = None
 
@@ -140,7 +146,8 @@ class Client:
         return list(reply.get("concepts", []))
 
     def status(self) -> dict:
-        """{"running": job or None, "queued": [...], "jobs": [...], "sessions": {...}, ...}"""
+        """{"running": job or None, "queued": [...], "jobs": [...], "sessions": {...}, ...};
+        other clients' jobs have "mine": False and an opaque label for "job"."""
         return self._call("status")
 
     def cancel(self, job_id: str) -> dict:
@@ -173,14 +180,18 @@ class Client:
         op: str,
         concept: str | None = None,
         units: list[int] | None = None,
-        strength: str = "med",
+        strength: str | None = None,
         model: str | None = None,
         steps: int | None = None,
         progress: ProgressFn | None = None,
         should_cancel: ShouldCancel | None = None,
         quality: str | None = None,
+        leave_out: list[int] | None = None,
     ) -> dict:
         """Add or remove a concept (by name, or as unit indices) inside the mask.
+
+        strength None: the concept's default (else "high", the GANPaint demo's default);
+        leave_out: ranked units of the concept to skip (our option, e.g. [418]).
 
         Returns {"image": RawImage like the input, "psnr_keep", "seconds", "session_reused",
         "model", "steps", "job", ...}; pixels where mask == 0 come back unchanged.
@@ -193,9 +204,10 @@ class Client:
             "image": image.meta(),
             "mask": mask.meta(),
             "op": op,
-            "strength": strength,
-            **_given(model=model, steps=steps, concept=concept, quality=quality),
+            **_given(model=model, steps=steps, concept=concept, quality=quality, strength=strength),
         }
+        if leave_out:
+            fields["leave_out"] = [int(u) for u in leave_out]
         if units is not None:
             fields["units"] = [int(u) for u in units]
         return self._job("edit", fields, [image.data, mask.data], progress, should_cancel)
@@ -267,6 +279,7 @@ class Client:
         if self._sock is None:
             sock = self._ctx.socket(zmq.DEALER)
             sock.linger = 0
+            sock.setsockopt(zmq.ROUTING_ID, self._routing_id)
             if self.curve is not None:
                 sock.curve_serverkey = self.curve.server_public
                 sock.curve_publickey = self.curve.public
@@ -424,7 +437,7 @@ class Client:
                     self._reopen()
                     if job is None:  # the server drops the duplicate if it had it
                         self._send(request, frames)
-                    else:  # moves the job's replies to the new socket
+                    else:  # the same routing id: the server answers the new socket
                         self._send({"kind": "heartbeat", "id": rid, "job": job})
                     last_heard = last_beat = now
         except BaseException as e:

@@ -24,13 +24,6 @@ Log = Callable[[str], None]
 
 
 @dataclass
-class ResolvedConcept:
-    units: list[int]
-    values: list[float] | None
-    layer: str
-
-
-@dataclass
 class DiscoverSpec:
     groups: int = 12
     samples: int = 512
@@ -91,18 +84,37 @@ def check_new_name(model_id: str, name: str, replace: bool) -> None:
         )
 
 
-def resolve(gen, name: str, strength: str, log: Log | None = None) -> ResolvedConcept:
-    """The brush of a concept: its top units for a strength, with "on" values (published
-    concepts get the generator's cached quantiles)."""
+@dataclass
+class ResolvedConcept:
+    units: list[int]
+    values: list[float] | None
+    layer: str
+    strength: str | int  # the brush used (the request's, else the concept's default)
+
+
+def resolve(
+    gen,
+    name: str,
+    strength: str | None,
+    log: Log | None = None,
+    leave_out: list[int] | tuple[int, ...] = (),
+) -> ResolvedConcept:
+    """The brush of a concept: its top units for a strength (None = the concept's default),
+    skipping ``leave_out``, with "on" values (the published table where the reference ships
+    one, else the generator's cached quantiles)."""
+    check_exists(gen.model_id, name)  # unknown_concept; what follows is bad_request
     try:
+        # With the generator, get() checks the layer, units and values against the model.
         concept = _library(gen.model_id, generator=gen, log=log).get(name)
-    except ConceptError as e:
-        raise ProtocolError(UNKNOWN_CONCEPT, _one_line(e)) from e
-    try:
-        units, values = concept.top(strength)
+        if concept.layer != gen.edit_layer:
+            raise ConceptError(
+                f"concept {name!r} is for layer {concept.layer}; {gen.model_id} edits at "
+                f"layer {gen.edit_layer}"
+            )
+        units, values = concept.top(strength, leave_out=leave_out)
     except ConceptError as e:
         raise _bad(e) from e
-    return ResolvedConcept(units, values, concept.layer)
+    return ResolvedConcept(units, values, concept.layer, concept.brush(strength))
 
 
 def learn(

@@ -18,6 +18,8 @@ class Limits:
     max_pixels: int = 16 * 1024 * 1024  # width × height
     max_steps: int = 10_000  # G′ adaptation steps per job
     max_queue: int = 8  # jobs waiting behind the running one; more get "busy"
+    # Pixels of queued and running jobs plus undelivered final replies; past it, "busy".
+    max_pending_bytes: int = 512 * 1024 * 1024
     max_units: int = 512  # unit indices in one edit
     heartbeat_s: float = 1.0  # how often a waiting client should send a heartbeat
     heartbeat_timeout_s: float = 10.0  # silence after which a client's jobs are cancelled
@@ -56,4 +58,6 @@ class ServerConfig:
     allow_remote: bool = False
     curve: CurveFiles | None = None
     download: bool = True  # may fetch missing model weights on first use
+    # model id -> weights file used instead of the cache (not hash-checked; `--checkpoint`)
+    checkpoints: dict[str, Path] = field(default_factory=dict)
     limits: Limits = field(default_factory=Limits)

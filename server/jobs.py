@@ -7,7 +7,10 @@ cancelled is answered by the canceller, a running one by the worker.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import itertools
+import secrets
 import threading
 import time
 from collections import deque
@@ -20,11 +23,20 @@ from .requests import JobRequest
 QUEUED, RUNNING, DONE, FAILED, CANCELLED = "queued", "running", "done", "failed", "cancelled"
 
 
+@dataclass(frozen=True)
+class Owner:
+    """Who submitted a job: the ROUTER identity of its connection and, under CURVE, the
+    client's public key (z85; "" on loopback). Only the owner hears about the job."""
+
+    identity: bytes
+    key: str = ""
+
+
 @dataclass
 class Job:
     id: str
     request: JobRequest
-    route: bytes  # ROUTER identity to answer; a heartbeat from a reconnected client moves it
+    owner: Owner  # replies go to owner.identity, and only to it
     created: float = field(default_factory=time.monotonic)
     last_seen: float = field(default_factory=time.monotonic)
     state: str = QUEUED
@@ -36,12 +48,27 @@ class Job:
     def kind(self) -> str:
         return self.request.kind
 
+    @property
+    def route(self) -> bytes:
+        return self.owner.identity
+
+    def input_bytes(self) -> int:
+        """Memory held by the request's pixels (what the server's byte budget counts)."""
+        return sum(a.nbytes for a in (self.request.image, self.request.mask) if a is not None)
+
+    def release(self) -> None:
+        """Drop the pixels once the job has ended (the Job may be referenced a while longer)."""
+        self.request.image = self.request.mask = None
+
     def is_cancelled(self) -> bool:
         return self.cancel_event.is_set()
 
-    def summary(self) -> dict:
+    def summary(self, label: str | None = None) -> dict:
+        """For ``status``. ``label`` replaces the job id for clients other than the owner:
+        they may see that the server is busy, not get a handle on someone else's job."""
         info = {
-            "job": self.id,
+            "job": self.id if label is None else label,
+            "mine": label is None,
             "kind": self.kind,
             "state": self.state,
             "model": self.request.model,
@@ -54,15 +81,23 @@ class Job:
 
 
 class JobIds:
-    """Job ids "<tag>-1", "<tag>-2", ...: the tag is random per server run, so an id from
-    before a restart never names a new job."""
+    """Job ids "<tag>-<n>-<16 random hex digits>": the tag is random per server run, so an id
+    from before a restart never names a new job, and the random part makes an id a secret
+    that only its submitter (and whom it tells, e.g. the plug-in's watchdog) can name.
+
+    ``label(id)`` is the opaque stand-in that other clients see in ``status``."""
 
     def __init__(self, tag: str):
         self.tag = tag
         self._n = itertools.count(1)
+        self._secret = secrets.token_bytes(16)
 
     def next(self) -> str:
-        return f"{self.tag}-{next(self._n)}"
+        return f"{self.tag}-{next(self._n)}-{secrets.token_hex(8)}"
+
+    def label(self, job_id: str) -> str:
+        digest = hmac.new(self._secret, job_id.encode(), hashlib.sha256).hexdigest()
+        return f"other-{digest[:10]}"
 
 
 class JobQueue:
@@ -79,8 +114,11 @@ class JobQueue:
         name: str = "ganpaint-worker",
         on_crash: Callable[[Job, BaseException], None] | None = None,
         on_exit: Callable[[], None] | None = None,
+        stale_after_s: float | None = None,
     ):
         self._run = run
+        # A job whose client has been silent this long when its turn comes is not started.
+        self.stale_after_s = stale_after_s
         self._on_crash = on_crash
         self._on_exit = on_exit  # runs on the worker thread as it ends (closes its socket)
         self.max_queue = max_queue
@@ -179,6 +217,12 @@ class JobQueue:
                 job = self._pending.popleft()
                 job.state = RUNNING
                 self._running = job
+                silent = time.monotonic() - job.last_seen
+                if self.stale_after_s is not None and silent > self.stale_after_s:
+                    # Its client missed several heartbeats: do not start work for nobody
+                    # (the runner answers a cancelled job at once, without running it).
+                    job.cancel_reason = f"no heartbeat from the client for {silent:.1f} s"
+                    job.cancel_event.set()
             try:
                 self._run(job)
             except BaseException as e:  # the worker must outlive any job

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Mapping
+from pathlib import Path
 
 import torch
 
@@ -15,9 +17,15 @@ class ModelPool:
     """One device's loaded generators. Loading happens on the worker thread, under a lock,
     so two requests for a model never load it twice."""
 
-    def __init__(self, device: torch.device, download: bool = True):
+    def __init__(
+        self,
+        device: torch.device,
+        download: bool = True,
+        checkpoints: Mapping[str, Path] | None = None,
+    ):
         self.device = device
         self.download = download
+        self.checkpoints = dict(checkpoints or {})  # model id -> file (`serve --checkpoint`)
         self._models: dict[str, LayeredGenerator] = {}
         self._on_values: dict[tuple[str, int, int], torch.Tensor] = {}
         self._lock = threading.Lock()
@@ -34,7 +42,12 @@ class ModelPool:
         with self._lock:
             gen = self._models.get(model_id)
             if gen is None:
-                gen = load_model(model_id, self.device, download=self.download)
+                gen = load_model(
+                    model_id,
+                    self.device,
+                    checkpoint=self.checkpoints.get(model_id),
+                    download=self.download,
+                )
                 self._models[model_id] = gen
             return gen
 

@@ -8,6 +8,7 @@ ignored (a newer client may send more); known ones must have exactly the documen
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -53,7 +54,8 @@ class JobRequest(Request):
     op: str = ""
     concept: str | None = None
     units: list[int] = field(default_factory=list)
-    strength: str = "med"
+    strength: str | None = None  # None = the concept's default, else core.edit.DEFAULT_STRENGTH
+    leave_out: list[int] = field(default_factory=list)  # with concept: ranked units to skip
     name: str = ""  # learn_concept
     replace: bool = False  # learn_concept, discover: may overwrite concepts of that name
     discover: DiscoverSpec | None = None
@@ -63,7 +65,18 @@ class JobRequest(Request):
         return self.image_meta.describe() if self.image_meta else "-"
 
 
-def parse_request(frames: list[bytes], header: dict, limits: Limits, models: set[str]) -> Request:
+# admit(nbytes): called once a job's pixel frames are known to be valid and before they are
+# copied; raises ProtocolError(busy) when the server cannot hold that many more bytes.
+Admit = Callable[[int], None]
+
+
+def parse_request(
+    frames: list[bytes],
+    header: dict,
+    limits: Limits,
+    models: set[str],
+    admit: Admit | None = None,
+) -> Request:
     """header = the unpacked frame 0; frames = the frames after it."""
     kind = _str(header, "kind", required=True, max_len=32)
     request_id = _str(header, "id", max_len=MAX_ID_CHARS) or ""
@@ -93,40 +106,47 @@ def parse_request(frames: list[bytes], header: dict, limits: Limits, models: set
         return Request(kind, request_id, model=_model(header, models), all=_bool(header, "all"))
     if kind in ("cancel", "heartbeat"):
         return Request(kind, request_id, job=_str(header, "job", required=True, max_len=64))
-    return _job_request(kind, request_id, header, frames, limits, models)
+    return _job_request(kind, request_id, header, frames, limits, models, admit)
 
 
 def _job_request(
-    kind: str, request_id: str, h: dict, frames: list[bytes], limits: Limits, models: set[str]
+    kind: str,
+    request_id: str,
+    h: dict,
+    frames: list[bytes],
+    limits: Limits,
+    models: set[str],
+    admit: Admit | None,
 ) -> JobRequest:
     req = JobRequest(kind, request_id, model=_model(h, models))
     if kind in ("reconstruct", "edit"):
         req.steps = _int(h, "steps", 1, limits.max_steps)
         req.quality = _choice(h, "quality", QUALITIES)
+    mask_meta = None
     if kind in FRAMES:
         req.image_meta = _meta(h, "image", limits, channels=(3, 4), dtypes=("u8", "u16"))
         check_frame_length(req.image_meta, frames[0])
-        req.image = to_array(req.image_meta, frames[0])
     if kind in ("edit", "learn_concept"):
-        meta = _meta(h, "mask", limits, channels=(1,), dtypes=("u8",))
-        if (meta.width, meta.height) != (req.image_meta.width, req.image_meta.height):
+        mask_meta = _meta(h, "mask", limits, channels=(1,), dtypes=("u8",))
+        if (mask_meta.width, mask_meta.height) != (req.image_meta.width, req.image_meta.height):
             raise ProtocolError(
                 BAD_REQUEST,
-                f"mask is {meta.width}x{meta.height}, image is "
+                f"mask is {mask_meta.width}x{mask_meta.height}, image is "
                 f"{req.image_meta.width}x{req.image_meta.height}",
             )
-        check_frame_length(meta, frames[1])
-        req.mask = to_array(meta, frames[1])
-        if not req.mask.any():
-            raise ProtocolError(BAD_REQUEST, "mask is empty: select the region to edit")
+        check_frame_length(mask_meta, frames[1])
     if kind == "edit":
         req.op = _choice(h, "op", OPS, required=True)
-        req.strength = _choice(h, "strength", STRENGTHS) or "med"
+        req.strength = _choice(h, "strength", STRENGTHS)
         concept = _str(h, "concept", max_len=64)
         units = _units(h, limits.max_units)
         if (concept is None) == (units is None):
             raise ProtocolError(BAD_REQUEST, "edit needs exactly one of 'concept' or 'units'")
         req.concept, req.units = concept, units or []
+        if h.get("leave_out") not in (None, []):
+            if concept is None:
+                raise ProtocolError(BAD_REQUEST, "'leave_out' goes with 'concept', not 'units'")
+            req.leave_out = _units(h, limits.max_units, "leave_out") or []
     elif kind == "learn_concept":
         req.name = _name(h, "name", 64, required=True)
         req.replace = _bool(h, "replace")
@@ -140,6 +160,16 @@ def _job_request(
         spec.prefix = _name(h, "prefix", 60) or spec.prefix
         spec.save, spec.replace, spec.sheet = (_bool(h, k) for k in ("save", "replace", "sheet"))
         req.replace, req.discover = spec.replace, spec
+    # Pixels last, once everything else is known good; admit before any copy, so that a
+    # refused request costs no memory beyond its frames (freed when the reply is sent).
+    if admit is not None:
+        admit(sum(len(f) for f in frames))
+    if req.image_meta is not None:
+        req.image = to_array(req.image_meta, frames[0])
+    if mask_meta is not None:
+        req.mask = to_array(mask_meta, frames[1])
+        if not req.mask.any():
+            raise ProtocolError(BAD_REQUEST, "mask is empty: select the region to edit")
     return req
 
 
@@ -208,18 +238,18 @@ def _model(h: dict, models: set[str]) -> str | None:
     return model
 
 
-def _units(h: dict, max_units: int) -> list[int] | None:
-    v = h.get("units")
+def _units(h: dict, max_units: int, key: str = "units") -> list[int] | None:
+    v = h.get(key)
     if v is None:
         return None
     if type(v) is not list or not v or len(v) > max_units:
         raise ProtocolError(
-            BAD_REQUEST, f"field 'units' must be a list of 1-{max_units} unit indices"
+            BAD_REQUEST, f"field {key!r} must be a list of 1-{max_units} unit indices"
         )
     if any(type(u) is not int or not 0 <= u < MAX_UNIT for u in v):
-        raise ProtocolError(BAD_REQUEST, f"field 'units' must hold integers in 0..{MAX_UNIT - 1}")
+        raise ProtocolError(BAD_REQUEST, f"field {key!r} must hold integers in 0..{MAX_UNIT - 1}")
     if len(set(v)) != len(v):
-        raise ProtocolError(BAD_REQUEST, "field 'units' lists a unit twice")
+        raise ProtocolError(BAD_REQUEST, f"field {key!r} lists a unit twice")
     return list(v)
 
 

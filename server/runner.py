@@ -7,10 +7,12 @@ takes effect within one optimisation step.
 
 from __future__ import annotations
 
+import math
 import time
 import traceback
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, MutableMapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 
@@ -50,6 +52,56 @@ class Outcome:
 
     header: dict = field(default_factory=dict)
     frames: list[bytes] = field(default_factory=list)
+
+
+class SessionGuard(MutableMapping):
+    """The session cache as one job sees it. It remembers the sessions the job read (and
+    their fits) and the ones it added, so that a job whose output is not finite can leave
+    the cache exactly as it was: a poisoned fit must never warm-start anyone's next edit."""
+
+    def __init__(self, cache: MutableMapping):
+        self.cache = cache
+        self._before: dict[str, tuple[Any, Any, Any]] = {}
+        self._added: set[str] = set()
+
+    def __getitem__(self, key: str) -> Any:
+        value = self.cache[key]
+        if key not in self._before and key not in self._added:
+            self._before[key] = (value, getattr(value, "fit", None), getattr(value, "base", None))
+        return value
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        if key not in self._before:
+            self._added.add(key)
+        self.cache[key] = value
+
+    def __delitem__(self, key: str) -> None:
+        del self.cache[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.cache)
+
+    def __len__(self) -> int:
+        return len(self.cache)
+
+    def rollback(self) -> None:
+        for key in self._added:
+            self.cache.pop(key, None)
+        for value, fit, base in self._before.values():
+            if hasattr(value, "fit"):
+                value.fit, value.base = fit, base
+
+
+def check_finite(res, guard: SessionGuard) -> None:
+    """A result whose loss or image is not finite is an error, and nothing of it is kept."""
+    if math.isfinite(float(res.psnr_keep)) and bool(torch.isfinite(res.generated).all()):
+        return
+    guard.rollback()
+    raise ProtocolError(
+        INTERNAL,
+        "the fit diverged (non-finite values); nothing was kept and the photo's session "
+        "is unchanged",
+    )
 
 
 class JobRunner:
@@ -144,23 +196,25 @@ class JobRunner:
 
     def _reconstruct(self, job: Job, gen, model_id: str) -> Outcome:
         req = job.request
+        guard = SessionGuard(self.sessions)
         res = reconstruct_photo(
             gen,
             req.image,
             self._pipeline_config(req),
             self._progress(job),
             job.is_cancelled,
-            self.sessions,
+            guard,
         )
+        check_finite(res, guard)
         return self._image_outcome(req, res, model_id)
 
     def _edit(self, job: Job, gen, model_id: str) -> Outcome:
         req = job.request
         cfg = self._pipeline_config(req)
         if req.concept is not None:
-            c = concept_store.resolve(gen, req.concept, req.strength, self.log)
+            c = concept_store.resolve(gen, req.concept, req.strength, self.log, req.leave_out)
             spec = EditSpec(c.units, req.op, c.values, c.layer)
-            extra = {"concept": req.concept, "units": c.units, "strength": req.strength}
+            extra = {"concept": req.concept, "units": c.units, "strength": c.strength}
         else:
             n_units = gen.out_shape(gen.edit_layer)[0]
             bad = [u for u in req.units if u >= n_units]
@@ -175,6 +229,7 @@ class JobRunner:
         on_values = None
         if spec.values is None and req.op == "add":
             on_values = self.pool.on_values(gen, cfg.quantile_samples)
+        guard = SessionGuard(self.sessions)
         res = edit_photo(
             gen,
             req.image,
@@ -183,9 +238,10 @@ class JobRunner:
             cfg,
             self._progress(job),
             job.is_cancelled,
-            self.sessions,
+            guard,
             on_values=on_values,
         )
+        check_finite(res, guard)
         out = self._image_outcome(req, res, model_id)
         out.header.update(op=req.op, **extra)
         return out

@@ -4,6 +4,11 @@ The socket thread never does slow work: it checks requests, answers the quick on
 jobs, forwards the worker's replies (which arrive over an inproc PUSH/PULL pair, since zmq
 sockets belong to one thread) and cancels jobs whose client stopped sending heartbeats.
 Any bad message gets an error reply; nothing a client sends can stop the loop.
+
+A job belongs to the connection that submitted it (its ROUTER identity and, under CURVE, its
+public key): only that connection gets the job's progress and final reply and may heartbeat
+it. Memory is bounded in bytes: the pixels of queued and running jobs plus final replies
+that could not be delivered stay under ``limits.max_pending_bytes``; past it, ``busy``.
 """
 
 from __future__ import annotations
@@ -24,10 +29,11 @@ from ganpaint.core.generators import resolve_device
 
 from . import concept_store
 from .config import ServerConfig
-from .jobs import CANCELLED, DONE, FAILED, QUEUED, RUNNING, Job, JobIds, JobQueue
+from .jobs import CANCELLED, DONE, FAILED, QUEUED, RUNNING, Job, JobIds, JobQueue, Owner
 from .model_pool import ModelPool
 from .protocol import (
     BAD_REQUEST,
+    BUSY,
     INTERNAL,
     PROTOCOL_VERSION,
     SERVER_VERSION,
@@ -45,10 +51,17 @@ from .sessions import SessionCache
 POLL_MS = 200  # how often the loop looks at the stop flag and the heartbeat clock
 REAP_EVERY_S = 0.25
 BATCH = 64  # messages handled per socket per turn, so neither side starves the other
-RECENT_JOBS = 16  # finished jobs whose final reply can be fetched again after a reconnect
-RECENT_TTL_S = 300.0
-RECENT_BYTES = 512 * 1024 * 1024
+# Complete messages libzmq may hold per connection before the server reads them. Under
+# CURVE one more: with 1 the handshake never completes (libzmq 4.3.5, measured).
+RCVHWM = 1
+RCVHWM_CURVE = 2
+# A final reply that could not be delivered (its connection was gone) waits this long for
+# its owner to reconnect; a delivered one is freed at once.
+UNDELIVERED_KEEP_S = 30.0
+ENDED_IDS = 256  # ended jobs remembered (ids and owners only) to answer "finished"
+PEER_KEYS = 4096  # connections whose CURVE key is remembered
 BAD_LOG_EVERY_S = 10.0
+MIB = 1024 * 1024
 
 
 def stderr_log(line: str) -> None:
@@ -57,9 +70,20 @@ def stderr_log(line: str) -> None:
 
 @dataclass
 class Finished:
+    """An undelivered final reply, kept for its owner."""
+
     at: float
-    parts: list[bytes]  # header + frames, as sent
+    parts: list  # header + frames, as sent
     nbytes: int
+    owner: Owner
+
+
+def _user_id(frame) -> str:
+    """The CURVE public key (z85) the authenticator put on a message; "" without CURVE."""
+    try:
+        return frame.get("User-Id") or ""
+    except zmq.ZMQError:
+        return ""
 
 
 class EditServer:
@@ -71,14 +95,18 @@ class EditServer:
         self.log = log or stderr_log
         self.device = resolve_device(cfg.device)
         self.ctx = zmq.Context()
-        self.pool = ModelPool(self.device, cfg.download)
+        self.pool = ModelPool(self.device, cfg.download, cfg.checkpoints)
         self.known_models = ModelPool.known()
         self.sessions = SessionCache(cfg.session_budget_bytes)
         self.ids = JobIds(secrets.token_hex(3))
         self.endpoint: str | None = None
         self.jobs: dict[str, Job] = {}  # queued or running, or finished but not yet answered
         self.by_request: dict[str, str] = {}  # JobRequest.retry_key -> job id (dedupes retries)
-        self.finished: OrderedDict[str, Finished] = OrderedDict()
+        self.finished: OrderedDict[str, Finished] = OrderedDict()  # undelivered final replies
+        self.ended: OrderedDict[str, Owner] = OrderedDict()  # recently ended job ids
+        # identity -> CURVE key of its latest message: a job's output is withheld from an
+        # identity now used by another key (kept for the owner instead).
+        self._peer_keys: OrderedDict[bytes, str] = OrderedDict()
         self.counts = {"done": 0, "failed": 0, "cancelled": 0, "bad_requests": 0}
         self._bad_since_log = 0
         self._last_bad = ""
@@ -92,8 +120,15 @@ class EditServer:
         self._outbox: zmq.Socket | None = None
         self._auth = None
         runner = JobRunner(cfg, self.pool, self.sessions, self._emit, self.log)
+        lim = cfg.limits
         self.queue = JobQueue(
-            runner, cfg.limits.max_queue, on_crash=self._worker_crash, on_exit=self._worker_exit
+            runner,
+            lim.max_queue,
+            on_crash=self._worker_crash,
+            on_exit=self._worker_exit,
+            # Missing four heartbeats (and a third of the timeout) when its turn comes means
+            # the client is most likely gone: the job is not started for nobody.
+            stale_after_s=max(4 * lim.heartbeat_s, lim.heartbeat_timeout_s / 3),
         )
 
     # -- life cycle --------------------------------------------------------------------------
@@ -106,8 +141,20 @@ class EditServer:
             router = self.ctx.socket(zmq.ROUTER)
             router.linger = 0
             router.setsockopt(zmq.MAXMSGSIZE, self.cfg.limits.max_message_bytes())
-            router.setsockopt(zmq.ROUTER_MANDATORY, 0)  # a vanished client's replies: dropped
-            if not is_loopback(self.cfg.bind):
+            # libzmq reads whole messages ahead into each connection's queue (1000 by
+            # default, here 2 GiB+ of images): keep at most RCVHWM complete messages per
+            # connection; beyond that libzmq stops reading it (TCP pushes back on the client).
+            router.setsockopt(zmq.RCVHWM, RCVHWM if is_loopback(self.cfg.bind) else RCVHWM_CURVE)
+            # Sending to a vanished client fails (instead of vanishing), so the server knows
+            # whether a final reply was delivered or must be kept for a reconnect.
+            router.setsockopt(zmq.ROUTER_MANDATORY, 1)
+            if is_loopback(self.cfg.bind):
+                # A client reopening its socket with the same (secret, random) routing id
+                # takes its connection over at once instead of being refused until the old
+                # one is noticed gone (client.py does this). Not under CURVE: there a
+                # connection may not be taken over by another key, even knowing the id.
+                router.setsockopt(zmq.ROUTER_HANDOVER, 1)
+            else:
                 self._auth = secure(self.ctx, router, self.cfg.curve)
             try:
                 router.bind(self.cfg.bind)
@@ -203,18 +250,29 @@ class EditServer:
         try:
             if len(parts) < 2:
                 raise ProtocolError(BAD_REQUEST, "empty message: frame 0 must be a header")
+            owner = Owner(identity, _user_id(parts[1]))
+            if owner.key:
+                self._peer_keys[identity] = owner.key
+                self._peer_keys.move_to_end(identity)
+                while len(self._peer_keys) > PEER_KEYS:
+                    self._peer_keys.popitem(last=False)
             raw_header = parts[1].buffer  # no copy: an oversize header is refused unread
             header = unpack_header(raw_header)
             rid = header.get("id")
             request_id = rid if type(rid) is str and len(rid) <= 64 else ""
             req = parse_request(
-                [p.buffer for p in parts[2:]], header, self.cfg.limits, self.known_models
+                [p.buffer for p in parts[2:]],
+                header,
+                self.cfg.limits,
+                self.known_models,
+                admit=self._admit,
             )
             if isinstance(req, JobRequest) and req.id:
-                # Same id and same header bytes: the same request sent again by a client
-                # that lost the reply (an id reused by another client does not match).
-                req.retry_key = f"{req.id}:{hashlib.sha1(raw_header).hexdigest()}"
-            self._dispatch(identity, req)
+                # Same sender, id and header bytes: the same request sent again by a client
+                # that lost the reply (another client reusing the id does not match).
+                digest = hashlib.sha1(raw_header).hexdigest()
+                req.retry_key = f"{identity.hex()}:{owner.key}:{req.id}:{digest}"
+            self._dispatch(owner, req)
         except ProtocolError as e:
             self._bad(identity, request_id, e)
         except Exception as e:
@@ -227,9 +285,36 @@ class EditServer:
         self._last_bad = f"{e.code}: {e.message}"
         self._send(identity, [pack(error_header(e.code, e.message, request_id))])
 
-    def _dispatch(self, identity: bytes, req: Request) -> None:
+    def _admit(self, nbytes: int) -> None:
+        """Refuse a job whose pixels would take the server past its byte budget."""
+        budget = self.cfg.limits.max_pending_bytes
+        held = self.pending_bytes()
+        if held + nbytes <= budget:
+            return
+        if nbytes > budget:
+            raise ProtocolError(
+                BUSY,
+                f"this request carries {nbytes / MIB:.0f} MiB of pixels, more than the "
+                f"server's budget of {budget / MIB:.0f} MiB for waiting work; send a smaller "
+                "image",
+            )
+        raise ProtocolError(
+            BUSY,
+            f"the server holds {held / MIB:.0f} MiB of queued or running images and "
+            f"uncollected results; {nbytes / MIB:.0f} MiB more would pass its budget of "
+            f"{budget / MIB:.0f} MiB; retry when a job has finished",
+        )
+
+    def pending_bytes(self) -> int:
+        """What the byte budget counts: job inputs held plus undelivered final replies."""
+        return sum(j.input_bytes() for j in self.jobs.values()) + sum(
+            f.nbytes for f in self.finished.values()
+        )
+
+    def _dispatch(self, owner: Owner, req: Request) -> None:
+        identity = owner.identity
         if isinstance(req, JobRequest) and req.kind in JOB_KINDS:
-            return self._submit(identity, req)
+            return self._submit(owner, req)
         handler = {
             "hello": self._hello,
             "models": self._models,
@@ -238,11 +323,11 @@ class EditServer:
             "cancel": self._cancel_request,
             "heartbeat": self._heartbeat,
         }[req.kind]
-        reply = handler(identity, req)
+        reply = handler(owner, req)
         if reply is not None:
             self._send(identity, [pack(reply)])
 
-    def _hello(self, identity: bytes, req: Request) -> dict:
+    def _hello(self, owner: Owner, req: Request) -> dict:
         return reply_header(
             "hello",
             req.id,
@@ -258,22 +343,27 @@ class EditServer:
             kinds=["hello", "models", "concepts", "status", "cancel", "heartbeat", *JOB_KINDS],
         )
 
-    def _models(self, identity: bytes, req: Request) -> dict:
+    def _models(self, owner: Owner, req: Request) -> dict:
         return reply_header("models", req.id, models=self.pool.describe(), default=self.cfg.model)
 
-    def _concepts(self, identity: bytes, req: Request) -> dict:
+    def _concepts(self, owner: Owner, req: Request) -> dict:
         model = req.model or self.cfg.model
         concepts = concept_store.list_concepts(model, self.log, include_all=req.all)
         return reply_header("concepts", req.id, model=model, concepts=concepts)
 
-    def _status(self, identity: bytes, req: Request) -> dict:
+    def _status(self, owner: Owner, req: Request) -> dict:
         running, queued = self.queue.snapshot()
+
+        def summary(job: Job) -> dict:  # other clients' jobs: no id they could act on
+            return job.summary(None if job.owner == owner else self.ids.label(job.id))
+
         return reply_header(
             "status",
             req.id,
-            running=running.summary() if running else None,
-            queued=[j.summary() for j in queued],
-            jobs=[j.summary() for j in self.jobs.values() if j.state in (QUEUED, RUNNING)],
+            running=summary(running) if running else None,
+            queued=[summary(j) for j in queued],
+            jobs=[summary(j) for j in self.jobs.values() if j.state in (QUEUED, RUNNING)],
+            pending_bytes=self.pending_bytes(),
             sessions=self.sessions.stats(),
             models_loaded=self.pool.loaded(),
             device=str(self.device),
@@ -281,18 +371,24 @@ class EditServer:
             counts=dict(self.counts),
         )
 
-    def _cancel_request(self, identity: bytes, req: Request) -> dict:
+    def _cancel_request(self, owner: Owner, req: Request) -> dict:
+        # Whoever names a job may cancel it: ids are secrets only the submitter learns (and
+        # passes on, as the plug-in does to its watchdog, which cancels the job of a killed
+        # plug-in from another process). Cancelling yields nothing of the job's output.
         job = self.jobs.get(req.job)
         if job is None:
-            state = "finished" if req.job in self.finished else "unknown"
-            return reply_header("cancel", req.id, job=req.job, state=state)
-        state = self._cancel(job, "cancelled by a client")
+            ended = req.job in self.ended or req.job in self.finished
+            return reply_header(
+                "cancel", req.id, job=req.job, state="finished" if ended else "unknown"
+            )
+        by = "its client" if job.owner == owner else "another client"
+        state = self._cancel(job, f"cancelled by {by}")
         return reply_header("cancel", req.id, job=req.job, state=state)
 
-    def _heartbeat(self, identity: bytes, req: Request) -> dict | None:
+    def _heartbeat(self, owner: Owner, req: Request) -> dict | None:
         job = self.jobs.get(req.job)
-        if job is not None:
-            job.last_seen, job.route = time.monotonic(), identity
+        if job is not None and job.owner == owner:
+            job.last_seen = time.monotonic()
             return reply_header(
                 "heartbeat",
                 req.id,
@@ -301,24 +397,40 @@ class EditServer:
                 position=self.queue.position(job),
             )
         done = self.finished.get(req.job)
-        if done is not None:  # the final reply was lost with the old connection: again
-            self._send(identity, done.parts)
+        if done is not None and done.owner == owner:
+            # The final reply was lost with the connection; the owner reconnected: again.
+            if self._send(owner.identity, done.parts):
+                self.finished.pop(req.job, None)
             return None
+        if self.ended.get(req.job) == owner:
+            return error_header(
+                BAD_REQUEST, f"job {req.job!r} has ended; its final reply was sent", req.id, req.job
+            )
+        # The same answer whether the job is unknown or another client's: nothing to learn.
         return error_header(
-            BAD_REQUEST, f"no job {req.job!r} (unknown, or finished long ago)", req.id, req.job
+            BAD_REQUEST,
+            f"no job {req.job!r} of this connection (unknown, ended, or another client's)",
+            req.id,
+            req.job,
         )
 
-    def _submit(self, identity: bytes, req: JobRequest) -> None:
+    def _submit(self, owner: Owner, req: JobRequest) -> None:
+        identity = owner.identity
         if req.retry_key in self.by_request:  # a client retrying after a lost reply
             job_id = self.by_request[req.retry_key]
             job = self.jobs.get(job_id)
             if job is not None:
-                job.last_seen, job.route = time.monotonic(), identity
+                job.last_seen = time.monotonic()
                 self._send(identity, [pack(self._accepted(job))])
                 return
             done = self.finished.get(job_id)
             if done is not None:
-                self._send(identity, done.parts)
+                if self._send(identity, done.parts):
+                    self.finished.pop(job_id, None)
+                return
+            if job_id in self.ended:
+                msg = f"this request already ran as job {job_id!r}; its final reply was sent"
+                self._send(identity, [pack(error_header(BAD_REQUEST, msg, req.id, job_id))])
                 return
         req.model = model = req.model or self.cfg.model
         # Concept names are checked now, not after the wait in the queue.
@@ -326,7 +438,7 @@ class EditServer:
             concept_store.check_exists(model, req.concept)
         elif req.kind == "learn_concept":
             concept_store.check_new_name(model, req.name, req.replace)
-        job = Job(self.ids.next(), req, identity)
+        job = Job(self.ids.next(), req, owner)
         self.jobs[job.id] = job
         try:
             self.queue.submit(job)
@@ -371,18 +483,19 @@ class EditServer:
                 self._cancel(job, reason)
         while self.finished:
             job_id, done = next(iter(self.finished.items()))
-            if now - done.at <= RECENT_TTL_S:
+            if now - done.at <= UNDELIVERED_KEEP_S:
                 break
-            self._forget(job_id)
+            del self.finished[job_id]
         if self._bad_since_log and now - self._last_bad_log >= BAD_LOG_EVERY_S:
             self.log(f"answered {self._bad_since_log} bad request(s); latest: {self._last_bad}")
             self._bad_since_log, self._last_bad_log = 0, now
 
     def _forget(self, job_id: str) -> None:
-        done = self.finished.pop(job_id, None)
-        if done is not None:
-            for rid in [r for r, j in self.by_request.items() if j == job_id]:
-                del self.by_request[rid]
+        """Drop all memory of an ended job (its id falls out of ``ended``)."""
+        self.ended.pop(job_id, None)
+        self.finished.pop(job_id, None)
+        for rid in [r for r, j in self.by_request.items() if j == job_id]:
+            del self.by_request[rid]
 
     # -- replies ------------------------------------------------------------------------------
     def _emit(self, job: Job, header: dict, frames: Sequence[bytes]) -> None:
@@ -394,7 +507,10 @@ class EditServer:
             sock.connect(self._outbox_addr)
             self._worker_sock.sock = sock
         final = header.get("kind") in ("result", "error")
-        sock.send_multipart([job.id.encode(), b"1" if final else b"0", pack(header), *frames])
+        # copy=False: the pixels are not copied again on their way to the socket thread.
+        sock.send_multipart(
+            [job.id.encode(), b"1" if final else b"0", pack(header), *frames], copy=False
+        )
 
     def _worker_exit(self) -> None:
         sock = getattr(self._worker_sock, "sock", None)
@@ -411,33 +527,46 @@ class EditServer:
         job = self.jobs.get(parts[0].bytes.decode())
         if job is None:
             return
-        payload = [p.bytes for p in parts[2:]]
+        payload = parts[2:]  # zmq Frames: forwarded without copying the pixels
         if parts[1].bytes == b"1":
             self._final(job, None, payload)
         else:
-            self._send(job.route, payload)
+            self._send_job(job, payload)
 
-    def _final(self, job: Job, header: dict | None, payload: list[bytes] | None = None) -> None:
-        """Send a job's last reply, keep it a while for re-delivery, retire the job."""
+    def _send_job(self, job: Job, parts: list) -> bool:
+        """Send to a job's owner; False (not sent) if its identity now speaks for another
+        key (possible only under CURVE)."""
+        if self._peer_keys.get(job.route, job.owner.key) != job.owner.key:
+            return False
+        return self._send(job.route, parts)
+
+    def _final(self, job: Job, header: dict | None, payload: list | None = None) -> None:
+        """Send a job's last reply to its owner, retire the job, and keep the reply (for
+        the owner only) if it could not be delivered."""
         parts = payload if payload is not None else [pack(header)]
-        self._send(job.route, parts)
+        delivered = self._send_job(job, parts)
         self.jobs.pop(job.id, None)
+        job.release()
         key = {DONE: "done", CANCELLED: "cancelled"}.get(job.state, "failed")
         self.counts[key] += 1
-        self.finished[job.id] = Finished(time.monotonic(), parts, sum(len(p) for p in parts))
-        total = sum(f.nbytes for f in self.finished.values())
-        while len(self.finished) > 1 and (len(self.finished) > RECENT_JOBS or total > RECENT_BYTES):
-            old_id = next(iter(self.finished))
-            total -= self.finished[old_id].nbytes
-            self._forget(old_id)
+        self.ended[job.id] = job.owner
+        while len(self.ended) > ENDED_IDS:
+            self._forget(next(iter(self.ended)))
+        if not delivered:
+            nbytes = sum(len(p) for p in parts)
+            self.finished[job.id] = Finished(time.monotonic(), parts, nbytes, job.owner)
 
-    def _send(self, identity: bytes, parts: list[bytes]) -> None:
+    def _send(self, identity: bytes, parts: list) -> bool:
+        """True when the message was handed to the client's connection."""
         try:
             self._router.send_multipart([identity, *parts], zmq.NOBLOCK, copy=False)
+            return True
         except zmq.Again:
-            pass  # the client is not reading (gone, or its queue is full): drop, as ROUTER does
+            return False  # the client is not reading (its queue is full): dropped
         except zmq.ZMQError as e:
-            self.log(f"send failed: {e}")
+            if e.errno != zmq.EHOSTUNREACH:  # unreachable: the client is gone
+                self.log(f"send failed: {e}")
+            return False
 
 
 def _one_line(e: BaseException) -> str:

@@ -9,6 +9,7 @@ import pytest
 from samples import make_mask, make_photo
 
 from ganpaint.core.imageio import read_image, write_image
+from ganpaint.core.metrics import detail_ratio, psnr_photo
 
 FAST = ["--steps", "5", "--invert-steps", "8", "--quiet"]
 
@@ -62,6 +63,11 @@ def test_edit_json_and_output(files):
     mask = read_image(files / "mask.png")[..., 0]
     assert np.array_equal(result[mask == 0], photo[mask == 0])
     assert (result[mask == 255] != photo[mask == 255]).any()
+    # Photo-resolution numbers next to psnr_keep, as metrics computes them on the files.
+    sel = mask >= 128
+    assert info["detail_ratio"] == pytest.approx(detail_ratio(result, photo, sel), abs=2e-3)
+    assert info["psnr_inside"] == pytest.approx(psnr_photo(result, photo, sel), abs=2e-3)
+    assert info["edge_gradient_ratio"] > 0 and 0 <= info["replaced_fraction"] <= 1
 
 
 def test_reconstruct_json(files):
@@ -116,3 +122,26 @@ def test_bench_compares_fast_with_faithful(tmp_path):
     assert res["speedup"] == pytest.approx(ref["seconds"] / fast["seconds"])
     assert fast["psnr_keep"] > 15 and fast["psnr_vs_ref"] > 15  # a real fit, not noise
     assert "speed-up fast vs faithful" in r.stdout
+
+
+def test_edit_concept_default_strength_and_leave_out(files, tmp_path):
+    """No --strength: the concept's default, else high (the GANPaint demo's 15 units);
+    --leave-out skips ranked units and the next ones move up. --json says what was used."""
+    import os
+
+    from ganpaint.core.concepts import ConceptLibrary
+
+    env = {**os.environ, "GANPAINT_DATA": str(tmp_path / "data")}
+    c = ConceptLibrary("digiface-dcgan64", user_dir=tmp_path / "data" / "concepts").list()[0]
+    want = c.default_strength or "high"
+    n = min(c.strengths[want], len(c.units) - 1)
+    cmd = [sys.executable, "-m", "ganpaint.server.cli", "edit", str(files / "photo.png")]
+    cmd += ["--mask", str(files / "mask.png"), "-o", str(tmp_path / "o.png"), "--op", "add"]
+    cmd += ["--concept", c.name, "--leave-out", str(c.units[0]), "--json", *FAST]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
+    assert r.returncode == 0, r.stderr
+    info = json.loads(r.stdout)
+    assert info["strength"] == want and info["units"] == c.units[1 : n + 1]
+    cmd[cmd.index("--leave-out") : cmd.index("--leave-out") + 2] = ["--leave-out", "x"]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
+    assert r.returncode == 2 and "--leave-out must be comma-separated" in r.stderr

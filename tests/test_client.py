@@ -49,6 +49,7 @@ class ScriptedServer:
         self.ctx = zmq.Context()
         self.sock = self.ctx.socket(zmq.ROUTER)
         self.sock.linger = 0
+        self.sock.setsockopt(zmq.ROUTER_HANDOVER, 1)  # as the real server: reopened sockets
         self.sock.bind("tcp://127.0.0.1:*")
         self.endpoint = self.sock.getsockopt_string(zmq.LAST_ENDPOINT)
         self.seen: list[tuple[bytes, dict]] = []
@@ -140,7 +141,7 @@ def test_lazy_pirate_reopens_the_socket_and_retries(scripted):
     with Client(srv.endpoint, timeout_s=0.5, retries=3) as c:
         assert c.hello()["protocol"] == 1
     (first, h1), (second, h2) = srv.seen[:2]
-    assert first != second  # a new DEALER, so a new identity
+    assert first == second  # a new DEALER with the same routing id: the same owner
     assert h1["id"] == h2["id"]  # the same request, so a server can drop a duplicate
 
 

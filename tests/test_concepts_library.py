@@ -3,19 +3,25 @@
 from __future__ import annotations
 
 import json
-import random
+import os
+import re
 import signal
 import subprocess
 import sys
 import textwrap
-import time
 from pathlib import Path
 
 import pytest
 
 from ganpaint.core.concepts.files import atomic_write_json, dumps
 from ganpaint.core.concepts.library import ConceptLibrary, builtin_dir
-from ganpaint.core.concepts.published import EXCLUDED_UNITS, RANKINGS, published_concepts
+from ganpaint.core.concepts.published import (
+    RANKED_BY,
+    RANKINGS,
+    SUGGESTED_LEAVE_OUT,
+    published_concepts,
+)
+from ganpaint.core.concepts.quantiles import on_values, published_table, values_source
 from ganpaint.core.concepts.record import Concept, ConceptError
 from ganpaint.server.cli import main as cli_main
 
@@ -74,6 +80,28 @@ def test_top_by_strength():
         c.top("huge")
 
 
+def test_default_strength_is_the_demos_largest_unless_the_concept_says():
+    c = concept("x", range(20))
+    assert c.brush() == "high" and c.top() == c.top("high") and len(c.top()[0]) == 15
+    own = concept("y", range(20), default_strength="low")
+    assert own.brush() == "low" and len(own.top()[0]) == 4 and len(own.top("med")[0]) == 10
+    assert Concept.from_dict(json.loads(json.dumps(own.to_dict()))) == own
+    assert "default_strength" not in c.to_dict()  # unset: not written
+    with pytest.raises(ConceptError, match="default strength 'huge'"):
+        concept("z", default_strength="huge")
+    odd = concept("w", range(20), strengths={"a": 2, "b": 6})  # no "high": the largest
+    assert odd.brush() == "b" and len(odd.top()[0]) == 6
+
+
+def test_leave_out_skips_ranked_units_and_keeps_the_count():
+    c = concept("x", (119, 125, 157, 195, 365, 374, 418, 426), values=None)
+    assert c.top(7)[0] == [119, 125, 157, 195, 365, 374, 418]  # the reference: as ranked
+    units, values = c.top(7, leave_out=[418])
+    assert units == [119, 125, 157, 195, 365, 374, 426] and values is None
+    v = concept("v", (3, 418, 5), values=[0.3, 76.0, 0.5])
+    assert v.top("low", leave_out=(418,)) == ([3, 5], [0.3, 0.5])
+
+
 def test_record_validation_and_round_trip():
     c = concept("hair", scores=[1.0] * 7, excluded=[418], description="from one example")
     again = Concept.from_dict(json.loads(json.dumps(c.to_dict())))
@@ -86,6 +114,8 @@ def test_record_validation_and_round_trip():
         {"units": [-1]},
         {"values": [1.0]},
         {"values": [float("nan")] * 7},
+        {"values": [1e39] * 7},  # a finite double that overflows float32 to inf
+        {"values": [2e4] * 7},  # no layer's activation: a broken or hostile file
         {"source": "guessed"},
     ):
         d = {**c.to_dict(), **bad}
@@ -164,6 +194,68 @@ def test_export_import(dirs, tmp_path):
         b.import_file(tmp_path / "missing.json")
 
 
+def test_impossible_concepts_are_not_imported(tmp_path):
+    """For a registered model the importer knows the layers (from the architecture, no
+    weights): out-of-range units, unknown layers and overflowing values are refused, and
+    nothing of the file is imported."""
+    model = "digiface-dcgan64"
+    target = ConceptLibrary(model, user_dir=tmp_path / "user", builtin_dir=tmp_path)
+    good = concept("fine", (1, 2), model=model).to_dict()
+    for bad, says in [
+        ({"values": [1e39, 1e39]}, "within"),
+        ({"units": [999999], "values": [1.0]}, "out of range: layer layer2 has units 0..255"),
+        ({"units": [999999], "values": None}, "out of range"),
+        ({"layer": "../../etc/passwd"}, "has no layer '../../etc/passwd'"),
+    ]:
+        path = tmp_path / "share.json"
+        atomic_write_json(
+            path,
+            {
+                "format": "ganpaint-concepts",
+                "version": 1,
+                "model": model,
+                "concepts": [good, {**good, "name": "bad", **bad}],
+            },
+        )
+        with pytest.raises(ConceptError, match=re.escape(says)):
+            target.import_file(path)
+        assert not target.user_path.exists()  # all or nothing
+    atomic_write_json(
+        path, {"format": "ganpaint-concepts", "version": 1, "model": model, "concepts": [good]}
+    )
+    assert target.import_file(path) == ["fine"]
+
+
+def test_with_the_generator_concepts_are_checked_against_its_layers(tmp_path):
+    """What import cannot see (a file written by hand, a model not registered) is caught
+    when the concept is used with the loaded generator: a ConceptError, never a crash."""
+    from ganpaint.core.generators import load_model
+
+    model = "digiface-dcgan64"
+    gen = load_model(model, "cpu")
+    lib_ = ConceptLibrary(model, user_dir=tmp_path, builtin_dir=tmp_path, generator=gen)
+    atomic_write_json(
+        lib_.user_path,
+        {
+            "format": "ganpaint-concepts",
+            "version": 1,
+            "model": model,
+            "concepts": [
+                concept("ok", (1, 2), model=model, values=[1.0, 2.0]).to_dict(),
+                concept("quantiles", (1, 2), model=model, values=None).to_dict(),
+                {**concept("layer", model=model).to_dict(), "layer": "../../etc/passwd"},
+                {**concept("unit", model=model, values=None).to_dict(), "units": [999999]},
+                concept("huge", (1, 2), model=model, values=[9000.0, 9000.0]).to_dict(),
+            ],
+        },
+    )
+    assert lib_.get("ok").values == [1.0, 2.0]
+    assert len(lib_.get("quantiles").values) == 2
+    for name, says in [("layer", "has no layer"), ("unit", "out of range"), ("huge", "far")]:
+        with pytest.raises(ConceptError, match=says):
+            lib_.get(name)
+
+
 def test_unknown_lists_known(dirs):
     with pytest.raises(ConceptError) as e:
         lib(dirs).get("door")
@@ -228,21 +320,57 @@ def test_newer_format_is_refused_not_moved(dirs):
 
 
 # -- crash safety ----------------------------------------------------------------------------
+# A writer that kills itself (SIGKILL, no clean-up of any kind) at one chosen point inside
+# the atomic write: while writing the temporary file (half of it written), before its
+# fsync, before the rename, after the rename (before the folder's fsync).
+KILL_POINTS = ("mid-write", "before-fsync", "before-rename", "after-rename")
 WRITER = textwrap.dedent(
     """
-    import sys
+    import json, os, signal, sys
     from pathlib import Path
     from ganpaint.core.concepts.library import ConceptLibrary
-    sys.path.insert(0, sys.argv[3])
-    from test_concepts_library import big_version
+    from ganpaint.core.concepts.record import Concept
 
+    new = [Concept.from_dict(d) for d in json.loads(Path(sys.argv[2]).read_text())]
+    point, real_fdopen, real_fsync, real_replace = sys.argv[3], os.fdopen, os.fsync, os.replace
+
+    def die():
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    class HalfWriter:
+        def __init__(self, f):
+            self.f = f
+        def __enter__(self):
+            return self
+        def __exit__(self, *exc):
+            return self.f.__exit__(*exc)
+        def write(self, text):
+            self.f.write(text[: len(text) // 2])
+            self.f.flush()
+            die()
+        def __getattr__(self, name):
+            return getattr(self.f, name)
+
+    def fdopen(*a, **k):
+        f = real_fdopen(*a, **k)
+        return HalfWriter(f) if point == "mid-write" else f
+
+    def fsync(fd):
+        if point == "before-fsync":
+            die()
+        real_fsync(fd)
+
+    def replace(src, dst):
+        if point == "before-rename":
+            die()
+        real_replace(src, dst)
+        if point == "after-rename":
+            die()
+
+    os.fdopen, os.fsync, os.replace = fdopen, fsync, replace
     lib = ConceptLibrary("test-model", user_dir=Path(sys.argv[1]), builtin_dir=Path(sys.argv[1]))
-    i = int(sys.argv[2])
-    while True:
-        lib.replace_all(big_version(i))
-        if i == int(sys.argv[2]):
-            print("ready", flush=True)
-        i += 1
+    lib.replace_all(new)
+    print("not killed", flush=True)
     """
 )
 
@@ -264,47 +392,40 @@ def big_version(i: int) -> list[Concept]:
     ]
 
 
-def test_killed_writer_leaves_a_complete_file(tmp_path):
-    """SIGKILL a process rewriting a big library, several times: at random moments, and
-    right after its temporary file appears (mid-write). The file always parses and equals
-    one complete version, and the next writer carries on."""
-    rng = random.Random(1)
-    lib_ = ConceptLibrary(MODEL, user_dir=tmp_path, builtin_dir=tmp_path)
-    lib_.replace_all(big_version(0))
-    assert lib_.user_path.stat().st_size > 500_000
-    start, seen, mid_write = 1, set(), 0
+def test_a_writer_killed_inside_the_atomic_write_leaves_a_complete_file(tmp_path):
+    """SIGKILL lands at a known point of the write, every time (one child per point, run
+    side by side). Before the rename the old version stays (with an orphaned temporary
+    file); after it, the new one; never a mix. The next writer, holding the lock, clears
+    the orphan and carries on."""
+    version_1 = tmp_path / "version-1.json"
+    version_1.write_text(json.dumps([c.to_dict() for c in big_version(1)]))
     tmp_glob = f".{MODEL}.json.*.tmp"
-    for round_ in range(6):
-        p = subprocess.Popen(
-            [sys.executable, "-c", WRITER, str(tmp_path), str(start), str(Path(__file__).parent)],
+    children = {}
+    for point in KILL_POINTS:
+        folder = tmp_path / point
+        ConceptLibrary(MODEL, user_dir=folder, builtin_dir=folder).replace_all(big_version(0))
+        children[point] = subprocess.Popen(
+            [sys.executable, "-c", WRITER, str(folder), str(version_1), point],
             stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
         )
-        try:
-            assert p.stdout.readline().strip() == b"ready"
-            if round_ % 2:  # wait for a write in progress
-                deadline = time.monotonic() + 20
-                while not list(tmp_path.glob(tmp_glob)) and time.monotonic() < deadline:
-                    pass
-            else:
-                time.sleep(rng.uniform(0.0, 0.4))
-            p.send_signal(signal.SIGKILL)
-            p.wait(timeout=30)
-        finally:
-            if p.poll() is None:
-                p.kill()
-        mid_write += bool(list(tmp_path.glob(tmp_glob)))
+    for point, p in children.items():
+        out, err = p.communicate(timeout=300)
+        assert p.returncode == -signal.SIGKILL, (point, err.decode()[-2000:])
+        assert b"not killed" not in out
+        folder = tmp_path / point
+        lib_ = ConceptLibrary(MODEL, user_dir=folder, builtin_dir=folder)
+        orphans = list(folder.glob(tmp_glob))
+        renamed = point == "after-rename"
+        assert bool(orphans) != renamed, point  # killed before the rename: its temp file stays
+        if point == "mid-write":  # really half written
+            assert 0 < orphans[0].stat().st_size < lib_.user_path.stat().st_size
         data = json.loads(lib_.user_path.read_text(encoding="utf-8"))
-        version = int(data["concepts"][0]["description"].split()[1])
-        assert [Concept.from_dict(d) for d in data["concepts"]] == big_version(version)
-        assert start <= version
-        seen.add(version)
-        start = version + 1
-    assert len(seen) == 6
-    assert mid_write >= 1  # some kills did land in the middle of a write
-    # The next write (holding the lock) clears temporaries of killed writers.
-    lib_.add(Concept("extra", MODEL, "layer4", [1], [1.0], "learned"))
-    assert not list(tmp_path.glob(tmp_glob))
-    assert lib_.get("extra").units == [1] and len(lib_.names()) == 1501
+        assert [Concept.from_dict(d) for d in data["concepts"]] == big_version(int(renamed))
+        lib_.add(Concept("extra", MODEL, "layer4", [1], [1.0], "learned"))
+        assert not list(folder.glob(tmp_glob))
+        assert lib_.get("extra").units == [1] and len(lib_.names()) == 1501
 
 
 # -- shipped data ------------------------------------------------------------------------------
@@ -315,11 +436,53 @@ def test_published_churchoutdoor_builtins():
     assert got == {c.name: c for c in published_concepts()}
     for name, ranked in RANKINGS.items():
         c = got[name]
-        assert c.units == [u for u in ranked if u != 418] and 418 not in c.units
-        assert c.excluded == ([418] if 418 in ranked else [])
+        # As the demo: the lists as they stand, unit 418 included, nothing excluded.
+        assert c.units == list(ranked) and c.excluded == [] and len(c.units) == 15
         assert c.layer == "layer4" and c.source == "published" and c.values is None
-    assert EXCLUDED_UNITS == (418,)
+        how = "causal-effect (ACE)" if name in ("tree", "grass", "door") else "IoU"
+        assert RANKED_BY[name] in c.description and how in c.description
+        assert ("418" in c.description) == (418 in ranked)
+    assert [n for n, r in RANKINGS.items() if 418 in r] == ["tree", "grass", "door"]
+    assert SUGGESTED_LEAVE_OUT == (418,)
     assert RANKINGS["sky"][:3] == (257, 302, 375) and RANKINGS["dome"][-1] == 430
+
+
+def test_churchoutdoor_uses_the_published_on_values():
+    """The demo's levels_demo.json (every layer4 unit's 0.99 quantile) fills in the built-ins
+    without a generator; every other model keeps the sampled estimate."""
+    table = published_table("progan-churchoutdoor", "layer4")
+    assert table is not None and len(table["values"]) == 512
+    assert "levels_demo.json" in table["source"] and table["quantile"] == 0.99
+    lib_ = ConceptLibrary("progan-churchoutdoor", user_dir=Path("/nonexistent/never-written"))
+    tree = lib_.get("tree")
+    assert tree.values == [table["values"][u] for u in tree.units]
+    # Spot values quoted from the demo file (method.md): unit 119, 257, and 418.
+    assert tree.values[0] == pytest.approx(8.01758) and tree.values[6] == pytest.approx(76.1622)
+    assert lib_.get("sky").values[0] == pytest.approx(9.976, abs=1e-3)
+    assert all(c.values is not None for c in lib_.list())
+    src = lib_.values_source("tree")
+    assert src["kind"] == "published" and "levels_demo.json" in src["source"]
+    assert values_source("progan-bedroom", "layer4")["kind"] == "sampled"
+    assert published_table("progan-bedroom", "layer4") is None
+    assert published_table("progan-churchoutdoor", "layer5") is None
+    assert published_table("progan-churchoutdoor", "layer4", q=0.9) is None
+
+
+def test_published_on_values_are_the_models_on_values():
+    """quantiles.on_values gives the table for churchoutdoor layer4 (no sampling) and samples
+    for any other layer or model."""
+    import torch
+
+    from ganpaint.core.generators.progan import ProGAN256
+
+    gen = ProGAN256("progan-churchoutdoor")
+    table = on_values(gen, "layer4", cache=False)
+    assert table.shape == (512,) and float(table[418]) == pytest.approx(76.162216)
+    assert float(table[119]) == pytest.approx(8.01758)
+    sampled = on_values(gen, "layer2", n_samples=4, cache=False)  # no table: sampled
+    assert sampled.shape == (512,) and not torch.allclose(sampled, table)
+    estimate = on_values(gen, "layer4", n_samples=4, cache=False, published=False)
+    assert estimate.shape == (512,) and not torch.allclose(estimate, table)
 
 
 def test_default_model_starter_set():
@@ -354,11 +517,16 @@ def test_cli_library_commands(tmp_path, monkeypatch, capsys):
     assert all(c["origin"] == "built-in" for c in info["concepts"])
 
     code, out, _ = run_cli(capsys, "list", "--model", "progan-churchoutdoor")
-    assert code == 0 and out.split()[0] == "tree" and "14 units" in out
+    assert code == 0 and out.split()[0] == "tree" and "15 units" in out
     code, out, _ = run_cli(capsys, "show", "tree", "--model", "progan-churchoutdoor")
-    assert code == 0 and "excluded: 418" in out and "0.99 quantiles" in out
+    assert code == 0 and "published 0.99 quantiles" in out and "levels_demo.json" in out
+    assert "8.018" in out and "76.16" in out and "(default high)" in out
     code, out, _ = run_cli(capsys, "show", "door", "--model", "progan-churchoutdoor", "--json")
-    assert json.loads(out)["units"][:3] == [279, 300, 443]
+    door = json.loads(out)
+    assert door["units"][:4] == [279, 300, 443, 418]
+    assert door["values"][3] == pytest.approx(76.1622) and len(door["values"]) == 15
+    assert door["values_source"]["kind"] == "published" and door["default_strength"] == "high"
+    assert "levels_demo.json" in door["values_source"]["source"]
 
     code, _, err = run_cli(capsys, "show", "window", "--model", "progan-churchoutdoor")
     assert code == 2

@@ -29,7 +29,16 @@ def _random_pert(gen, variant):
     return pert
 
 
-TARGETS = [(0.25, 0.5, 0.125, 0.75), (0.0, 0.33, 0.5, 1.0), (0.6, 1.0, 0.0, 0.2), (0, 1, 0, 1)]
+# Full width or full height but not both (wide and tall selections) are the cases where a
+# crop can be mistaken for the full frame.
+TARGETS = [
+    (0.25, 0.5, 0.125, 0.75),
+    (0.0, 0.33, 0.5, 1.0),
+    (0.6, 1.0, 0.0, 0.2),
+    (0.3, 0.6, 0.0, 1.0),
+    (0.0, 1.0, 0.4, 0.7),
+    (0, 1, 0, 1),
+]
 
 
 @pytest.mark.parametrize("which", ["dcgan", "progan"])

@@ -12,7 +12,14 @@ from ganpaint.core.adapt import (
     make_perturbation,
     run_gprime,
 )
-from ganpaint.core.edit import apply_edit, edit_values, pool_mask, unit_quantiles
+from ganpaint.core.edit import (
+    TOUCH_THRESHOLD,
+    apply_edit,
+    edit_mask,
+    edit_values,
+    pool_mask,
+    unit_quantiles,
+)
 from ganpaint.core.invert import InvertConfig, invert
 from ganpaint.core.metrics import psnr
 from ganpaint.core.progress import Cancelled
@@ -66,6 +73,38 @@ def test_mask_is_max_pooled():
     assert p[0, 0, 0, 0] == 0.5 and p.sum() == 0.5
 
 
+def test_edit_mask_switches_every_touched_cell_fully():
+    """As the GANPaint client: a cell touched anywhere becomes a hard 1; faint dust does not."""
+    m = torch.zeros(1, 1, 64, 64)
+    m[0, 0, 3, 3] = 0.5  # one half-selected pixel in cell (0, 0)
+    m[0, 0, 20, 40] = 0.02  # a faint feather tail in cell (2, 5)
+    m[0, 0, 60, 60] = 2 / 255  # 8-bit dust in cell (7, 7): below the threshold
+    e = edit_mask(m, 8)
+    assert set(e.unique().tolist()) <= {0.0, 1.0}
+    assert e[0, 0, 0, 0] == 1 and e[0, 0, 2, 5] == 1 and e[0, 0, 7, 7] == 0
+    assert e.sum() == 2
+    assert edit_mask(m, 8, threshold=0.6).sum() == 0
+
+
+def test_soft_selection_switches_touched_cells_fully():
+    """A feathered selection edits its touched cells exactly as a hard one would; cells it
+    does not touch are bit-identical."""
+    r = torch.rand(1, 16, 8, 8)
+    yy, xx = torch.meshgrid(torch.arange(64.0), torch.arange(64.0), indexing="ij")
+    soft = (1 - ((yy - 20) ** 2 + (xx - 20) ** 2).sqrt() / 20).clamp(0, 1)[None, None]
+    hard = (soft > TOUCH_THRESHOLD).float()
+    values = torch.tensor([7.0, 9.0])
+    out_soft = apply_edit(r, soft, [2, 5], values)
+    assert torch.equal(out_soft, apply_edit(r, hard, [2, 5], values))
+    touched = pool_mask(soft, 8)[0, 0] > TOUCH_THRESHOLD
+    assert 4 < touched.sum() < 64  # the disc touches some cells, not all
+    for u, v in ((2, 7.0), (5, 9.0)):
+        assert torch.all(out_soft[0, u][touched] == v)  # full value even at the soft rim
+        assert torch.equal(out_soft[0, u][~touched], r[0, u][~touched])
+    others = [c for c in range(16) if c not in (2, 5)]
+    assert torch.equal(out_soft[0, others], r[0, others])
+
+
 def test_apply_edit_touches_only_units_inside_the_mask():
     r = torch.rand(1, 16, 8, 8)
     m = torch.zeros(1, 1, 64, 64)
@@ -115,15 +154,36 @@ def test_gprime_equals_g_at_the_start(dcgan, inversion, variant):
         )
 
 
+@pytest.fixture(scope="module")
+def striped(dcgan):
+    """A target G cannot draw: a sample plus hard 8-px colour stripes, [1, 3, 64, 64].
+
+    Its inversion stays near 22 dB, so a working G′ fit has many dB to gain (R +6 dB and
+    direct δ +9 dB in 60 steps, measured at 1 and 2 threads). The noisy `target` above would
+    not do: G′ cannot fit i.i.d. noise, so its gain (≈ 1 dB) is within kernel differences.
+    """
+    with torch.no_grad():
+        x = dcgan(dcgan.sample_latent(1, torch.Generator().manual_seed(5)))
+    xx = torch.arange(64.0).view(1, 1, 1, 64)
+    stripes = torch.sign(torch.sin(xx * torch.pi / 4 + 0.5))
+    return (x + 0.3 * stripes * torch.tensor([1.0, -0.5, 0.3]).view(1, 3, 1, 1)).clamp(-1, 1)
+
+
 @pytest.mark.parametrize("variant", ["network", "direct"])
-def test_adapt_fits_the_keep_region_and_leaves_g_frozen(dcgan, target, inversion, variant):
+def test_adapt_fits_the_keep_region_and_leaves_g_frozen(dcgan, striped, variant):
+    inv = invert(dcgan, striped, InvertConfig(starts=8, z_steps=40, r_steps=60))
     before = {k: v.clone() for k, v in dcgan.state_dict().items()}
     h = dcgan.default_split()
-    z_h = dcgan.run(inversion.r, dcgan.edit_index + 1, h)
+    z_h = dcgan.run(inv.r, dcgan.edit_index + 1, h)
     keep = torch.ones(1, 1, 64, 64)
     keep[..., 20:40, 20:40] = 0
-    res = adapt(dcgan, z_h, target, keep, AdaptConfig(steps=60, variant=variant))
-    assert res.psnr_keep > inversion.psnr + 1
+    with torch.no_grad():  # the un-fitted G′ (δ = 0) in the same run: what the fit must beat
+        unfitted = psnr(
+            run_gprime(dcgan, z_h, make_perturbation(dcgan, AdaptConfig())()), striped, keep
+        )
+    res = adapt(dcgan, z_h, striped, keep, AdaptConfig(steps=60, variant=variant))
+    # Half the smaller measured gain (R: +6.1 dB): a fit that does nothing gains 0.
+    assert res.psnr_keep > unfitted + 3
     assert all(torch.equal(before[k], v) for k, v in dcgan.state_dict().items())
     kind = PerturbationNetwork if variant == "network" else DirectPerturbation
     assert isinstance(res.perturbation, kind)

@@ -1,11 +1,10 @@
-"""Real photos of any size: crop, feather, paste; 8/16-bit image files."""
+"""Real photos of any size: crop and resize; 8/16-bit image files."""
 
 import struct
 import zlib
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 from samples import make_mask, make_photo
 
@@ -15,8 +14,7 @@ from ganpaint.core.photo import (
     PhotoError,
     check_photo,
     crop,
-    feather_weights,
-    paste,
+    mask_window,
     selection_box,
     whole_box,
 )
@@ -42,28 +40,11 @@ def test_whole_box_and_crop_repeat_borders():
     assert (c[:, 0, 0] == img[np.clip(np.arange(box.y0, box.y0 + 4), 0, 2), 0, 0]).all()
 
 
-def test_feather_never_grows_past_the_selection():
-    mask = make_mask(100, 100, (20, 20, 60, 70))
-    w = feather_weights(mask, 6)
-    assert (w[mask == 0] == 0).all()
-    assert w[40, 45] > 0.99 and 0 < w[20, 45] < 0.8  # soft inner edge
-    soft = make_mask(100, 100, (30, 30, 50, 50), soft=10)
-    assert (feather_weights(soft, 4) <= soft / 255 + 1e-6).all()
-
-
-@pytest.mark.parametrize("dtype", [np.uint8, np.uint16])
-@pytest.mark.parametrize("channels", [3, 4])
-def test_paste_changes_only_the_footprint_and_keeps_alpha(dtype, channels):
-    photo = make_photo(120, 160, channels, dtype)
-    mask = make_mask(120, 160, (40, 50, 80, 110), soft=5)
-    box = selection_box(mask)
-    gen = torch.ones(1, 3, 64, 64) * -1  # black square
-    out = paste(photo, gen, feather_weights(mask, 2), box)
-    assert out.dtype == photo.dtype and out.shape == photo.shape
-    assert np.array_equal(out[mask == 0], photo[mask == 0])
-    if channels == 4:
-        assert np.array_equal(out[..., 3], photo[..., 3])
-    assert (out[60, 80, :3] < photo[60, 80, :3]).all()
+def test_mask_window_is_the_grown_bounding_box_clipped_to_the_image():
+    mask = make_mask(100, 120, (20, 30, 40, 60))
+    assert mask_window(mask) == (20, 40, 30, 60)
+    assert mask_window(mask, 25) == (0, 65, 5, 85)
+    assert mask_window(np.zeros((5, 5), np.uint8)) is None
 
 
 def test_check_photo_rejects_bad_input():

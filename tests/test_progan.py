@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import json
 import math
 import os
 import sys
@@ -14,7 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from ganpaint.core import paths
-from ganpaint.core.generators import ModelError, get_spec, load_model, model_specs
+from ganpaint.core.generators import ModelError, download, get_spec, load_model, model_specs
 from ganpaint.core.generators.progan import (
     PROGAN_SPECS,
     ProGAN,
@@ -120,6 +121,11 @@ def test_registry_lists_the_published_checkpoints():
         assert len(spec.sha256_prefix) == 8
         int(spec.sha256_prefix, 16)
         assert spec.url.endswith("/models/" + spec.file_name)
+        # The newer host first; gandissect.csail.mit.edu (reported dead) stays as a fallback.
+        assert [u.split("/")[2] for u in spec.urls] == [
+            "dissect.csail.mit.edu",
+            "gandissect.csail.mit.edu",
+        ]
         assert spec.family == f"progan{spec.resolution}"
     church = PROGAN_SPECS["progan-churchoutdoor"]
     assert (church.resolution, church.sha256_prefix) == (256, "7e701dd5")
@@ -159,6 +165,44 @@ def test_both_layouts_load_to_identical_outputs(files, published):
         assert torch.equal(h, x_new)
         k = new.default_split()
         assert torch.equal(new.run(new.run(z, 0, k), k), x_new)
+
+
+def _with_stored_scales(old: dict[str, torch.Tensor], factor: float = 1.0) -> dict:
+    """The old layout as that model saved it: each WScale's scale stored as a [1] parameter
+    (gain/√fan_in, computed here from the layout description), times ``factor``."""
+    out = dict(old)
+    for key, w in old.items():
+        if key.endswith(".conv.weight"):
+            gain = 1.0 if key.startswith("output.") else math.sqrt(2)
+            fan_in = w.shape[1] * w.shape[2] * w.shape[3]
+            out[key.replace(".conv.weight", ".wscale.scale")] = torch.tensor(
+                [factor * gain / math.sqrt(fan_in)]
+            )
+    return out
+
+
+def test_old_layout_with_stored_wscale_scales_loads(published, tmp_path, caplog):
+    """``features.{i}.wscale.scale`` (15 of them) are ignored and recomputed, as gandissect's
+    loader does; a stored scale that disagrees is logged, never used."""
+    ref = load_model("progan-churchoutdoor", device="cpu", checkpoint=_save(published, tmp_path))
+    z = torch.randn(2, 512, generator=torch.Generator().manual_seed(3))
+    old = _with_stored_scales(to_old_layout(published))
+    assert sum(k.endswith(".wscale.scale") for k in old) == 15
+    for factor, warned in ((1.0, False), (3.0, True)):
+        path = tmp_path / f"scales-{factor}.pth"
+        torch.save(_with_stored_scales(to_old_layout(published), factor), path)
+        caplog.clear()
+        with caplog.at_level("WARNING", logger="ganpaint.generators"):
+            gen = load_model("progan-churchoutdoor", device="cpu", checkpoint=path)
+        with torch.no_grad():
+            assert torch.equal(gen(z), ref(z))
+        assert any("wscale.scale" in r.getMessage() for r in caplog.records) == warned
+
+
+def _save(sd: dict, folder: Path) -> Path:
+    path = folder / "plain.pth"
+    torch.save(sd, path)
+    return path
 
 
 def test_gradients_flow_through_g_f(files):
@@ -244,22 +288,55 @@ def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def _local_spec(source: Path, prefix: str):
-    """A registry entry whose URL is a local file:// (urllib serves it like http)."""
+def _local_spec(*sources, prefix: str):
+    """A registry entry whose published places are local (file:// or a 127.0.0.1 server)."""
     return dataclasses.replace(
         PROGAN_SPECS["progan-churchoutdoor"],
         id="progan-test",
         file_name=f"proggan_test-{prefix}.pth",
-        url=source.as_uri(),
+        urls=tuple(s.as_uri() if isinstance(s, Path) else s for s in sources),
         sha256_prefix=prefix,
     )
+
+
+def _other_prefix(digest: str) -> str:
+    return "0" * 8 if not digest.startswith("0" * 8) else "f" * 8
+
+
+@pytest.fixture
+def http_folder(tmp_path):
+    """A tiny HTTP server on 127.0.0.1 serving a fresh folder: (folder, base URL, dead URL).
+    The dead URL is a port that was free a moment ago (connection refused)."""
+    import functools
+    import socket
+    import threading
+    from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+
+    folder = tmp_path / "served"
+    folder.mkdir()
+
+    class Quiet(SimpleHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Quiet, directory=folder))
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        dead = f"http://127.0.0.1:{s.getsockname()[1]}/models/"
+    try:
+        yield folder, f"http://127.0.0.1:{server.server_address[1]}/", dead
+    finally:
+        server.shutdown()
+        server.server_close()
 
 
 def test_download_verifies_and_caches(files, tmp_path):
     source = tmp_path / "server" / "weights.pth"
     source.parent.mkdir()
     source.write_bytes(files["old"].read_bytes())
-    spec = _local_spec(source, _sha256(source)[:8])
+    spec = _local_spec(source, prefix=_sha256(source)[:8])
     gen = load_progan(spec)
     cached = paths.models_dir() / spec.file_name
     assert cached.is_file() and _sha256(cached) == _sha256(source)
@@ -272,47 +349,158 @@ def test_download_verifies_and_caches(files, tmp_path):
         assert torch.equal(gen(z), again(z))
 
 
-def test_download_with_wrong_hash_is_refused(files, tmp_path):
+def test_dead_host_falls_back_and_a_mirror_comes_first(files, http_folder, monkeypatch):
+    """Over HTTP: a dead published host is skipped for the next one; a user's mirror
+    ($GANPAINT_MIRRORS) is tried before the published hosts."""
+    folder, base, dead = http_folder
     digest = _sha256(files["new"])
-    wrong = "0" * 8 if not digest.startswith("0" * 8) else "f" * 8
-    spec = _local_spec(files["new"], wrong)
+    spec = _local_spec(dead + "x.pth", base + "models/x.pth", prefix=digest[:8])
+    (folder / "models").mkdir()
+    (folder / "models" / "x.pth").write_bytes(files["new"].read_bytes())
+    assert _sha256(download.ensure_weights(spec.id, spec.file_name, spec.urls)) == digest
+    (paths.models_dir() / spec.file_name).unlink()
+    # A mirror holding the file under its published name is tried first.
+    (folder / "mirror").mkdir()
+    (folder / "mirror" / spec.file_name).write_bytes(files["new"].read_bytes())
+    (folder / "models" / "x.pth").unlink()
+    monkeypatch.setenv("GANPAINT_MIRRORS", base + "mirror")
+    assert download.sources(spec.file_name, spec.urls)[0] == base + "mirror/" + spec.file_name
+    assert _sha256(download.ensure_weights(spec.id, spec.file_name, spec.urls)) == digest
+
+
+def test_offline_message_lists_every_place_tried(tmp_path, http_folder, monkeypatch):
+    folder, base, dead = http_folder
+    data = tmp_path / "data"
+    monkeypatch.setenv("GANPAINT_DATA", str(data))
+    data.mkdir()
+    (data / "models.json").write_text(json.dumps({"mirrors": [str(tmp_path / "usb")]}))
+    monkeypatch.setenv("GANPAINT_MIRRORS", base + "env-mirror/")
+    spec = _local_spec(dead + "a.pth", base + "gone/a.pth", prefix="7e701dd5")
     with pytest.raises(ModelError) as e:
         load_progan(spec)
-    assert "SHA-256" in one_line(e)
-    folder = paths.models_dir()
-    assert not folder.exists() or not any(folder.iterdir())  # temp file deleted
+    msg = one_line(e)
+    tried = [
+        base + "env-mirror/" + spec.file_name,  # $GANPAINT_MIRRORS first
+        (tmp_path / "usb" / spec.file_name).as_uri(),  # then the config file's mirrors
+        dead + "a.pth",
+        base + "gone/a.pth",
+    ]
+    positions = [msg.index(u) for u in tried]
+    assert positions == sorted(positions)
+    assert "404" in msg and "refused" in msg.lower()
+    dest = paths.models_dir() / spec.file_name
+    assert str(dest) in msg and "--checkpoint FILE" in msg and "GANPAINT_MIRRORS" in msg
+    assert str(data / "models.json") in msg
+    assert not dest.exists()
+    with pytest.raises(ModelError) as e:  # downloads off: the same places, nothing fetched
+        load_progan(spec, download=False)
+    assert all(u in one_line(e) for u in tried) and "downloads are off" in one_line(e)
 
 
-def test_cached_file_with_wrong_hash_is_refused(files):
-    spec = _local_spec(
-        files["new"], "0" * 8 if not _sha256(files["new"]).startswith("0" * 8) else "f" * 8
-    )
+def test_hash_mismatch_keeps_the_file_and_says_how_to_use_it(files, tmp_path, capsys):
+    """The name's hex is a convention the reference never checks: a mismatching download is
+    kept, the error gives both hashes and a --checkpoint that works."""
+    digest = _sha256(files["new"])
+    spec = _local_spec(files["new"], prefix=_other_prefix(digest))
+    with pytest.raises(ModelError) as e:
+        load_progan(spec)
+    msg = one_line(e)
+    kept = paths.models_dir() / (spec.file_name + ".unverified")
+    assert digest in msg and spec.sha256_prefix in msg and f"--checkpoint {kept}" in msg
+    assert _sha256(kept) == digest and not (paths.models_dir() / spec.file_name).exists()
+    assert [p.name for p in kept.parent.iterdir()] == [kept.name]  # no temp left
+    # The next attempt does not download again; it repeats the advice.
+    os.rename(files["new"], tmp_path / "moved.pth")
+    try:
+        with pytest.raises(ModelError) as again:
+            load_progan(spec)
+        assert digest in one_line(again) and "delete it to download again" in one_line(again)
+    finally:
+        os.rename(tmp_path / "moved.pth", files["new"])
+    # The advice works: the kept file loads with --checkpoint.
+    gen = load_progan(spec, checkpoint=kept)
+    assert torch.equal(gen.layers[0].conv.weight, torch.load(kept)["layer1.conv.weight"])
+
+
+def test_cached_file_with_wrong_hash_is_refused_with_both_hashes(files):
+    spec = _local_spec(files["new"], prefix=_other_prefix(_sha256(files["new"])))
     cached = paths.models_dir() / spec.file_name
     cached.parent.mkdir(parents=True)
     cached.write_bytes(b"not the weights")
     with pytest.raises(ModelError) as e:
         load_progan(spec)
-    assert str(cached) in one_line(e)
+    msg = one_line(e)
+    assert str(cached) in msg and _sha256(cached) in msg and spec.sha256_prefix in msg
+    assert f"--checkpoint {cached}" in msg
 
 
-def test_offline_message_names_file_url_and_place(tmp_path):
-    spec = _local_spec(tmp_path / "unreachable" / "x.pth", "7e701dd5")
-    dest = paths.models_dir() / spec.file_name
-    for download in (True, False):
-        with pytest.raises(ModelError) as e:
-            load_progan(spec, download=download)
-        msg = one_line(e)
-        assert spec.url in msg and str(dest) in msg
-    assert not dest.exists()
+def test_config_file_checkpoint_is_used_by_load_model(files, tmp_path, monkeypatch):
+    """ "checkpoints" in <data>/models.json: how a plug-in-started server uses a file that
+    does not match its name."""
+    data = tmp_path / "data"
+    data.mkdir()
+    monkeypatch.setenv("GANPAINT_DATA", str(data))
+    cfg = {"checkpoints": {"progan-churchoutdoor": str(files["old"])}}
+    (data / "models.json").write_text(json.dumps(cfg))
+    gen = load_model("progan-churchoutdoor", device="cpu", download=False)
+    ref = load_model("progan-churchoutdoor", device="cpu", checkpoint=files["new"])
+    z = torch.randn(1, 512)
+    with torch.no_grad():
+        assert torch.equal(gen(z), ref(z))
+    (data / "models.json").write_text('{"mirrors": "not a list"}')
+    with pytest.raises(ModelError) as e:
+        load_model("progan-churchoutdoor", device="cpu", download=False)
+    assert "models.json" in one_line(e) and "mirrors" in one_line(e)
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["reconstruct", "p.png", "-o", "o.png"],
+        ["edit", "p.png", "--mask", "m.png", "-o", "o.png", "--op", "add", "--units", "1"],
+        ["concept", "learn", "p.png", "--mask", "m.png", "--name", "x"],
+        ["concept", "discover", "-o", "sheet.png"],
+    ],
+)
+def test_every_model_command_takes_checkpoint(command, files):
+    """--checkpoint FILE (the way to use a file that fails the name's hash) on every
+    command that loads a model; each hands it to load_model."""
+    from ganpaint.server.cli import build_parser
+
+    args = build_parser().parse_args([*command, "--checkpoint", str(files["old"])])
+    assert args.checkpoint == files["old"]
+
+
+def test_serve_checkpoint_reaches_the_model_pool(files, tmp_path):
+    from ganpaint.server.cli import UserError, build_parser
+    from ganpaint.server.cli_serve import config_from_args
+    from ganpaint.server.model_pool import ModelPool
+
+    def cfg(*extra):
+        return config_from_args(build_parser().parse_args(["serve", *extra]))
+
+    c = cfg("--model", "progan-churchoutdoor", "--checkpoint", str(files["old"]))
+    assert c.checkpoints == {"progan-churchoutdoor": files["old"]}
+    c = cfg("--checkpoint", f"progan-bedroom={files['new']}", "--checkpoint", str(files["old"]))
+    assert c.checkpoints == {"progan-bedroom": files["new"], "digiface-dcgan64": files["old"]}
+    with pytest.raises(UserError, match="no such file"):
+        cfg("--checkpoint", str(tmp_path / "nope.pth"))
+    with pytest.raises(ModelError, match="unknown model 'progan-nope'"):
+        cfg("--checkpoint", f"progan-nope={files['new']}")
+    pool = ModelPool(
+        torch.device("cpu"), download=False, checkpoints={"progan-bedroom": files["old"]}
+    )
+    gen = pool.get("progan-bedroom")  # no cached weights, downloads off: the file is used
+    assert gen.model_id == "progan-bedroom"
 
 
 def test_published_spec_offline_message(monkeypatch):
-    """A published spec with downloads off: the message gives the URL and the cache path."""
+    """A published spec with downloads off: the message gives both hosts and the cache path."""
     spec = PROGAN_SPECS["progan-churchoutdoor"]
     with pytest.raises(ModelError) as e:
         load_model(spec.id, device="cpu", download=False)
     msg = one_line(e)
-    assert spec.url in msg and str(paths.models_dir() / spec.file_name) in msg
+    assert all(u in msg for u in spec.urls) and str(paths.models_dir() / spec.file_name) in msg
 
 
 # -- folders and speed ------------------------------------------------------------------
@@ -332,8 +520,8 @@ def test_user_folders(monkeypatch, tmp_path):
 
 
 def test_edit_runs_end_to_end_with_a_published_concept(files, tmp_path):
-    """The ProGAN path through the CLI: published "tree" units, their 0.99-quantile values
-    computed from the loaded generator, a photo larger than 256 px."""
+    """The ProGAN path through the CLI: published "tree" units with the demo's published
+    0.99-quantile values, a photo larger than 256 px."""
     import json
     import os
     import subprocess
@@ -379,6 +567,7 @@ def test_edit_runs_end_to_end_with_a_published_concept(files, tmp_path):
     assert r.returncode == 0, r.stderr
     info = json.loads(r.stdout)
     assert info["model"] == "progan-churchoutdoor" and info["steps"] == 2
+    assert info["units"] == [119, 125, 157, 195] and info["strength"] == "low"
     out = read_image(tmp_path / "o.png")
     assert np.array_equal(out[mask == 0], photo[mask == 0])
     assert (out[mask == 255] != photo[mask == 255]).any()

@@ -138,3 +138,73 @@ def test_remote_clients_need_curve_keys(tmp_path: Path):
         with Client(address, timeout_s=0.5, retries=1, curve=stranger) as c:  # not authorised
             with pytest.raises(ServerUnavailable):
                 c.hello()
+
+
+def test_under_curve_a_job_belongs_to_its_key(tmp_path: Path):
+    """Two authorised keys: B names A's job in heartbeats and sees only errors, its status
+    shows A's job under a label, and A gets its result."""
+    import msgpack
+    import numpy as np
+    import zmq
+    import zmq.auth
+
+    made = run(["--make-keys", str(tmp_path)])
+    assert made.returncode == 0, made.stderr
+    b_public, b_secret = zmq.auth.create_certificates(tmp_path, "b")
+    (tmp_path / "clients" / "b.key").write_bytes(Path(b_public).read_bytes())
+    cfg = ServerConfig(
+        bind="tcp://0.0.0.0:*",
+        allow_remote=True,
+        curve=curve_files(tmp_path),
+        steps=10,
+        invert_steps=10,
+    )
+    with running_server(cfg, log=lambda line: None) as srv:
+        address = f"tcp://127.0.0.1:{srv.endpoint.rsplit(':', 1)[1]}"
+        a_keys = CurveKeys.from_files(tmp_path / "server.key", tmp_path / "client.key_secret")
+        ids: list[str] = []
+        out: dict = {}
+        img = np.full((24, 24, 3), 120, np.uint8)
+        mask = np.zeros((24, 24), np.uint8)
+        mask[6:18, 6:18] = 255
+
+        def owner() -> None:
+            with Client(address, timeout_s=30.0, curve=a_keys) as a:
+                out["a"] = a.edit(
+                    RawImage(img.tobytes(), 24, 24, 3, "u8"),
+                    RawImage(mask.tobytes(), 24, 24, 1, "u8"),
+                    op="remove",
+                    units=[2],
+                    progress=lambda p: ids.append(p["job"]),
+                )
+
+        t = threading.Thread(target=owner)
+        t.start()
+        ctx = zmq.Context()
+        b = ctx.socket(zmq.DEALER)
+        b.linger = 0
+        b.curve_serverkey = a_keys.server_public
+        b.curve_publickey, b.curve_secretkey = zmq.auth.load_certificate(b_secret)
+        b.connect(address)
+        got = []
+        try:
+            deadline = time.monotonic() + 120
+            while not ids and time.monotonic() < deadline:
+                time.sleep(0.05)
+            while t.is_alive() and time.monotonic() < deadline:
+                for kind in ("heartbeat", "status"):
+                    msg = {"v": 1, "kind": kind, "id": kind, "job": ids[0]}
+                    b.send_multipart([msgpack.packb(msg, use_bin_type=True)])
+                    assert b.poll(30_000), "no answer to B"
+                    got.append(b.recv_multipart())
+                time.sleep(0.2)
+            t.join(60)
+        finally:
+            b.close(0)
+            ctx.term()
+        assert out["a"]["job"] == ids[0] and out["a"]["image"].width == 24
+        heads = [msgpack.unpackb(parts[0], raw=False) for parts in got]
+        assert heads and all(len(parts) == 1 for parts in got)  # never pixels
+        assert all(h["kind"] == "error" for h in heads if h["id"] == "heartbeat")
+        shown = [j for h in heads if h["kind"] == "status" for j in h["jobs"]]
+        assert all(j["job"] != ids[0] and not j["mine"] for j in shown)

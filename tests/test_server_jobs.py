@@ -18,9 +18,18 @@ import pytest
 import torch
 import zmq
 
+from ganpaint.core.adapt import AdaptConfig
+from ganpaint.core.concepts.files import atomic_write_json
+from ganpaint.core.concepts.library import ConceptLibrary
+from ganpaint.core.generators import DEFAULT_MODEL, load_model
+from ganpaint.core.invert import InvertConfig
+from ganpaint.core.pipeline import EditSpec, PipelineConfig, edit_photo
 from ganpaint.server.client import Cancelled, Client, RawImage, ServerError
 from ganpaint.server.config import Limits, ServerConfig
+from ganpaint.server.protocol import ProtocolError
 from ganpaint.server.requests import QUALITIES
+from ganpaint.server.runner import SessionGuard, check_finite
+from ganpaint.server.sessions import SessionCache
 from ganpaint.server.testing import running_server
 
 LONG = 5000  # steps for a job that is cancelled long before it ends
@@ -33,7 +42,7 @@ def server(tmp_path_factory):
         bind="tcp://127.0.0.1:*",
         steps=20,
         invert_steps=30,
-        limits=Limits(max_side=1024, max_queue=2, heartbeat_s=0.25, heartbeat_timeout_s=2.0),
+        limits=Limits(max_side=1024, max_queue=2, heartbeat_s=0.25, heartbeat_timeout_s=3.0),
     )
     lines: list[str] = []
     threads = torch.get_num_threads()
@@ -94,10 +103,12 @@ def wait_until(cond, what: str) -> None:
 class RawDealer:
     """A bare DEALER speaking the protocol by hand, for what the Client never does."""
 
-    def __init__(self, endpoint: str):
+    def __init__(self, endpoint: str, identity: bytes | None = None):
         self.ctx = zmq.Context()
         self.sock = self.ctx.socket(zmq.DEALER)
         self.sock.linger = 0
+        if identity is not None:
+            self.sock.setsockopt(zmq.ROUTING_ID, identity)
         self.sock.connect(endpoint)
 
     def send(self, header: dict, frames=()) -> None:
@@ -238,13 +249,24 @@ def test_cancel_mid_job_then_the_next_job_runs(client):
 
 
 def test_cancel_queued_and_running_jobs_from_another_client(server, client):
+    """Another client sees that jobs exist, not their ids; told an id (as the plug-in tells
+    its watchdog), it may cancel that job."""
     outcome: dict[str, BaseException | dict] = {}
+    ids: dict[str, str] = {}
 
     def run(name: str, steps: int) -> None:
+        def seen(p: dict) -> None:
+            ids[name] = p["job"]
+
         with Client(server.endpoint, timeout_s=10.0) as c:
             try:
                 outcome[name] = c.edit(
-                    raw(photo(seed=4)), raw(soft_mask()), op="remove", units=[2], steps=steps
+                    raw(photo(seed=4)),
+                    raw(soft_mask()),
+                    op="remove",
+                    units=[2],
+                    steps=steps,
+                    progress=seen,
                 )
             except BaseException as e:
                 outcome[name] = e
@@ -254,16 +276,21 @@ def test_cancel_queued_and_running_jobs_from_another_client(server, client):
     wait_until(lambda: client.status()["running"] is not None, "the long job to start")
     queued_t = threading.Thread(target=run, args=("queued", 20))
     queued_t.start()
-    wait_until(lambda: client.status()["queued"], "the second job to queue")
-    running, queued = client.status()["running"], client.status()["queued"][0]
+    wait_until(lambda: client.status()["queued"] and "queued" in ids, "the second job to queue")
+    st = client.status()
+    running, queued = st["running"], st["queued"][0]
+    assert running["mine"] is False and queued["mine"] is False
+    assert {running["job"], queued["job"]}.isdisjoint(ids.values())  # opaque labels only
+    assert client.cancel(queued["job"])["state"] == "unknown"  # a label names no job
 
-    assert client.cancel(queued["job"])["state"] == "cancelled"
+    assert client.cancel(ids["queued"])["state"] == "cancelled"
     queued_t.join(DEADLINE_S)
     assert isinstance(outcome["queued"], Cancelled)
-    assert client.cancel(running["job"])["state"] == "cancelling"
+    assert "another client" in outcome["queued"].message
+    assert client.cancel(ids["long"])["state"] == "cancelling"
     long_t.join(DEADLINE_S)
     assert isinstance(outcome["long"], Cancelled)
-    assert client.cancel(running["job"])["state"] == "finished"
+    assert client.cancel(ids["long"])["state"] == "finished"
     assert client.cancel("no-such-job")["state"] == "unknown"
 
 
@@ -282,31 +309,128 @@ def test_a_client_that_stops_sending_heartbeats_has_its_job_cancelled(server):
     assert any("no heartbeat" in line for line in server.lines)
 
 
-def test_a_reconnected_client_gets_its_replies_and_the_final_one_again(server):
-    first = RawDealer(server.endpoint)
+def test_a_reconnected_client_gets_its_replies_and_no_one_else_does(server):
+    """A new socket with the owner's routing id is the owner again (the lazy pirate
+    reconnect of client.py); a socket with any other id gets nothing of the job."""
+    me = b"gp-test-" + uuid.uuid4().bytes
+    first = RawDealer(server.endpoint, identity=me)
     header, frames = edit_request(20, rid="retry-me")
     first.send(header, frames)
     job = first.recv_until(("accepted",))["job"]
-    first.close()  # the connection is gone; a new socket has a new identity
+    first.close()  # the connection is gone, and with it, maybe, the final reply
 
-    second = RawDealer(server.endpoint)
+    stranger = RawDealer(server.endpoint)
+    second = RawDealer(server.endpoint, identity=me)
     try:
         final = None
-        while final is None:  # heartbeats move the job's replies to this socket
+        while final is None:
             second.send({"v": 1, "kind": "heartbeat", "id": "retry-me", "job": job})
             h, parts = second.recv()
             if h["kind"] in ("result", "error"):
                 final, pixels = h, parts
             time.sleep(0.1)
-        assert final["kind"] == "result" and final["job"] == job
+        assert final["kind"] == "result" and final["job"] == job and len(pixels) == 1
+        second.send({"v": 1, "kind": "status", "id": "sync"})  # skip replies still on the way
+        while second.recv()[0]["id"] != "sync":
+            pass
+        # Delivered, so freed: nothing is kept, and asking again gets a plain answer.
+        wait_until(lambda: not server.finished, "the kept reply to go")
         second.send({"v": 1, "kind": "heartbeat", "id": "retry-me", "job": job})
         again, parts = second.recv()
-        assert again == final and parts == pixels
-        second.send(header, frames)  # the same request id again: no second job
+        assert again["kind"] == "error" and "has ended" in again["error"]["message"]
+        assert parts == []
+        second.send(header, frames)  # the same request again: no second job
         again, _ = second.recv()
-        assert again["kind"] == "result" and again["job"] == job
+        assert again["kind"] == "error" and again["job"] == job and "already ran" in str(again)
+
+        stranger.send({"v": 1, "kind": "heartbeat", "id": "x", "job": job})
+        h, parts = stranger.recv()
+        assert h["kind"] == "error" and h["error"]["code"] == "bad_request" and parts == []
+        assert "another client" in h["error"]["message"]
     finally:
         second.close()
+        stranger.close()
+
+
+def test_another_client_heartbeating_or_polling_a_job_gets_nothing_of_it(server):
+    """Client B learns A's job id (here from A's own progress, as if it leaked) and polls
+    it with heartbeats and status all along: B never gets a progress or result of A's, the
+    job stays A's, and A gets its result."""
+    ids: list[str] = []
+    out: dict[str, object] = {}
+    img, m = photo(seed=21), soft_mask()
+
+    def owner() -> None:
+        with Client(server.endpoint, timeout_s=10.0) as a:
+            try:
+                out["a"] = a.edit(
+                    raw(img),
+                    raw(m),
+                    op="remove",
+                    units=[4],
+                    steps=150,
+                    progress=lambda p: ids.append(p["job"]),
+                )
+            except BaseException as e:
+                out["a"] = e
+
+    t = threading.Thread(target=owner)
+    t.start()
+    wait_until(lambda: ids, "A's job to be accepted")
+    job = ids[0]
+    b = RawDealer(server.endpoint)
+    got: list[tuple[dict, list]] = []
+    try:
+        while t.is_alive():
+            b.send({"v": 1, "kind": "heartbeat", "id": "steal", "job": job})
+            b.send({"v": 1, "kind": "status", "id": "look"})
+            for _ in range(2):
+                got.append(b.recv())
+            time.sleep(0.3)
+        t.join(DEADLINE_S)
+        b.send({"v": 1, "kind": "heartbeat", "id": "steal", "job": job})  # after the end
+        got.append(b.recv())
+    finally:
+        b.close()
+    result = out["a"]
+    assert isinstance(result, dict) and result["job"] == job, result
+    assert np.array_equal(array(result["image"])[m == 0], img[m == 0])
+    beats = [h for h, _ in got if h["id"] == "steal"]
+    assert beats and all(h["kind"] == "error" for h in beats)
+    assert all(parts == [] for _, parts in got)  # never any pixels
+    statuses = [h for h, _ in got if h["id"] == "look"]
+    assert statuses and all(h["kind"] == "status" for h in statuses)
+    shown = [j for h in statuses for j in h["jobs"]]
+    assert shown and all(j["job"] != job and j["mine"] is False for j in shown)
+
+
+def test_a_dead_clients_queued_job_is_not_started(server, client):
+    """Running and queued clients die at about the same time: when the running one is
+    reaped, the queued one is dequeued with its client silent, and is not started."""
+    img, m = photo(seed=22), soft_mask()
+    client.edit(raw(img), raw(m), op="remove", units=[3], steps=1)  # its session: adapt at once
+    header_a, frames_a = edit_request(LONG)
+    frames_a[0] = img.tobytes()
+    running_d, queued_d = RawDealer(server.endpoint), RawDealer(server.endpoint)
+    try:
+        running_d.send(header_a, frames_a)
+        a = running_d.recv_until(("accepted",))["job"]
+        header, frames = edit_request(20)
+        queued_d.send(header, frames)
+        b = queued_d.recv_until(("accepted",))["job"]
+        running_d.send({"v": 1, "kind": "heartbeat", "id": "hb", "job": a})
+        # The queued client goes silent 1 s after the running one: when the running job is
+        # reaped (3 s of silence) the queued one has been silent for ~2 s, below the reaping
+        # timeout but past missing four heartbeats (0.25 s each) and a third of the timeout.
+        time.sleep(1.0)
+        queued_d.send({"v": 1, "kind": "heartbeat", "id": "hb", "job": b})
+    finally:
+        running_d.close()
+        queued_d.close()
+    wait_until(lambda: not server.jobs, "both jobs to end")
+    mine = [line for line in server.lines if f" {b} " in line]
+    assert mine and "before it started" in mine[-1] and "no heartbeat" in mine[-1], mine
+    assert any(f" {a} " in line and "adapt cancelled" in line for line in server.lines)
 
 
 # -- errors ----------------------------------------------------------------------------------
@@ -343,6 +467,53 @@ def test_errors_have_stable_codes(server, client):
         dealer.close()
 
 
+def test_status_and_hello_report_the_byte_budget(server, client):
+    limits = client.hello()["limits"]
+    assert limits["max_pending_bytes"] == Limits().max_pending_bytes
+    client.reconstruct(raw(photo(seed=23)), steps=2)
+
+    # Idle: no job inputs held; only replies that could not be delivered (earlier tests
+    # closed sockets with jobs) are kept, each for its owner.
+    def only_kept_replies() -> bool:
+        kept = sum(f.nbytes for f in list(server.finished.values()))
+        return client.status()["pending_bytes"] == kept
+
+    wait_until(only_kept_replies, "status to count kept replies only")
+
+
+def test_past_the_byte_budget_jobs_are_busy(tmp_path, monkeypatch):
+    """A server whose budget holds two of these edits: the third is refused with busy
+    saying why, while the job count limit is far away."""
+    monkeypatch.setenv("GANPAINT_DATA", str(tmp_path))
+    per_job = 64 * 48 * 4 + 64 * 48
+    cfg = ServerConfig(
+        bind="tcp://127.0.0.1:*",
+        steps=20,
+        invert_steps=30,
+        limits=Limits(max_side=1024, max_queue=8, max_pending_bytes=2 * per_job + 100),
+    )
+    with running_server(cfg, log=lambda line: None) as srv:
+        dealer = RawDealer(srv.endpoint)
+        try:
+            jobs = []
+            for _ in range(2):
+                header, frames = edit_request(LONG)
+                dealer.send(header, frames)
+                jobs.append(dealer.recv_until(("accepted",))["job"])
+            assert srv.pending_bytes() == 2 * per_job
+            header, frames = edit_request(LONG)
+            dealer.send(header, frames)
+            reply = dealer.recv_until(("error",))
+            assert reply["error"]["code"] == "busy" and reply["id"] == header["id"]
+            assert "budget" in reply["error"]["message"]
+            for job in jobs:
+                dealer.send({"v": 1, "kind": "cancel", "id": "c", "job": job})
+            wait_until(lambda: not srv.jobs, "the cancelled jobs to end")
+            assert srv.pending_bytes() == 0  # the inputs went with the jobs
+        finally:
+            dealer.close()
+
+
 def test_a_full_queue_answers_busy(server, client):
     dealer = RawDealer(server.endpoint)
     jobs = []
@@ -374,7 +545,18 @@ def test_edit_with_a_built_in_concept(client):
     img, m = photo(seed=5), soft_mask()
     res = client.edit(raw(img), raw(m), op="add", concept="dark hair", strength="low")
     assert res["concept"] == "dark hair" and len(res["units"]) == 4  # "low" = the top 4 units
+    assert res["strength"] == "low"
     assert np.array_equal(array(res["image"])[m == 0], img[m == 0])
+    # No strength: the concept's default, else "high" (the GANPaint demo's default, 15 units);
+    # leave_out skips ranked units and the next ones move up.
+    hair = next(c for c in concepts if c["name"] == "dark hair")
+    want = hair.get("default_strength", "high")
+    n = min(hair.get("strengths", {"high": 15}).get(want, 15), len(hair["units"]))
+    res = client.edit(
+        raw(img), raw(m), op="remove", concept="dark hair", leave_out=hair["units"][:1]
+    )
+    assert res["strength"] == want
+    assert res["units"] == [u for u in hair["units"] if u != hair["units"][0]][:n]
 
 
 def test_learn_a_concept_then_use_it(client):
@@ -396,3 +578,85 @@ def test_discover_groups_units_and_draws_a_sheet(client):
     assert [c["name"] for c in res["concepts"]] == ["group-01", "group-02", "group-03"]
     sheet = res["image"]
     assert sheet.channels == 3 and sheet.dtype == "u8" and sheet.width > sheet.height > 0
+
+
+def write_user_concepts(concepts: list[dict]) -> None:
+    """Put concepts straight into the server's user file, as a hand-edited or older file
+    would be, without the import checks."""
+    lib = ConceptLibrary(DEFAULT_MODEL)
+    atomic_write_json(
+        lib.user_path,
+        {"format": "ganpaint-concepts", "version": 1, "model": DEFAULT_MODEL, "concepts": concepts},
+    )
+
+
+def bad_concept(name: str, **over) -> dict:
+    base = {"name": name, "model": DEFAULT_MODEL, "layer": "layer2", "units": [1, 2]}
+    return {**base, "values": [1.0, 1.0], "source": "learned", **over}
+
+
+def test_broken_concepts_are_refused_at_use_and_never_blacken_a_session(server, client):
+    img, m = photo(seed=24), soft_mask()
+    write_user_concepts(
+        [
+            bad_concept("bad-layer", layer="../../etc/passwd"),
+            bad_concept("bad-unit", units=[999999], values=[1.0]),
+            bad_concept("bad-unit-quantiles", units=[999999], values=None),
+            bad_concept("huge", values=[9000.0, 9000.0]),  # a finite float32, not an activation
+        ]
+    )
+    for name, says in [
+        ("bad-layer", "no layer"),
+        ("bad-unit", "out of range"),
+        ("bad-unit-quantiles", "out of range"),
+        ("huge", "far outside"),
+    ]:
+        with pytest.raises(ServerError) as e:
+            client.edit(raw(img), raw(m), op="add", concept=name)
+        assert e.value.code == "bad_request" and says in e.value.message, (name, e.value)
+    # A value that overflows float32 does not even load: the file is set aside, the name is
+    # unknown, and the built-ins carry on.
+    write_user_concepts([bad_concept("v39", values=[1e39, 1e39])])
+    with pytest.raises(ServerError) as e:
+        client.edit(raw(img), raw(m), op="add", concept="v39")
+    assert e.value.code == "unknown_concept"
+    res = client.edit(raw(img), raw(m), op="remove", concept="mouth")
+    assert np.isfinite(res["psnr_keep"])
+    got = array(res["image"])[m > 0][:, :3]
+    assert got.max() > 0 and not np.array_equal(got, np.zeros_like(got))
+    assert not any("internal error" in line for line in server.lines)
+
+
+@pytest.mark.filterwarnings("ignore:invalid value encountered in cast")
+def test_a_non_finite_fit_is_an_error_and_leaves_the_session_as_it_was():
+    """The pipeline fed values that overflow float32 (what validation now keeps out) gives
+    NaN; the runner's guard turns that into an error and undoes what the job stored."""
+    gen = load_model(DEFAULT_MODEL, "cpu")
+    cfg = PipelineConfig(
+        invert=InvertConfig(starts=2, z_steps=4, r_steps=4), adapt=AdaptConfig(steps=3)
+    )
+    img, m = photo(seed=25), soft_mask()
+    poison = EditSpec([1, 2], "add", [1e39, 1e39])
+    cache = SessionCache(1 << 30)
+
+    guard = SessionGuard(cache)
+    res = edit_photo(gen, img, m, poison, cfg, cache=guard)
+    assert not np.isfinite(res.psnr_keep)  # the poison is real
+    with pytest.raises(ProtocolError) as e:
+        check_finite(res, guard)
+    assert e.value.code == "internal" and "non-finite" in e.value.message
+    assert len(cache) == 0  # the new session went
+
+    good = EditSpec([1, 2], "remove")
+    guard = SessionGuard(cache)
+    check_finite(edit_photo(gen, img, m, good, cfg, cache=guard), guard)
+    (session,) = [cache[k] for k in cache]
+    fit = session.fit
+    guard = SessionGuard(cache)
+    res = edit_photo(gen, img, m, poison, cfg, cache=guard)
+    assert res.session_reused and not np.isfinite(res.psnr_keep)
+    with pytest.raises(ProtocolError):
+        check_finite(res, guard)
+    assert session.fit is fit  # the poisoned fit was not kept
+    again = edit_photo(gen, img, m, good, cfg, cache=SessionGuard(cache))
+    assert again.session_reused and np.isfinite(again.psnr_keep)

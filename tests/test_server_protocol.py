@@ -53,7 +53,21 @@ def test_valid_edit_is_parsed_into_arrays():
     req = parse(header, frames)
     assert isinstance(req, JobRequest)
     assert req.image.shape == (6, 8, 4) and req.image.dtype == np.uint8
-    assert req.mask.shape == (6, 8) and req.units == [1, 2] and req.strength == "med"
+    assert req.mask.shape == (6, 8) and req.units == [1, 2]
+    assert req.strength is None and req.leave_out == []  # None: the concept's default
+
+
+def test_leave_out_goes_with_a_concept():
+    header, frames = edit_msg(units=None, concept="tree", leave_out=[418], strength="high")
+    req = parse(header, frames)
+    assert req.concept == "tree" and req.leave_out == [418] and req.strength == "high"
+    header, frames = edit_msg(units=None, concept="tree", leave_out=[])
+    assert parse(header, frames).leave_out == []
+    for bad in ([418, 418], ["418"], 418, [-1]):
+        header, frames = edit_msg(units=None, concept="tree", leave_out=bad)
+        assert code_of(header, frames) == "bad_request"
+    header, frames = edit_msg(leave_out=[418])  # with units: refused
+    assert code_of(header, frames) == "bad_request"
 
 
 @pytest.mark.parametrize(

@@ -60,9 +60,10 @@ def _default_model() -> str:
 
 
 class ConceptLibrary:
-    """Concepts of one model. ``generator`` (optional, the loaded model) lets ``get`` and
-    ``list`` fill in the published concepts' missing "on" values from the cached 0.99
-    quantiles of that generator's units."""
+    """Concepts of one model. Concepts stored without "on" values get the model's published
+    table where the reference ships one (ProGAN churchoutdoor layer4); otherwise
+    ``generator`` (optional, the loaded model) lets ``get`` and ``list`` fill them in from
+    the cached 0.99 quantiles of that generator's units."""
 
     def __init__(
         self,
@@ -196,20 +197,53 @@ class ConceptLibrary:
         return "built-in"
 
     def _filled(self, concepts: list[Concept]) -> list[Concept]:
-        """Concepts without values get the generator's 0.99 quantiles (one lookup a layer)."""
-        if self.generator is None or all(c.values is not None for c in concepts):
+        """Concepts without values get their model's on-values (one lookup a layer): the
+        published table where the reference ships one, else the generator's cached 0.99
+        quantiles when a generator was given. With a generator every concept is first checked
+        against its layers, and given values against the same on-values (ConceptError, never
+        a crash or a black edit)."""
+        if self.generator is None and all(c.values is not None for c in concepts):
             return concepts
-        from .quantiles import on_values
+        from .quantiles import on_values, published_table
 
-        tables: dict[str, list[float]] = {}
+        channels = (
+            None
+            if self.generator is None
+            else {i.name: i.channels for i in self.generator.infos}
+        )
+        tables: dict[str, list[float] | None] = {}
         out = []
         for c in concepts:
-            if c.values is None:
-                if c.layer not in tables:
+            if channels is not None:
+                c.check_layer(channels)
+            if c.layer not in tables:
+                table = published_table(self.model_id, c.layer)
+                if table is not None:
+                    tables[c.layer] = [float(v) for v in table["values"]]
+                elif self.generator is not None:
                     tables[c.layer] = on_values(self.generator, c.layer).tolist()
-                c = c.with_values(tables[c.layer])
+                else:
+                    tables[c.layer] = None
+            on = tables[c.layer]
+            if on is not None:
+                c = c.with_values(on) if c.values is None else c
+                if channels is not None:
+                    c = c.check_values(on)
             out.append(c)
         return out
+
+    def values_source(self, name: str) -> dict:
+        """Where a visible concept's "on" values come from: {"kind": "concept"} when it
+        carries its own, else quantiles.values_source (published table or sampled)."""
+        visible = {c.name: c for c in self._visible()}
+        if name not in visible:
+            self.get(name)  # raises the unknown-concept error
+        c = visible[name]
+        if c.values is not None:
+            return {"kind": "concept", "source": "stored with the concept"}
+        from .quantiles import values_source
+
+        return values_source(self.model_id, c.layer)
 
     # -- changing ----------------------------------------------------------------------
     def _mutate(self, change: Callable[[list[Concept], list[str]], Any]) -> Any:
@@ -355,10 +389,13 @@ class ConceptLibrary:
             raise ConceptError(f"cannot read {path}: {_first_line(e)}") from None
         try:
             incoming = _parse(data, None)[0]
+            channels = model_layers(self.model_id)
+            for c in incoming:
+                self._check_model(c)
+                if channels is not None:  # a registered model: layers known without weights
+                    c.check_layer(channels)
         except (ConceptError, _NewerFormat) as e:
             raise ConceptError(f"{path}: {_first_line(e)}") from None
-        for c in incoming:
-            self._check_model(c)
 
         def change(concepts: list[Concept], hidden: list[str]) -> list[str]:
             clash = sorted({c.name for c in incoming} & self._visible_names(concepts, hidden))
@@ -375,6 +412,30 @@ class ConceptLibrary:
 
 class _NewerFormat(Exception):
     pass
+
+
+def model_layers(model_id: str) -> dict[str, int] | None:
+    """{layer name: channels} of a registered model, from its architecture alone (built on
+    torch's meta device: no weights read, no memory); None for a model not registered."""
+    import torch
+
+    from ..generators.base import ModelError
+    from ..generators.registry import get_spec
+
+    try:
+        spec = get_spec(model_id)
+    except ModelError:
+        return None
+    with torch.device("meta"):
+        if spec.family == "dcgan64":
+            from ..generators.dcgan import DCGAN64
+
+            gen = DCGAN64(spec.id)
+        else:
+            from ..generators.progan import ProGAN, ProGAN256
+
+            gen = ProGAN256(spec.id) if spec.resolution == 256 else ProGAN(spec.id, spec.resolution)
+    return {i.name: i.channels for i in gen.infos}
 
 
 def _parse(data: Any, model_id: str | None) -> tuple[list[Concept], list[str]]:

@@ -1,11 +1,19 @@
-"""The units' "on" values of a loaded generator, computed once and cached per weights.
+"""The units' "on" values of a model: published where the reference ships them, else
+computed once from the loaded generator and cached per weights.
 
 GANPaint sets a concept's units to each unit's 0.99-quantile activation over random samples
-(``edit.unit_quantiles``). The published rankings ship without numbers, because the numbers
-belong to the weights: they are computed for the loaded generator on first use and cached in
-``<cache_dir>/models/quantiles/<model>-<fingerprint>-<layer>-q<q>-n<n>-s<seed>.json`` next to
-the downloaded checkpoints, where the fingerprint hashes the generator's state dict (a
-different checkpoint passed with ``--checkpoint`` gets its own file).
+(``edit.unit_quantiles``).
+
+- Published: the GANPaint demo ships every layer4 unit's 0.99 quantile for ProGAN
+  churchoutdoor (CSAILVision/gandissect ``client/demo/levels_demo.json``). They are package
+  data, ``data/on_values/<model>-<layer>.json``, and are that model's built-in values (they
+  belong to the published weights; another checkpoint loaded under that model id gets them
+  too).
+- Sampled, for every other model and layer: computed for the loaded generator on first use
+  and cached next to the downloaded checkpoints, in ``<cache_dir>/models/quantiles/``
+  ``<model>-<fingerprint>-<layer>-q<q>-n<n>-s<seed>.json``, where the fingerprint hashes
+  the generator's state dict (a different checkpoint passed with ``--checkpoint`` gets its
+  own file).
 """
 
 from __future__ import annotations
@@ -19,6 +27,7 @@ import torch
 
 from ..edit import unit_quantiles
 from .files import atomic_write_json
+from .record import ConceptError
 
 DEFAULT_SAMPLES = 256  # as PipelineConfig.quantile_samples: the same numbers either way
 DEFAULT_Q = 0.99
@@ -48,6 +57,43 @@ def weights_fingerprint(gen: torch.nn.Module) -> str:
     return fp
 
 
+def published_dir() -> Path:
+    return Path(__file__).resolve().parent / "data" / "on_values"
+
+
+def published_table(model_id: str, layer: str, q: float = DEFAULT_Q) -> dict | None:
+    """The reference's on-values of a model's layer: {"values": [C floats], "source", ...},
+    or None when the reference ships none (then they are sampled)."""
+    path = published_dir() / f"{model_id}-{layer}.json"
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as e:  # package data: broken means a broken install
+        raise ConceptError(f"{path} is unreadable ({e}); reinstall ganpaint") from None
+    if data.get("model") != model_id or data.get("layer") != layer:
+        raise ConceptError(f"{path} is not the table of {model_id} {layer}; reinstall ganpaint")
+    return data if abs(float(data.get("quantile", -1)) - q) < 1e-9 else None
+
+
+def values_source(model_id: str, layer: str, q: float = DEFAULT_Q) -> dict:
+    """Where ``on_values`` takes a layer's values from, for people: {"kind", "source", ...}."""
+    table = published_table(model_id, layer, q)
+    if table is not None:
+        return {
+            "kind": "published",
+            "source": table.get("source", ""),
+            "quantile": q,
+            "file": f"ganpaint/core/concepts/data/on_values/{model_id}-{layer}.json",
+        }
+    return {
+        "kind": "sampled",
+        "source": f"{q:g} quantile over {DEFAULT_SAMPLES} random samples of the loaded weights, "
+        "cached per weights",
+        "quantile": q,
+    }
+
+
 def quantile_dir() -> Path:
     from ..paths import models_dir
 
@@ -61,13 +107,25 @@ def on_values(
     q: float = DEFAULT_Q,
     seed: int = 0,
     cache: Path | None | bool = True,
+    published: bool = True,
 ) -> torch.Tensor:
     """[C] each unit's q-quantile activation at ``layer`` (default: the edit layer).
 
+    The published table when the reference ships one for this model and layer (and
+    ``published``); otherwise sampled from ``gen``.
     cache: True = the default folder, a Path = that folder, False/None = compute only.
     Memoised in-process by (model, fingerprint, layer, q, n, seed).
     """
     name = gen.infos[gen.index(gen.edit_layer if layer is None else layer)].name
+    table = published_table(gen.model_id, name, q) if published else None
+    if table is not None:
+        values = torch.tensor([float(v) for v in table["values"]])
+        if values.shape != (gen.out_shape(name)[0],):
+            raise ConceptError(
+                f"published on-values of {gen.model_id} {name} have {values.numel()} units, "
+                f"the loaded generator {gen.out_shape(name)[0]}"
+            )
+        return values
     fp = weights_fingerprint(gen)
     key = (gen.model_id, fp, name, q, n_samples, seed)
     if key in _memo:

@@ -1,11 +1,14 @@
 """One concept: a ranked list of units at a layer of one model, with an "on" value per unit.
 
 A concept is what the brush paints. ``top(strength)`` gives the first 4 / 10 / 15 units
-(GANPaint's low / med / high brushes) and their values; ``values`` may be ``None`` for the
+(GANPaint's low / med / high brushes; the default is the concept's ``default_strength`` or
+else high, the demo's default) and their values; ``values`` may be ``None`` for the
 published rankings, meaning "each unit's 0.99-quantile activation over random samples of
-the loaded generator" — the library fills them in from a per-weights cache when it is given
-the generator (see ``quantiles.py``), and ``pipeline.edit_photo`` computes the same numbers
-itself when handed ``values=None``.
+the loaded generator" — the library fills them in from the model's published table where
+the reference ships one (churchoutdoor), else from a per-weights cache when it is given the
+generator (see ``quantiles.py``); ``pipeline.edit_photo`` computes the sampled estimate
+itself when handed ``values=None`` (the CLI and the server hand it the model's on-values,
+published ones included).
 
 What a concept is good for, as measured in its gallery (docs/concepts/): ``ops`` lists the
 operations that do what the name says ("add", "remove" or both), ``where`` says where on
@@ -22,13 +25,20 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from typing import Any
 
-from ..edit import STRENGTHS
+from ..edit import DEFAULT_STRENGTH, STRENGTHS
 
 SOURCES = ("published", "learned", "discovered", "dissected")
 OPS = ("add", "remove")
 # Names travel through menus, file names of exports and the server protocol: one line, no
 # path characters (the same rule as the server's request validation).
 NAME_RE = re.compile(r"^[\w][\w .\-]{0,63}$")
+# Units' "on" values are activations: O(1) for our models' layers. Anything beyond this is
+# a broken or hostile file (1e39 overflows float32 to inf and turns a photo black).
+MAX_VALUE = 1e4
+# At use, against the loaded layer: no value beyond this many times the layer's largest
+# 0.99-quantile activation (learned values are region means, a few times that at most).
+MAX_VALUE_OVER_QUANTILE = 16.0
+FLOAT32_MAX = 3.4028234663852886e38
 
 
 class ConceptError(Exception):
@@ -65,6 +75,8 @@ class Concept:
     ops: list[str] = field(default_factory=lambda: list(OPS))  # the operations that work
     where: str = ""  # where on a picture the edit makes sense, in words
     hidden: bool = False  # unnamed: left out of menus and listings unless all are asked for
+    # The brush used when a request names none; None = edit.DEFAULT_STRENGTH (the demo's 15).
+    default_strength: str | None = None
 
     def __post_init__(self) -> None:
         self.validate()
@@ -87,13 +99,18 @@ class Concept:
             raise ConceptError(f"concept {self.name!r}: units must be integers ≥ 0")
         if len(set(self.units)) != len(self.units):
             raise ConceptError(f"concept {self.name!r}: a unit is listed twice")
-        for label, seq in (("values", self.values), ("scores", self.scores)):
+        for label, seq, bound in (
+            ("values", self.values, MAX_VALUE),
+            ("scores", self.scores, FLOAT32_MAX),
+        ):
             if seq is None:
                 continue
             if len(seq) != len(self.units):
                 raise ConceptError(f"concept {self.name!r}: one of {label} per unit")
-            if not all(_is_number(v) for v in seq):
-                raise ConceptError(f"concept {self.name!r}: {label} must be finite numbers")
+            if not all(_is_number(v) and abs(v) <= bound for v in seq):
+                raise ConceptError(
+                    f"concept {self.name!r}: {label} must be finite numbers within ±{bound:g}"
+                )
         if not all(_is_index(u) for u in self.excluded):
             raise ConceptError(f"concept {self.name!r}: excluded units must be integers ≥ 0")
         if not self.strengths or not all(
@@ -112,6 +129,41 @@ class Concept:
             )
         if not isinstance(self.where, str) or not isinstance(self.hidden, bool):
             raise ConceptError(f"concept {self.name!r}: 'where' must be text, 'hidden' true/false")
+        if self.default_strength is not None and self.default_strength not in self.strengths:
+            raise ConceptError(
+                f"concept {self.name!r}: default strength {self.default_strength!r} is not one "
+                f"of {', '.join(self.strengths)}"
+            )
+        return self
+
+    def check_layer(self, channels: Mapping[str, int]) -> Concept:
+        """Check the layer and units against a model's layers ({name: channel count})."""
+        if self.layer not in channels:
+            raise ConceptError(
+                f"concept {self.name!r}: model {self.model!r} has no layer {self.layer!r} "
+                f"(layers: {', '.join(channels)})"
+            )
+        n = channels[self.layer]
+        bad = [u for u in [*self.units, *self.excluded] if u >= n]
+        if bad:
+            raise ConceptError(
+                f"concept {self.name!r}: units {bad[:8]} out of range: layer {self.layer} has "
+                f"units 0..{n - 1}"
+            )
+        return self
+
+    def check_values(self, on_values: Sequence[float]) -> Concept:
+        """Check the values against the layer's 0.99-quantile table ([C], this layer)."""
+        if self.values is None:
+            return self
+        top = max((abs(float(v)) for v in on_values), default=0.0)
+        bound = MAX_VALUE_OVER_QUANTILE * max(top, 1e-3)
+        bad = [v for v in self.values if not abs(v) <= bound]
+        if bad:
+            raise ConceptError(
+                f"concept {self.name!r}: values such as {bad[0]:g} are far outside what layer "
+                f"{self.layer} produces (its units reach {top:.3g}; limit {bound:.3g})"
+            )
         return self
 
     def supports(self, op: str) -> bool:
@@ -119,12 +171,29 @@ class Concept:
         return op in self.ops
 
     # -- use ---------------------------------------------------------------------------
-    def top(self, strength: str | int = "med") -> tuple[list[int], list[float] | None]:
+    def brush(self, strength: str | int | None = None) -> str | int:
+        """The strength a request means: its own, else the concept's default, else the
+        global one (edit.DEFAULT_STRENGTH, or the largest brush when the concept lacks it)."""
+        if strength is not None:
+            return strength
+        if self.default_strength is not None:
+            return self.default_strength
+        if DEFAULT_STRENGTH in self.strengths:
+            return DEFAULT_STRENGTH
+        return max(self.strengths, key=lambda k: self.strengths[k])
+
+    def top(
+        self, strength: str | int | None = None, leave_out: Sequence[int] = ()
+    ) -> tuple[list[int], list[float] | None]:
         """(units, values) of the brush: the first n ranked units, n = strengths[strength].
 
-        An integer strength is taken as the count itself. Values are ``None`` when the
-        concept relies on the generator's 0.99 quantiles and they are not filled in yet.
+        An integer strength is taken as the count itself; None means ``brush(None)``.
+        ``leave_out``: units skipped while counting (the next ranked units move up), e.g.
+        GANPaint's unit 418 — the reference keeps it, leaving it out is an option of ours.
+        Values are ``None`` when the concept relies on the generator's 0.99 quantiles and
+        they are not filled in yet.
         """
+        strength = self.brush(strength)
         if isinstance(strength, bool) or not isinstance(strength, (str, int)):
             raise ConceptError(f"strength must be a name or a count, not {strength!r}")
         if isinstance(strength, int):
@@ -135,9 +204,11 @@ class Concept:
             n = self.strengths[strength]
         else:
             raise ConceptError(f"unknown strength {strength!r}; known: {', '.join(self.strengths)}")
-        n = min(n, len(self.units))
-        values = None if self.values is None else [float(v) for v in self.values[:n]]
-        return [int(u) for u in self.units[:n]], values
+        skip = {int(u) for u in leave_out}
+        keep = [i for i, u in enumerate(self.units) if u not in skip][:n]
+        units = [int(self.units[i]) for i in keep]
+        values = None if self.values is None else [float(self.values[i]) for i in keep]
+        return units, values
 
     def with_values(self, on_values: Sequence[float]) -> Concept:
         """A copy whose values are ``on_values[u]`` for each unit (a [C] quantile table)."""
@@ -177,6 +248,8 @@ class Concept:
             d["where"] = self.where
         if self.hidden:
             d["hidden"] = True
+        if self.default_strength is not None:
+            d["default_strength"] = self.default_strength
         return d
 
     @classmethod
@@ -204,6 +277,7 @@ class Concept:
                 ops=list(d["ops"]) if d.get("ops") is not None else list(OPS),
                 where=d.get("where") or "",
                 hidden=d.get("hidden", False),
+                default_strength=d.get("default_strength"),
             )
         except TypeError as e:  # e.g. units given as a number
             raise ConceptError(f"concept {d.get('name', '?')!r}: {e}") from None

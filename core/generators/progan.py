@@ -7,31 +7,28 @@ output is 512×4×4. The output layer is PixelNorm → 1×1 conv → WScale(gain
 
 Checkpoints come in two key layouts with identical tensors: ``layerN.conv.weight`` /
 ``layerN.wscale.b`` / ``output_RxR.*`` (current) and ``features.{N-1}.*`` / ``output.*``
-(older files). Both load to the same generator.
+(older files, which may also carry ``wscale.scale``: that model stored its scale as a
+parameter; it is ignored and recomputed, as gandissect's loader does). Both load to the same
+generator.
 """
 
 from __future__ import annotations
 
-import hashlib
-import http.client
+import logging
 import math
-import os
 import re
-import tempfile
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..paths import models_dir
 from .base import LayeredGenerator, LayerInfo, ModelError
 from .checkpoint import load_state_dict
-from .dcgan import sha256_file
+from .download import ensure_weights, hash_prefix
 from .registry import ModelSpec
 
+log = logging.getLogger("ganpaint.generators")
 LATENT_DIM = 512
 EPS = 1e-8  # PixelNorm's ε, as in the original
 
@@ -42,11 +39,10 @@ CHANNELS: dict[int, tuple[int, ...]] = {
     1024: (512, 512, 512, 512, 256, 128, 64, 32, 16),
 }
 
-# The GAN Dissection downloads. The hex tail of each name follows the torch.hub naming
-# convention ``name-<first 8+ hex digits of the file's SHA-256>.ext`` (torch/hub.py,
-# ``check_hash``); gandissect itself never turns ``check_hash`` on, so this loader is what
-# enforces it. The newer host (davidbau/dissect) comes first, the original
-# gandissect.csail.mit.edu one is the fallback.
+# The GAN Dissection downloads (the file names as in gandissect's and ganseeing's loaders).
+# The newer host (davidbau/dissect) comes first; the original gandissect.csail.mit.edu one,
+# reported dead since 2023 (CSAILVision/gandissect#25), stays as a fallback. Users add
+# mirrors in config (download.py).
 BASE_URLS = ("https://dissect.csail.mit.edu/models/", "http://gandissect.csail.mit.edu/models/")
 _PUBLISHED = {  # model id suffix → (file name, resolution)
     "churchoutdoor": ("proggan_churchoutdoor-7e701dd5.pth", 256),
@@ -59,20 +55,18 @@ _PUBLISHED = {  # model id suffix → (file name, resolution)
     # CelebA-HQ is Karras' 1024×1024 face model (latent-composition loads it at outdim 1024).
     "celebhq": ("proggan_celebhq-620d161c.pth", 1024),
 }
-_HASH_IN_NAME = re.compile(r"-([0-9a-f]{8,})\.")
 
 
 def _spec(name: str, file_name: str, resolution: int) -> ModelSpec:
     source = "GAN Dissection (Bau et al. 2019), ProGAN (Karras et al. 2018) converted to torch"
-    match = _HASH_IN_NAME.search(file_name)
     return ModelSpec(
         f"progan-{name}",
         f"progan{resolution}",
         resolution,
         source,
         file_name,
-        BASE_URLS[0] + file_name,
-        match.group(1) if match else "",
+        tuple(b + file_name for b in BASE_URLS),
+        hash_prefix(file_name),
     )
 
 
@@ -180,8 +174,15 @@ class ProGAN(LayeredGenerator):
         }
 
     def load_published(self, sd: dict[str, torch.Tensor], source: str | Path) -> None:
-        """Load a checkpoint in either published layout; every problem is a ModelError."""
+        """Load a checkpoint in either published layout; every problem is a ModelError.
+
+        ``*.wscale.scale`` entries (older files stored the scale as a parameter) are
+        ignored and the scale recomputed, as gandissect's loader does; one that disagrees
+        with the recomputed scale by over 1 % is logged.
+        """
         sd = to_current_layout(sd, self.resolution, source)
+        stored = {k: sd.pop(k) for k in [k for k in sd if k.endswith(".wscale.scale")]}
+        self._check_stored_scales(stored, source)
         expected = self.published_shapes()
         _check_keys(sd, expected, self.resolution, source)
         index = {info.name: i for i, info in enumerate(self.infos)}
@@ -190,6 +191,24 @@ class ProGAN(LayeredGenerator):
             name, rest = key.split(".", 1)
             mapped[f"layers.{index[name]}.{rest}"] = value
         self.load_state_dict(mapped, strict=True)
+
+    def _check_stored_scales(self, stored: dict[str, torch.Tensor], source: str | Path) -> None:
+        index = {info.name: i for i, info in enumerate(self.infos)}
+        for key, value in stored.items():
+            name = key.split(".", 1)[0]
+            if name not in index or value.numel() != 1 or not value.is_floating_point():
+                continue  # _check_keys reports unknown layers; odd shapes are ignored
+            ours = self.layers[index[name]].wscale.scale
+            got = float(value.reshape(()))
+            if not math.isfinite(got) or abs(got - ours) > 0.01 * abs(ours):
+                log.warning(
+                    "%s: %s = %.6g differs from the recomputed scale %.6g; ignored (as "
+                    "gandissect does)",
+                    source,
+                    key,
+                    got,
+                    ours,
+                )
 
 
 class ProGAN256(ProGAN):
@@ -269,90 +288,22 @@ def read_checkpoint(path: Path) -> dict[str, torch.Tensor]:
             raise plain from None
 
 
-# -- download ----------------------------------------------------------------------------
-def _urls(spec: ModelSpec) -> list[str]:
-    """The spec's URL, then the other GAN Dissection host when the URL is a published one."""
-    urls = [spec.url]
-    if spec.url.startswith(BASE_URLS):
-        urls += [b + spec.file_name for b in BASE_URLS if b + spec.file_name != spec.url]
-    return urls
-
-
-def _one_line(e: BaseException) -> str:
-    reason = getattr(e, "reason", None) or e
-    text = " ".join(str(reason).split())
-    return text[:160] or type(e).__name__
-
-
-def download_file(url: str, dest: Path, sha256_prefix: str = "", timeout: float = 60.0) -> Path:
-    """Fetch ``url`` to ``dest`` atomically: stream into a temp file beside it, check the
-    SHA-256 prefix, then rename. Network problems raise OSError/HTTPException (for the
-    caller to word); a hash mismatch raises ModelError. Never leaves a partial ``dest``."""
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
-    tmp = Path(tmp_name)
-    try:
-        digest = hashlib.sha256()
-        request = urllib.request.Request(url, headers={"User-Agent": "ganpaint"})
-        with os.fdopen(fd, "wb") as f, urllib.request.urlopen(request, timeout=timeout) as r:
-            for chunk in iter(lambda: r.read(1 << 20), b""):
-                digest.update(chunk)
-                f.write(chunk)
-        got = digest.hexdigest()
-        if sha256_prefix and not got.startswith(sha256_prefix.lower()):
-            raise ModelError(
-                f"download of {dest.name} from {url} is corrupt or changed: "
-                f"SHA-256 {got[:16]}… does not start with {sha256_prefix}"
-            )
-        os.replace(tmp, dest)
-        return dest
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-def ensure_weights(spec: ModelSpec, download_ok: bool = True) -> Path:
-    """Path of the spec's weights in the cache, downloading (and verifying) when missing."""
-    dest = models_dir() / spec.file_name
-    fix = f"download {spec.url} and place it at {dest}"
-    if dest.is_file():
-        if spec.sha256_prefix and not sha256_file(dest).startswith(spec.sha256_prefix):
-            raise ModelError(
-                f"{dest} does not match the published SHA-256 "
-                f"({spec.sha256_prefix}…); delete it, or {fix}"
-            )
-        return dest
-    if not download_ok:
-        raise ModelError(f"weights of {spec.id} not found (downloads off): {fix}")
-    errors = []
-    for url in _urls(spec):
-        try:
-            return download_file(url, dest, spec.sha256_prefix)
-        except (
-            urllib.error.URLError,
-            http.client.HTTPException,
-            TimeoutError,
-            ConnectionError,
-            ValueError,
-        ) as e:  # ValueError: a malformed URL
-            errors.append(_one_line(e))
-        except OSError as e:  # local: the cache folder cannot be made or written
-            raise ModelError(f"cannot write {dest.name} into {dest.parent}: {_one_line(e)}") from e
-    raise ModelError(f"cannot download {spec.file_name} ({errors[0]}); offline? {fix}")
-
-
 def load_progan(spec: ModelSpec, checkpoint: Path | None = None, download: bool = True) -> ProGAN:
     """Build the spec's ProGAN and load its weights.
 
     ``checkpoint`` is any file in either published layout (not hash-checked); without it
     the weights come from the user cache (``paths.models_dir()``), downloaded and
-    SHA-256-checked when missing and ``download`` is true.
+    SHA-256-checked when missing and ``download`` is true (download.py).
     """
     if not spec.family.startswith("progan") or spec.resolution not in CHANNELS:
         raise ModelError(
             f"{spec.id} ({spec.family}, {spec.resolution}px) is not a ProGAN "
             f"this loader knows ({', '.join(map(str, CHANNELS))}px)"
         )
-    path = Path(checkpoint) if checkpoint is not None else ensure_weights(spec, download)
+    if checkpoint is not None:
+        path = Path(checkpoint)
+    else:
+        path = ensure_weights(spec.id, spec.file_name, spec.urls, download)
     if not path.is_file():
         raise ModelError(f"checkpoint not found: {path}")
     gen = ProGAN256(spec.id) if spec.resolution == 256 else ProGAN(spec.id, spec.resolution)

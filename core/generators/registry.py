@@ -21,11 +21,19 @@ class ModelSpec:
     resolution: int
     source: str  # where the weights come from, for humans
     file_name: str = ""
-    url: str = ""
-    sha256_prefix: str = ""
+    urls: tuple[str, ...] = ()  # published download places, in order (mirrors go first)
+    sha256_prefix: str = ""  # what the file name promises; see download.py
+
+    @property
+    def url(self) -> str:
+        """The first published download place ("" when the weights are not downloaded)."""
+        return self.urls[0] if self.urls else ""
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        d = asdict(self)
+        d["urls"] = list(self.urls)
+        d["url"] = self.url  # the first one, as before urls existed
+        return d
 
 
 def _specs() -> dict[str, ModelSpec]:
@@ -68,10 +76,15 @@ def load_model(
     """Load a registered model (frozen, eval mode) onto a device.
 
     ``checkpoint`` overrides where the weights are read from (any file in the published
-    layout); otherwise DCGAN reads the installed package and ProGAN the user cache,
-    downloading (and verifying) when allowed.
+    layout, not hash-checked); so does a ``"checkpoints"`` entry for the model in the models
+    config file (download.config_path()). Otherwise DCGAN reads the installed package and
+    ProGAN the user cache, downloading (and verifying) when allowed.
     """
+    from .download import configured_checkpoint
+
     spec = get_spec(model_id)
+    if checkpoint is None:
+        checkpoint = configured_checkpoint(model_id)
     dev = device if isinstance(device, torch.device) else resolve_device(device)
     if spec.family == "dcgan64":
         gen = load_dcgan64(checkpoint, verify=checkpoint is None)

@@ -46,6 +46,20 @@ def new_choice(*entries):
     return choice
 
 
+def quiet_final_broken_pipe():
+    """Drop libgimp's "gimp_flush(): error: Broken pipe" warning, and only it. GIMP's core
+    closes a plug-in's pipe as soon as it has read the procedure's result; libgimp then
+    writes its last "quit" message into the closed pipe (seen after every call of this
+    plug-in in GIMP 3.0.4 and 3.2.6). The result has been delivered by then: the warning
+    only alarms users reading GIMP's log. Every other message passes."""
+
+    def handler(domain, level, message, data):
+        if "gimp_flush(): error: Broken pipe" not in (message or ""):
+            GLib.log_default_handler(domain, level, message, data)
+
+    GLib.log_set_handler("LibGimp", GLib.LogLevelFlags.LEVEL_WARNING, handler, None)
+
+
 def fail(procedure, message, status=Gimp.PDBStatusType.EXECUTION_ERROR):
     return procedure.new_return_values(status, GLib.Error(message))
 
@@ -97,20 +111,43 @@ def read_mask(image, rect):
     return bytes(buf.get(r, 1.0, "Y u8", Gegl.AbyssPolicy.NONE))
 
 
+def selected_pixels(mask):
+    return len(mask) - mask.count(0)
+
+
 def selection_region(image, layer):
-    """(crop rect, None) or (None, message). The crop is the selection's bounding box on the
-    layer plus context, in image coordinates."""
+    """(crop rect, notes, None) or (None, [], message). The crop is the selection's bounding
+    box on the layer plus context, in image coordinates; notes say what the user should know
+    (part of the selection off the layer, a very large selection)."""
     ok, non_empty, x1, y1, x2, y2 = Gimp.Selection.bounds(image)
     if not ok or not non_empty:
-        return None, gs.NO_SELECTION
-    box = gs.Rect(x1, y1, x2 - x1, y2 - y1).intersect(layer_rect(layer))
+        return None, [], gs.NO_SELECTION
+    whole = gs.Rect(x1, y1, x2 - x1, y2 - y1)
+    lr = layer_rect(layer)
+    box = whole.intersect(lr)
     if box.empty():
-        return None, gs.EMPTY_SELECTION
-    return gs.crop_region(box, layer_rect(layer)), None
+        return None, [], gs.EMPTY_SELECTION
+    on_layer = selected_pixels(read_mask(image, box))
+    if on_layer == 0:
+        return None, [], gs.EMPTY_SELECTION
+    total = on_layer if box == whole else selected_pixels(read_mask(image, whole))
+    refusal, warning = gs.selection_size_check(on_layer, lr.w * lr.h)
+    if refusal:
+        return None, [], refusal
+    notes = [n for n in (gs.outside_note(total, on_layer, layer.get_name()), warning) if n]
+    return gs.crop_region(box, lr), notes, None
 
 
-def add_result_layer(image, source, rect, raw, fmt, name):
-    """Put the server's answer in a new layer above ``source`` (one undo group)."""
+def keep_settings(layer, record):
+    """Attach the settings that made ``layer`` (a persistent, undoable parasite)."""
+    flags = Gimp.PARASITE_PERSISTENT | Gimp.PARASITE_UNDOABLE
+    layer.attach_parasite(Gimp.Parasite.new(gs.PARASITE, flags, list(record)))
+
+
+def add_result_layer(image, source, rect, raw, fmt, name, record=None):
+    """Put the server's answer in a new layer above ``source`` (one undo group). ``source``
+    stays the active layer, so that a next edit works on the photo again, not on this
+    cropped result."""
     image.undo_group_start()
     try:
         if image.get_base_type() == Gimp.ImageBaseType.GRAY:
@@ -125,6 +162,9 @@ def add_result_layer(image, source, rect, raw, fmt, name):
         buf.set(Gegl.Rectangle.new(0, 0, rect.w, rect.h), fmt, data)
         buf.flush()
         layer.update(0, 0, rect.w, rect.h)
+        if record is not None:
+            keep_settings(layer, record)
+        image.set_selected_layers([source])
     finally:
         image.undo_group_end()
     Gimp.displays_flush()
@@ -136,10 +176,11 @@ def connect(cfg, interactive):
     """Make sure a server answers (starting it when configured): (info, None) or (None, msg)."""
     started = []
 
-    def waiting(seconds):
+    def waiting(seconds, text):
         if not started:
             started.append(True)
-            Gimp.progress_init(f"GANPaint: starting the server ({' '.join(cfg.start_command)})…")
+            Gimp.progress_init(text)
+        Gimp.progress_set_text(text)
         Gimp.progress_pulse()
 
     try:
@@ -164,8 +205,9 @@ def fill_choice(procedure, arg_name, entries):
     return choice
 
 
-def server_lists(cfg, procedure, config, with_concepts):
-    """Fill the dialog's model (and concept) lists from the server."""
+def server_lists(cfg, procedure, config, op):
+    """Fill the dialog's model list, and for ``op`` "add"/"remove" its concept list with the
+    concepts that allow that operation, from the server."""
     client_mod = gs.import_client()
     client = client_mod.Client(cfg.address, timeout_s=cfg.timeout_s)
     try:
@@ -180,8 +222,8 @@ def server_lists(cfg, procedure, config, with_concepts):
             procedure.find_aux_argument("model-choice")
         ).is_valid(model):
             config.set_property("model-choice", model)
-        if with_concepts:
-            concepts = client.concepts(model or None)
+        if op in ("add", "remove"):
+            concepts = gs.concepts_for(client.concepts(model or None), op)
             choice = fill_choice(
                 procedure,
                 "concept-choice",
@@ -246,17 +288,20 @@ def run_on_server(cfg, title, call):
 
 def prepare(procedure, image, drawables, need_selection):
     """Layer, crop rect, pixels, mask, formats -- or an error message."""
+    if image.get_base_type() == Gimp.ImageBaseType.INDEXED:
+        return None, gs.INDEXED_IMAGE  # scripts reach here: the menu is off for indexed images
     layer = active_layer(image, drawables)
     if layer is None:
         return None, gs.NO_LAYER
+    if layer.is_group():
+        return None, gs.GROUP_LAYER.format(name=layer.get_name())
     fmt, dtype = pixel_format(image)
+    notes = []
     if need_selection:
-        rect, message = selection_region(image, layer)
+        rect, notes, message = selection_region(image, layer)
         if message:
             return None, message
         mask = read_mask(image, rect)
-        if not any(mask):
-            return None, gs.EMPTY_SELECTION
     else:
         ok, non_empty, *_ = Gimp.Selection.bounds(image)
         rect = selection_region(image, layer)[0] if non_empty else None
@@ -272,6 +317,7 @@ def prepare(procedure, image, drawables, need_selection):
         "dtype": dtype,
         "pixels": pixels,
         "mask": mask,
+        "notes": notes,
     }, None
 
 
@@ -286,7 +332,7 @@ def raw_images(job):
 
 
 # -- procedures ------------------------------------------------------------------------------------
-def begin(procedure, run_mode, image, drawables, config, need_selection, fields, title):
+def begin(procedure, run_mode, image, drawables, config, need_selection, fields, title, op=None):
     """What every edit-like procedure does first: client module, layer + selection, server,
     then (interactive) the dialog with the server's lists. Returns (cfg, job, failed), where
     failed is the procedure's return values when it must stop."""
@@ -297,13 +343,15 @@ def begin(procedure, run_mode, image, drawables, config, need_selection, fields,
     except RuntimeError as e:
         return cfg, None, fail(procedure, str(e))
     job, message = prepare(procedure, image, drawables, need_selection=need_selection)
+    for note in job["notes"] if job else []:
+        Gimp.message(note)  # before the (possibly long) job, in the status bar/console
     if not message:
         _, message = connect(cfg, interactive)
     if message:
         return cfg, job, fail(procedure, message)
     if interactive:
         try:
-            server_lists(cfg, procedure, config, with_concepts="concept-choice" in fields)
+            server_lists(cfg, procedure, config, op)
         except Exception as e:  # noqa: BLE001 - shown to the user
             return cfg, job, fail(procedure, gs.error_message(e, cfg))
         if not run_dialog(procedure, config, fields, title):
@@ -322,7 +370,9 @@ def run_edit(procedure, run_mode, image, drawables, config, data):
     interactive = run_mode == Gimp.RunMode.INTERACTIVE
     title = "GANPaint: add a concept" if op == "add" else "GANPaint: remove a concept"
     fields = ["concept-choice", "strength", "steps", "fast", "model-choice"]
-    cfg, job, failed = begin(procedure, run_mode, image, drawables, config, True, fields, title)
+    cfg, job, failed = begin(
+        procedure, run_mode, image, drawables, config, True, fields, title, op=op
+    )
     if failed:
         return failed
     if interactive:
@@ -350,6 +400,7 @@ def run_edit(procedure, run_mode, image, drawables, config, data):
     steps = config.get_property("steps") or None
     src, mask = raw_images(job)
     title = gs.layer_name(op, concept, units)
+    name = gs.layer_name(op, concept, units, strength, quality(config))
     result, message = run_on_server(
         cfg,
         title,
@@ -368,15 +419,26 @@ def run_edit(procedure, run_mode, image, drawables, config, data):
     )
     if message:
         return fail(procedure, message)
-    layer = add_result_layer(
-        image,
-        job["layer"],
-        job["rect"],
-        result["image"],
-        job["fmt"],
-        gs.layer_name(op, concept, units),
+    settings = {"op": op, "concept": concept, "units": units, "strength": strength}
+    return finish(image, job, result, name, config, model, steps, settings)
+
+
+def finish(image, job, result, name, config, model, steps, settings):
+    """The result as a new layer named ``name`` with its settings kept on it; the procedure's
+    return values (the layer, the fit outside the edit in dB)."""
+    psnr = float(result["psnr_keep"])
+    r = job["rect"]
+    record = gs.settings_record(
+        **settings,
+        quality=quality(config),
+        steps=steps,
+        model=result.get("model") or model,
+        psnr_keep=round(psnr, 2),
+        source_layer=job["layer"].get_name(),
+        box=[r.x, r.y, r.w, r.h],
     )
-    return success((Gimp.Layer, layer), (GObject.TYPE_DOUBLE, float(result["psnr_keep"])))
+    layer = add_result_layer(image, job["layer"], r, result["image"], job["fmt"], name, record)
+    return success((Gimp.Layer, layer), (GObject.TYPE_DOUBLE, psnr))
 
 
 def run_reconstruct(procedure, run_mode, image, drawables, config, data):
@@ -399,15 +461,8 @@ def run_reconstruct(procedure, run_mode, image, drawables, config, data):
     if message:
         return fail(procedure, message)
     psnr = float(result["psnr_keep"])
-    layer = add_result_layer(
-        image,
-        job["layer"],
-        job["rect"],
-        result["image"],
-        job["fmt"],
-        f"{gs.layer_name('reconstruct')} ({psnr:.1f} dB)",
-    )
-    return success((Gimp.Layer, layer), (GObject.TYPE_DOUBLE, psnr))
+    name = gs.layer_name("reconstruct", quality=f"{quality(config)}, {psnr:.1f} dB")
+    return finish(image, job, result, name, config, model, steps, {"op": "reconstruct"})
 
 
 def run_learn(procedure, run_mode, image, drawables, config, data):
@@ -568,7 +623,7 @@ class GANPaint(Gimp.PlugIn):
                 ("high", "High", "Many units of the concept"),
             )
             procedure.add_choice_argument(
-                "strength", "S_trength", "How strong the edit is", strength, "med", RW
+                "strength", "S_trength", "How strong the edit is", strength, "high", RW
             )
         if name in (PROC_ADD, PROC_REMOVE, PROC_RECONSTRUCT):
             procedure.add_int_argument(
@@ -638,6 +693,7 @@ class GANPaint(Gimp.PlugIn):
         }[name]
 
 
+quiet_final_broken_pipe()
 status = Gimp.main(GANPaint.__gtype__, sys.argv)
 # Leave without Python's finalisation: with GIMP 3.0.4's bindings, freeing the kept Gimp.Choice
 # objects at exit crashes the process (a "fatal error: Segmentation fault" line in GIMP's log).

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import shlex
+import signal
 import subprocess
 import sys
 import tempfile
@@ -31,7 +32,9 @@ class Config:
     address: str = DEFAULT_ADDRESS
     start_command: list[str] | None = None  # argv; None: never start the server
     timeout_s: float = 10.0  # per request, not per job: jobs report progress
-    start_wait_s: float = 180.0  # how long a started server may take to answer hello
+    # How long a started server may take to answer hello: it answered after 2.6-6.7 s on a
+    # loaded 2-core machine (cold start imports torch); the installer writes the same default.
+    start_wait_s: float = 60.0
     serve_hint: str = SERVE_HINT  # what to tell the user to run when nothing answers
     path: Path | None = None
     problems: list[str] = field(default_factory=list)
@@ -156,15 +159,47 @@ def u16_to_little_endian(data: bytes) -> bytes:
 u16_from_little_endian = u16_to_little_endian
 
 
-def layer_name(op: str, concept: str | None = None, units: list[int] | None = None) -> str:
+def layer_name(
+    op: str,
+    concept: str | None = None,
+    units: list[int] | None = None,
+    strength: str | None = None,
+    quality: str | None = None,
+) -> str:
+    """What a result layer is called: what was done, and with which settings (the Layers
+    dialog is the history of results), e.g. ``GANPaint: add tree (high, fast)``."""
+    settings = ", ".join(s for s in (strength, quality) if s)
+    tail = f" ({settings})" if settings else ""
     if op == "reconstruct":
-        return "GANPaint: reconstruction"
+        return f"GANPaint: reconstruction{tail}"
     if concept:
-        return f"GANPaint: {op} {concept}"
+        return f"GANPaint: {op} {concept}{tail}"
     if units:
         shown = ",".join(str(u) for u in units[:8]) + ("…" if len(units) > 8 else "")
-        return f"GANPaint: {op} units {shown}"
-    return f"GANPaint: {op}"
+        return f"GANPaint: {op} units {shown}{tail}"
+    return f"GANPaint: {op}{tail}"
+
+
+PARASITE = "ganpaint-settings"  # on each result layer: what made it, as JSON
+
+
+def settings_record(**settings) -> bytes:
+    """The settings kept with a result layer (a parasite), for "redo with other settings" and
+    scripts: JSON of the given fields, None values left out."""
+    return json.dumps(
+        {"version": 1, **{k: v for k, v in settings.items() if v is not None}}, sort_keys=True
+    ).encode("utf-8")
+
+
+def concepts_for(concepts: list[dict], op: str) -> list[dict]:
+    """The concepts a dialog offers for ``op`` ("add"/"remove"): those whose ``ops`` list it;
+    a server that sends no ``ops`` allows both."""
+    out = []
+    for c in concepts:
+        ops = c.get("ops")
+        if not isinstance(ops, (list, tuple)) or op in ops:
+            out.append(c)
+    return out
 
 
 def parse_units(text: str) -> list[int] | None:
@@ -219,6 +254,57 @@ EMPTY_SELECTION = (
     "is selected. Select part of the layer itself, then run the filter again."
 )
 NO_LAYER = "GANPaint: pick one layer to work on (the filter works on a single layer)."
+GROUP_LAYER = (
+    "GANPaint: '{name}' is a layer group. Pick one of its layers, or merge the group "
+    "(Layer › Merge Layer Group) first: GANPaint repaints the pixels of one layer."
+)
+INDEXED_IMAGE = (
+    "GANPaint: this is an indexed (palette) image; GANPaint works on RGB and grayscale images "
+    "(a palette would reduce the result to its colours). Convert it with Image › Mode › RGB "
+    "first."
+)
+# Refuse when this much of the layer is selected: the method keeps the unselected pixels and
+# fits the generator to them; with (almost) everything selected nothing of the photo is kept,
+# and the result is the generator's own picture at its resolution (64 px for the default
+# model) enlarged to the photo's size.
+MAX_SELECTED_FRACTION = 0.9
+# Warn above this: less than half of the photo is left to fit to, and the repainted area is
+# drawn at the generator's resolution, so it will look soft next to the photo.
+WARN_SELECTED_FRACTION = 0.5
+
+
+def selection_size_check(selected: int, layer_pixels: int) -> tuple[str | None, str | None]:
+    """(refusal, warning) for a selection of ``selected`` pixels on a layer of
+    ``layer_pixels``; None where there is nothing to say."""
+    if layer_pixels <= 0:
+        return None, None
+    frac = selected / layer_pixels
+    if frac >= MAX_SELECTED_FRACTION:
+        return (
+            f"GANPaint: the selection covers {frac:.0%} of the layer (Select All?). GANPaint "
+            "repaints only the selected area and keeps the rest of the photo; with "
+            "everything selected nothing would be kept and the whole layer would become the "
+            "model's low-resolution picture. Select just the area to change.",
+            None,
+        )
+    if frac >= WARN_SELECTED_FRACTION:
+        return None, (
+            f"GANPaint: the selection covers {frac:.0%} of the layer. The area is repainted at "
+            "the model's resolution, so a large area looks soft; a smaller selection gives a "
+            "sharper result."
+        )
+    return None, None
+
+
+def outside_note(selected_total: int, selected_on_layer: int, layer: str) -> str | None:
+    """Say how much of the selection lies outside the layer (and is left out)."""
+    left_out = selected_total - selected_on_layer
+    if left_out <= 0 or selected_on_layer <= 0:
+        return None
+    return (
+        f"GANPaint: {left_out:,} of the {selected_total:,} selected pixels lie outside the "
+        f"layer '{layer}' and were left out; only the part on the layer is repainted."
+    ).replace(",", " ")
 
 
 def unavailable_message(cfg: Config, started: bool = False, log: Path | None = None) -> str:
@@ -226,7 +312,9 @@ def unavailable_message(cfg: Config, started: bool = False, log: Path | None = N
         where = f" Its output is in {log}." if log else ""
         return (
             f"GANPaint: the server was started ({' '.join(cfg.start_command or [])}) but "
-            f"did not answer at {cfg.address} within {cfg.start_wait_s:.0f} s.{where}"
+            f"did not answer at {cfg.address} within {cfg.start_wait_s:.0f} s, so it was "
+            f"stopped again.{where} Check that the command listens on {cfg.address} "
+            "(python -m installer --check)."
         )
     return (
         f"GANPaint: no server answers at {cfg.address}. Start it in a terminal with:\n"
@@ -250,7 +338,15 @@ def error_message(err: Exception, cfg: Config) -> str:
             f"{cfg.path or CONFIG_NAME}."
         )
     if code == "cancelled":
-        return "GANPaint: cancelled."
+        # This plug-in never cancels a job while it is alive (GIMP's Cancel kills it), so the
+        # job was stopped by someone else: the server shutting down, or another client.
+        if "shutting down" in text or "shut down" in text:
+            return (
+                f"GANPaint: the server at {cfg.address} stopped (it was shut down) before the "
+                f"job finished. Start it again with:\n    {cfg.serve_hint}\nand run the filter "
+                "again."
+            )
+        return f"GANPaint: the server cancelled the job ({text}); run the filter again."
     if code == "busy":
         return f"GANPaint: the server is busy with another job; try again when it is done. ({text})"
     if code == "too_large":
@@ -305,10 +401,34 @@ def start_server(cfg: Config) -> tuple[subprocess.Popen, Path]:
     return proc, log
 
 
+def stop_started(proc: subprocess.Popen) -> None:
+    """Stop a server we started and gave up on: its whole session (a shell script's children
+    too), politely first."""
+    for sig in (signal.SIGTERM, getattr(signal, "SIGKILL", signal.SIGTERM)):
+        if proc.poll() is not None:
+            return
+        try:
+            if os.name == "nt":
+                proc.kill()
+            else:
+                os.killpg(proc.pid, sig)
+            proc.wait(timeout=5)
+        except (OSError, subprocess.TimeoutExpired):
+            pass
+
+
+def waiting_text(cfg: Config, seconds: float) -> str:
+    return (
+        f"GANPaint: starting the server ({' '.join(cfg.start_command or [])}) · "
+        f"{seconds:.0f} s (gives up after {cfg.start_wait_s:.0f} s)"
+    )
+
+
 def ensure_server(cfg: Config, on_wait=None) -> tuple[dict | None, str | None]:
     """(hello info, None) when a server answers, starting it first if a start command is
-    configured; otherwise (None, message for the user). ``on_wait(seconds)`` is called while
-    waiting for a started server."""
+    configured; otherwise (None, message for the user). ``on_wait(seconds, text)`` is called
+    while waiting for a started server; one that does not answer in ``cfg.start_wait_s`` is
+    stopped again."""
     info, err = probe(cfg.address)
     if info is not None:
         return info, None
@@ -331,11 +451,13 @@ def ensure_server(cfg: Config, on_wait=None) -> tuple[dict | None, str | None]:
                 f"with status {proc.returncode}; its output is in {log}."
             )
         if on_wait:
-            on_wait(time.monotonic() - t0)
-        info, err = probe(cfg.address, timeout_s=2.0)
+            on_wait(time.monotonic() - t0, waiting_text(cfg, time.monotonic() - t0))
+        left = cfg.start_wait_s - (time.monotonic() - t0)
+        info, err = probe(cfg.address, timeout_s=max(0.2, min(2.0, left)))
         if info is not None:
             return info, None
-        time.sleep(0.5)
+        time.sleep(min(0.5, max(0.0, left)))
+    stop_started(proc)
     return None, unavailable_message(cfg, started=True, log=log)
 
 

@@ -1,9 +1,11 @@
 # A python-fu-eval batch script run inside gimp-console-3.0 by the tests in this folder.
 # The test prepends a line "PARAMS = {...}". It loads the photo, optionally enlarges the canvas
-# (so that the layer sits at an offset) and changes the precision, selects a feathered ellipse,
-# runs one GANPaint procedure non-interactively, and writes what happened to PARAMS["out"]:
-# result.json (status, message, layers), the source and new layers' pixels and the selection
-# as raw files, and the flattened image as after.png.
+# (so that the layer sits at an offset), changes the precision or makes it indexed, puts the
+# layer in a group, selects a feathered ellipse (or everything), runs one GANPaint procedure
+# non-interactively ("repeat" times, each on the layers then selected, as a user's next click
+# would), and writes what happened to PARAMS["out"]: result.json (status, message, layers with
+# their GANPaint parasite, the selected layers), the layers' pixels and the selection as raw
+# files, and the flattened image as after.png.
 import json
 import os
 
@@ -19,31 +21,51 @@ if P.get("canvas_offset"):
     img.resize(img.get_width() + 2 * dx, img.get_height() + 2 * dy, dx, dy)
 if P.get("precision") == "u16":
     img.convert_precision(Gimp.Precision.U16_NON_LINEAR)
+if P.get("indexed"):
+    img.convert_indexed(
+        Gimp.ConvertDitherType.NONE, Gimp.ConvertPaletteType.GENERATE, 64, False, False, ""
+    )
 fmt = "R'G'B'A u16" if P.get("precision") == "u16" else "R'G'B'A u8"
 if P.get("ellipse"):
     x, y, w, h = P["ellipse"]
     img.select_ellipse(Gimp.ChannelOps.REPLACE, x, y, w, h)
     if P.get("feather"):
         Gimp.Selection.feather(img, P["feather"])
-img.set_selected_layers([src])
+if P.get("select_all"):
+    Gimp.Selection.all(img)
+target = src
+if P.get("group"):
+    target = Gimp.GroupLayer.new(img, "Group")
+    img.insert_layer(target, None, 0)
+    img.reorder_item(src, target, 0)
+img.set_selected_layers([target])
 
-proc = Gimp.get_pdb().lookup_procedure(P["procedure"])
-cfg = proc.create_config()
-cfg.set_property("run-mode", Gimp.RunMode.NONINTERACTIVE)
-if P["procedure"] != "plug-in-ganpaint-status":
-    cfg.set_property("image", img)
-    cfg.set_core_object_array("drawables", [src])
-for key, value in P.get("args", {}).items():
-    cfg.set_property(key, value)
-result = proc.run(cfg)
-status = result.index(0)
-values = [result.index(i) for i in range(1, result.length())]
-info = {
-    "status": status.value_nick,
-    "values": [v if isinstance(v, (str, int, float)) else None for v in values],
-}
-if status != Gimp.PDBStatusType.SUCCESS and values and isinstance(values[0], str):
-    info["message"] = values[0]
+
+def run_once(drawables):
+    proc = Gimp.get_pdb().lookup_procedure(P["procedure"])
+    cfg = proc.create_config()
+    cfg.set_property("run-mode", Gimp.RunMode.NONINTERACTIVE)
+    if P["procedure"] != "plug-in-ganpaint-status":
+        cfg.set_property("image", img)
+        cfg.set_core_object_array("drawables", drawables)
+    for key, value in P.get("args", {}).items():
+        cfg.set_property(key, value)
+    result = proc.run(cfg)
+    status = result.index(0)
+    values = [result.index(i) for i in range(1, result.length())]
+    run = {
+        "status": status.value_nick,
+        "values": [v if isinstance(v, (str, int, float)) else None for v in values],
+    }
+    if status != Gimp.PDBStatusType.SUCCESS and values and isinstance(values[0], str):
+        run["message"] = values[0]
+    return run
+
+
+runs = [run_once([target])]
+for _ in range(P.get("repeat", 1) - 1):  # the next edit, on what is selected now
+    runs.append(run_once(list(img.get_selected_layers())))
+info = {**runs[-1], "runs": runs}
 
 
 def dump(drawable, name):
@@ -54,13 +76,30 @@ def dump(drawable, name):
     )
     with open(os.path.join(out, name), "wb") as f:
         f.write(bytes(data))
-    return {"name": drawable.get_name(), "x": ox, "y": oy, "w": w, "h": h, "file": name}
+    parasite = drawable.get_parasite("ganpaint-settings")
+    return {
+        "name": drawable.get_name(),
+        "x": ox,
+        "y": oy,
+        "w": w,
+        "h": h,
+        "file": name,
+        "parasite": bytes(parasite.get_data()).decode() if parasite else None,
+        "parasite_flags": parasite.get_flags() if parasite else None,
+    }
 
 
 info["format"] = fmt
 info["image"] = {"w": img.get_width(), "h": img.get_height()}
-info["layers"] = [dump(layer, f"layer{i}.raw") for i, layer in enumerate(img.get_layers())]
+info["layers"] = [
+    dump(layer, f"layer{i}.raw") for i, layer in enumerate(img.get_layers()) if not P.get("group")
+]
 info["source_index"] = img.get_item_position(src)
+info["selected"] = [layer.get_name() for layer in img.get_selected_layers()]
+info["top_level"] = [layer.get_name() for layer in img.get_layers()]
+if P.get("group"):
+    info["in_group"] = [layer.get_name() for layer in target.get_children()]
+info["source_name"] = src.get_name()
 sel = (
     img.get_selection()
     .get_buffer()

@@ -24,6 +24,8 @@ import time
 from pathlib import Path
 
 from gimp_env import (
+    CHROOT_GIMP_DIR,
+    GIMP_SERIES,
     REPO,
     Gimp,
     ensure_root,
@@ -104,7 +106,7 @@ export HOME=/root
 cd {work}
 openbox >/dev/null 2>&1 &
 sleep 1
-gimp-3.0 --no-splash --batch-interpreter=python-fu-eval -b - < gui.py > gimp.log 2>&1 &
+gimp-{GIMP_SERIES} --no-splash --batch-interpreter=python-fu-eval -b - < gui.py > gimp.log 2>&1 &
 GP=$!
 W=
 for i in $(seq 1 {wait}); do
@@ -141,9 +143,9 @@ def run_gui(gimp: Gimp, photo, params: dict, job_wait: int = 1200) -> dict:
     if work.exists():
         shutil.rmtree(work)
     work.mkdir(parents=True)
-    for last in gimp.path("/root/.config/GIMP/3.0").glob("plug-in-settings/*plug-in-ganpaint*"):
+    for last in gimp.path(CHROOT_GIMP_DIR).glob("plug-in-settings/*plug-in-ganpaint*"):
         last.unlink()  # the dialog starts from the arguments given, not last-used values
-    gimprc = gimp.path("/root/.config/GIMP/3.0/gimprc")
+    gimprc = gimp.path(f"{CHROOT_GIMP_DIR}/gimprc")
     gimprc.parent.mkdir(parents=True, exist_ok=True)
     if "show-welcome-dialog" not in (gimprc.read_text() if gimprc.exists() else ""):
         with open(gimprc, "a") as f:
@@ -154,7 +156,13 @@ def run_gui(gimp: Gimp, photo, params: dict, job_wait: int = 1200) -> dict:
     (work / "gui.py").write_text(GUI_SCRIPT.format(params=json.dumps(script_params)))
     (work / "driver.sh").write_text(
         textwrap.dedent(
-            DRIVER.format(work=WORK, title=f"GANPaint: {op} a concept", wait=120, job_wait=job_wait)
+            DRIVER.format(
+                work=WORK,
+                title=f"GANPaint: {op} a concept",
+                wait=120,
+                job_wait=job_wait,
+                GIMP_SERIES=GIMP_SERIES,
+            )
         )
     )
     (work / "driver.sh").chmod(0o755)

@@ -15,10 +15,17 @@ import installer
 from installer import (
     CLIENT_NAME,
     CONFIG_NAME,
+    GimpInstall,
     InstallError,
+    check,
+    find_gimp,
     install,
+    install_for,
     main,
+    print_checks,
     probe_python,
+    rebind,
+    start_problem,
     uninstall,
     user_plugin_dir,
 )
@@ -28,9 +35,8 @@ def test_user_plugin_dir_per_platform(tmp_path):
     home = tmp_path
     assert user_plugin_dir("Linux", {}, home) == home / ".config/GIMP/3.0/plug-ins"
     assert user_plugin_dir("Linux", {"XDG_CONFIG_HOME": "/x"}, home) == Path("/x/GIMP/3.0/plug-ins")
-    assert user_plugin_dir("Linux", {}, home, flatpak=True) == (
-        home / ".var/app/org.gimp.GIMP/config/GIMP/3.0/plug-ins"
-    )
+    assert user_plugin_dir("Linux", {}, home, series="3.2") == home / ".config/GIMP/3.2/plug-ins"
+    assert user_plugin_dir("Linux", {"GIMP3_DIRECTORY": "/g"}, home) == Path("/g/plug-ins")
     assert user_plugin_dir("Darwin", {}, home) == (
         home / "Library/Application Support/GIMP/3.0/plug-ins"
     )
@@ -53,7 +59,7 @@ def test_install_is_idempotent_and_keeps_settings(tmp_path, client_file):
     install(
         pdir,
         address="tcp://127.0.0.1:6000",
-        start_command=["my-serve", "--x"],
+        start_command=[sys.executable, "--x"],
         deps=False,
         client_src=client_file,
         log=logs.append,
@@ -66,8 +72,8 @@ def test_install_is_idempotent_and_keeps_settings(tmp_path, client_file):
     assert (folder / "ganpaint_support.py").is_file()
     cfg = json.loads((folder / CONFIG_NAME).read_text())
     assert cfg["address"] == "tcp://127.0.0.1:6000"
-    assert cfg["start_command"] == ["my-serve", "--x"]
-    assert cfg["serve_hint"] == "my-serve --x"
+    assert cfg["start_command"] == [sys.executable, "--x"]
+    assert cfg["serve_hint"] == f"{sys.executable} --x"
 
     # A second run changes nothing it need not: settings stay, leftovers go, vendor/ stays.
     (folder / "old_module.py").write_text("")
@@ -81,16 +87,16 @@ def test_install_is_idempotent_and_keeps_settings(tmp_path, client_file):
     assert after == sorted(set(before) - {"old_module.py"})
     assert (folder / "vendor" / "keep.txt").exists()
 
-    assert uninstall(pdir, log=logs.append)
+    assert uninstall([pdir], log=logs.append) == 1
     assert not folder.exists()
-    assert not uninstall(pdir, log=logs.append)
+    assert uninstall([pdir], log=logs.append) == 0
 
 
 def test_uninstall_refuses_foreign_folder(tmp_path):
     (tmp_path / "ganpaint").mkdir()
     (tmp_path / "ganpaint" / "something.txt").write_text("")
     with pytest.raises(InstallError):
-        uninstall(tmp_path, log=lambda s: None)
+        uninstall([tmp_path], log=lambda s: None)
 
 
 def test_no_start_command(tmp_path, client_file):
@@ -178,3 +184,174 @@ def test_vendor_for_a_python_without_zmq(tmp_path, client_file):
     assert all(m["ok"] for m in info["modules"].values()), info
     assert "/vendor/" in info["modules"]["zmq"]["where"]
     assert "/vendor/" in info["modules"]["msgpack"]["where"]
+
+
+# -- every GIMP 3 series ------------------------------------------------------------------------
+@pytest.fixture
+def user_home(tmp_path, monkeypatch):
+    """A user's home with no GIMP on PATH (only what each test puts in bin/)."""
+    home = tmp_path / "home"
+    (home / "bin").mkdir(parents=True)
+    for var in ("XDG_CONFIG_HOME", "GIMP3_DIRECTORY"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.setenv("PATH", str(home / "bin"))
+    return home
+
+
+def installed_series(home: Path) -> list[str]:
+    return sorted(
+        p.parents[2].name for p in (home / ".config/GIMP").glob("*/plug-ins/ganpaint/ganpaint.py")
+    )
+
+
+def test_only_a_32_user_folder_installs_for_32(user_home, client_file, capsys):
+    """A new GIMP 3.2 user: only ~/.config/GIMP/3.2 exists. The plug-in goes where 3.2 reads
+    it, not into 3.0/plug-ins (which 3.2 ignores)."""
+    (user_home / ".config/GIMP/3.2").mkdir(parents=True)
+    found = find_gimp(ask=False)
+    assert [(g.kind, g.series) for g in found] == [("folder", "3.2")]
+    assert found[0].plugin_dir == user_home / ".config/GIMP/3.2/plug-ins"
+    assert main(["--no-deps", "--no-start-command", "--client", str(client_file)]) == 0
+    assert installed_series(user_home) == ["3.2"]
+    assert not (user_home / ".config/GIMP/3.0").exists()
+
+
+def test_both_series_get_the_plugin_and_uninstall_removes_all(user_home, client_file, capsys):
+    """3.0 and 3.2 folders (and a copy where the old --flatpak wrote, which GIMP never read):
+    install puts it in both series' folders, --uninstall removes every copy."""
+    for s in ("3.0", "3.2"):
+        (user_home / ".config/GIMP" / s).mkdir(parents=True)
+    assert main(["--no-deps", "--no-start-command", "--client", str(client_file)]) == 0
+    assert installed_series(user_home) == ["3.0", "3.2"]
+    legacy = user_home / ".var/app/org.gimp.GIMP/config/GIMP/3.0/plug-ins"
+    install(legacy, deps=False, start_command=None, client_src=client_file, log=lambda s: None)
+    assert main(["--uninstall"]) == 0
+    assert installed_series(user_home) == []
+    assert not (legacy / "ganpaint").exists()
+
+
+def test_gimp_on_path_is_asked_for_its_version(user_home, client_file):
+    """A GIMP 3.2 executable on PATH (a stand-in answering --version, as gimp-console-3.2
+    does) counts even before its user folder exists; an existing 3.0 folder counts too."""
+    exe = user_home / "bin" / "gimp-console-3.2"
+    exe.write_text("#!/bin/sh\necho 'GNU Image Manipulation Program version 3.2.6'\n")
+    exe.chmod(0o755)
+    (user_home / ".config/GIMP/3.0").mkdir(parents=True)
+    found = find_gimp(ask=False)
+    assert [(g.kind, g.series, g.version) for g in found] == [
+        ("native", "3.2", "3.2.6"),
+        ("folder", "3.0", None),
+    ]
+    install_for(found, deps=False, start_command=None, client_src=client_file, log=lambda s: None)
+    assert installed_series(user_home) == ["3.0", "3.2"]
+
+
+def test_no_gimp_at_all_installs_for_every_known_series(user_home, client_file, capsys):
+    assert main(["--no-deps", "--no-start-command", "--client", str(client_file)]) == 0
+    assert installed_series(user_home) == ["3.0", "3.2"]
+    assert "no GIMP 3 found" in capsys.readouterr().out
+
+
+# -- defect: a new --address kept the old start command and hint ---------------------------------
+def test_new_address_updates_start_command_and_hint(tmp_path, client_file):
+    pdir = tmp_path / "plug-ins"
+    old = "tcp://127.0.0.1:6000"
+    new = "tcp://127.0.0.1:6001"
+    start = [sys.executable, "-m", "ganpaint.server.cli", "serve", "--bind", old]
+    install(pdir, address=old, start_command=start, deps=False, client_src=client_file, log=print)
+    install(pdir, address=new, deps=False, client_src=client_file, log=print)
+    cfg = json.loads((pdir / "ganpaint" / CONFIG_NAME).read_text())
+    assert cfg["address"] == new
+    assert cfg["start_command"] == start[:-1] + [new]
+    assert new in cfg["serve_hint"] and old not in cfg["serve_hint"]
+    # No start command: the hint names the new address.
+    install(pdir, address=old, start_command=None, deps=False, client_src=client_file, log=print)
+    install(pdir, address=new, deps=False, client_src=client_file, log=print)
+    cfg = json.loads((pdir / "ganpaint" / CONFIG_NAME).read_text())
+    assert cfg["start_command"] is None and cfg["serve_hint"] == f"ganpaint serve --bind {new}"
+
+
+def test_rebind():
+    assert rebind(["g", "serve", "--bind=tcp://a:1"], "tcp://a:1", "tcp://a:2") == (
+        ["g", "serve", "--bind=tcp://a:2"],
+        True,
+    )
+    assert rebind(["g", "serve"], "tcp://a:1", "tcp://a:2") == (
+        ["g", "serve", "--bind", "tcp://a:2"],
+        True,
+    )
+    assert rebind(["my-script"], "tcp://a:1", "tcp://a:2") == (["my-script"], False)
+
+
+def test_old_default_wait_is_replaced(tmp_path, client_file):
+    folder = tmp_path / "ganpaint"
+    folder.mkdir()
+    (folder / CONFIG_NAME).write_text(json.dumps({"address": "tcp://x:1", "start_wait_s": 180.0}))
+    install(tmp_path, deps=False, start_command=None, client_src=client_file, log=print)
+    assert json.loads((folder / CONFIG_NAME).read_text())["start_wait_s"] == 60.0
+
+
+# -- defect: a start command GIMP cannot reach --------------------------------------------
+def fake_root(tmp_path) -> Path:
+    root = tmp_path / "root"
+    (root / "etc").mkdir(parents=True)
+    (root / "etc/os-release").write_text("ID=debian\n")
+    (root / "usr/bin").mkdir(parents=True)
+    return root
+
+
+def test_start_command_outside_a_chroot_is_dropped_with_the_reason(tmp_path, client_file):
+    """Installing from the host into a chroot's plug-in folder with the host's `ganpaint`:
+    GIMP in the chroot cannot run it. Say so now, and configure no start command."""
+    pdir = fake_root(tmp_path) / "root/.config/GIMP/3.0/plug-ins"
+    host_cmd = [sys.executable, "-m", "ganpaint.server.cli", "serve"]
+    logs = []
+    cfg = install(
+        pdir, start_command=host_cmd, deps=False, client_src=client_file, log=logs.append
+    )["config"]
+    text = "\n".join(logs)
+    assert "another root file system" in text and sys.executable in text
+    assert cfg["start_command"] is None
+    assert sys.executable in cfg["serve_hint"]  # what to run on the host instead
+    # --check says it too, for a config that has such a command.
+    config_path = pdir / "ganpaint" / CONFIG_NAME
+    config_path.write_text(json.dumps({**cfg, "start_command": host_cmd}))
+    results = check(pdir, gimps=[], python=[sys.executable], timeout_s=0.5)
+    start = next(c for c in results if c.name.startswith("server start command"))
+    assert not start.ok and "another root file system" in start.detail
+
+
+def test_start_command_for_a_flatpak_gimp(tmp_path):
+    flatpak = GimpInstall("flatpak", "flatpak run org.gimp.GIMP", "3.2.6", "3.2")
+    flatpak.runs_host_commands = False
+    native = GimpInstall("native", "/usr/bin/gimp-3.2", "3.2.6", "3.2")
+    cmd = [sys.executable, "-m", "ganpaint.server.cli", "serve"]
+    problem = start_problem(cmd, [flatpak], tmp_path)
+    assert "sandbox" in problem and "flatpak-spawn --host" in problem
+    assert start_problem(cmd, [native], tmp_path) is None
+    assert start_problem(["flatpak-spawn", "--host", *cmd], [flatpak], tmp_path) is None
+    assert "does not exist" in start_problem(["/no/such/ganpaint"], [native], tmp_path)
+
+
+def test_check_lists_each_gimp_and_its_folder(tmp_path, client_file):
+    dirs = {s: tmp_path / s / "plug-ins" for s in ("3.0", "3.2")}
+    gimps = [
+        GimpInstall("native", "/usr/bin/gimp-console-3.0", "3.0.4", "3.0", plugin_dir=dirs["3.0"]),
+        GimpInstall("folder", None, None, "3.2", plugin_dir=dirs["3.2"]),
+    ]
+    install(dirs["3.2"], deps=False, start_command=None, client_src=client_file, log=print)
+    results = check(gimps=gimps, python=[sys.executable], timeout_s=0.5)
+    lines = []
+    print_checks(results, out=lines.append)
+    text = "\n".join(lines)
+    assert (
+        "[ok] GIMP 3.0: GIMP 3.0.4 (native: /usr/bin/gimp-console-3.0) reads plug-ins from "
+        f"{dirs['3.0']}" in text
+    )
+    assert (
+        f"[ok] GIMP 3.2: GIMP 3.2.x (folder: no executable found) reads plug-ins from {dirs['3.2']}"
+        in text
+    )
+    assert "[FAIL] plug-in installed for GIMP 3.0" in text
+    assert "[ok] plug-in installed for GIMP 3.2" in text

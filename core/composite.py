@@ -1,0 +1,279 @@
+"""Step 4 at the photo's resolution: carry only the edit's change into the photo.
+
+G′ renders at the generator's resolution R (64 or 256 px), the photo's crop is S px (often
+1000–2000). Enlarging G′'s rendering and pasting it, as the method's step 4 does at R, blurs
+the whole selection. Instead, with E = G′(r_e) (edited), B = G′(r) (the same fit on the
+unedited representation) and x the photo's crop at R, all [1, 3, R, R] in [-1, 1]:
+
+- Δ = E − B is what the edit changes; where it is small the content stays and the photo gets
+  only ``P + up(Δ)``: its own pixels and detail, with the edit's (smooth) change added.
+- α = smoothstep(blur(|Δ|)) marks content that is *replaced*. There the old content's detail
+  must not ghost through, so the photo's band above R (H = P − up(x)) is removed and the
+  low band becomes G′'s own, ``up(E)``. New content then gets grain N re-synthesised from
+  the photo where content stays (``grain``: per octave of a Laplacian pyramid, the band's
+  robust 3×3 colour covariance shapes white noise; like shot noise, ∝ √brightness), so it is not a
+  blurred patch and none of the old structure comes back.
+- Two bands, two feathers around one boundary: the low-band change fades in over
+  ``feather`` × S (at least two generator pixels) from exactly 0 at the selection's edge (an
+  eroded selection, not a blurred one cut at the edge); the high band switches within
+  ``fine_feather`` px of where the low band is half way, H to N with energy-preserving
+  weights cos/sin, so no band leaves a seam or a rim.
+
+out = P + w_low·up(D) + (a − 1)·H + b·N with D = (Δ + α·(B − x))·(1 − keep),
+a = cos(π/2·w_high·α), b = sin(π/2·w_high·α). α = 0 gives P + w_low·up(Δ); α = 1 and w = 1
+give up(E) + N.
+
+Photo arrays are numpy [H, W, C] (C = 3 or 4, alpha untouched), uint8/uint16; masks [H, W]
+uint8. Only pixels with mask > 0 change; work happens on the selection's bounding box.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .adapt import gaussian_blur
+from .photo import DTYPE_MAX, Box, mask_window
+
+Window = tuple[int, int, int, int]  # (y0, y1, x0, x1) in image coordinates, half-open
+DARK = 0.05  # added to brightness before grain is scaled by it: shadows keep some grain
+
+
+@dataclass
+class CompositeConfig:
+    feather: float = 0.02  # low-band fade inside the selection, × crop side (≥ 2 gen. px)
+    fine_feather: float = 3.0  # high-band transition width, px
+    change_low: float = 0.03  # |Δ| (channel mean, [-1, 1] units) up to which content stays
+    change_high: float = 0.12  # |Δ| from which content counts as replaced
+    change_blur: float = 1.0  # σ of the blur on |Δ|, generator px
+    grain_levels: int | None = None  # octaves of grain from 1 px; None: ≤ 3, < a model px
+    seed: int = 0  # grain noise
+
+
+@dataclass
+class Layers:
+    """G′'s renderings at generator resolution covering a crop box, [1, 3, R, R] in [-1, 1]."""
+
+    x: torch.Tensor  # the photo's crop at R
+    edited: torch.Tensor  # G′(r_e)
+    unedited: torch.Tensor  # G′(r), same fit
+    free: torch.Tensor  # [1, 1, R, R] 1 − keep: where the edit may change anything
+
+
+@dataclass
+class Composite:
+    image: np.ndarray  # same shape and dtype as the photo
+    replaced: np.ndarray  # [y1−y0, x1−x0] float32 α·w_high in the window: content replaced
+    window: Window  # where ``replaced`` lives; outside it nothing changed
+
+
+def smoothstep(t: torch.Tensor) -> torch.Tensor:
+    t = t.clamp(0, 1)
+    return t * t * (3 - 2 * t)
+
+
+def replaced_map(layers: Layers, cfg: CompositeConfig) -> torch.Tensor:
+    """α [1, 1, R, R] in [0, 1]: 0 where the edit leaves content as it was, 1 where G′
+    replaced it (a smoothed change magnitude, inside the free zone only)."""
+    mag = (layers.edited - layers.unedited).abs().mean(1, keepdim=True)
+    mag = gaussian_blur(mag, cfg.change_blur) if cfg.change_blur > 0 else mag
+    span = max(cfg.change_high - cfg.change_low, 1e-6)
+    return smoothstep((mag - cfg.change_low) / span) * layers.free
+
+
+def interp_matrix(res: int, size: int, start: int, stop: int) -> torch.Tensor:
+    """Rows start..stop of the [size, res] matrix A with A @ v = bicubic upsampling of v
+    (exactly F.interpolate(mode="bicubic", align_corners=False), borders clamped)."""
+    eye = torch.eye(res).view(1, res, res, 1)
+    a = F.interpolate(eye, size=(size, 1), mode="bicubic", align_corners=False)[0, :, :, 0]
+    return a.T[start:stop].contiguous()
+
+
+def upsample_window(t: torch.Tensor, size: int, rows: tuple[int, int], cols: tuple[int, int]):
+    """[1, C, R, R] -> [C, rows, cols]: the part of bicubic upsampling to size×size that lies
+    in rows × cols (crop coordinates, clipped to the crop), without computing the rest."""
+    res = t.shape[-1]
+    r0, r1 = max(rows[0], 0), min(rows[1], size)
+    c0, c1 = max(cols[0], 0), min(cols[1], size)
+    ay, ax = interp_matrix(res, size, r0, r1), interp_matrix(res, size, c0, c1)
+    out = torch.einsum("yr,crs,xs->cyx", ay, t[0], ax)
+    # Rows/cols past the crop repeat the border (crop() repeats the photo's border too).
+    pad = (c0 - cols[0], cols[1] - c1, r0 - rows[0], rows[1] - r1)
+    return F.pad(out[None], pad, mode="replicate")[0] if any(pad) else out
+
+
+def _erode1(t: torch.Tensor) -> torch.Tensor:
+    """Grey erosion of [1, 1, H, W] by a 3×3 square (separable min of shifted slices); past
+    the array's border counts as selected (an image border is no seam)."""
+    p = F.pad(t, (1, 1, 1, 1), value=1.0)
+    rows = torch.minimum(torch.minimum(p[..., :-2, :], p[..., 1:-1, :]), p[..., 2:, :])
+    return torch.minimum(torch.minimum(rows[..., :-2], rows[..., 1:-1]), rows[..., 2:])
+
+
+def feather_weights(mask: np.ndarray, radius: float) -> np.ndarray:
+    """Blend weights in [0, 1], [H, W] float32: the selection faded inward over ~radius px.
+
+    w = min(m, smoothstep(mean of the selection eroded by 1 … n px)): a ramp from 0 at the
+    selection's edge (a change fades in instead of stepping up there) to 1 at ~radius
+    inside; a soft (already feathered) selection is never exceeded, and w = 0 wherever
+    m = 0. Large radii are computed at 1/f scale (a feather needs no per-pixel precision),
+    so it costs little at any size.
+    """
+    m = mask.astype(np.float32) / 255.0
+    if radius <= 0:
+        return m
+    t = torch.from_numpy(m)[None, None]
+    f = max(1, math.ceil(radius / 8))
+    small = F.avg_pool2d(t, f, ceil_mode=True) if f > 1 else t
+    n = max(1, round(radius / f))
+    acc, cur = torch.zeros_like(small), small
+    for _ in range(n):
+        cur = _erode1(cur)
+        acc += cur
+    ramp = smoothstep(acc / n)
+    if f > 1:
+        ramp = F.interpolate(ramp, scale_factor=f, mode="bilinear", align_corners=False)
+        ramp = ramp[..., : m.shape[0], : m.shape[1]]
+    return np.minimum(m, ramp[0, 0].numpy())
+
+
+def _down2(t: torch.Tensor) -> torch.Tensor:
+    return F.avg_pool2d(t, 2, ceil_mode=True)
+
+
+def _up2(t: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:
+    up = F.interpolate(t, scale_factor=2, mode="bilinear", align_corners=False)
+    return up[..., : shape[0], : shape[1]]
+
+
+def _band(t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """One Laplacian-pyramid step of [1, C, H, W]: (t − up(down t), down t)."""
+    low = _down2(t)
+    return t - _up2(low, tuple(t.shape[-2:])), low
+
+
+# Trimmed colour covariance: pixels whose band vector is in the top 20 % of squared length
+# are left out; for Gaussian grain (3 channels, χ²₃) the rest has 0.674 of the full variance,
+# so dividing by it measures grain at its full strength while edges drop out.
+TRIM, TRIMMED_VAR = 0.8, 0.674
+
+
+def _cov_factor(v: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """Cholesky factor [3, 3] of the colour covariance of grain in v [3, N] (weight [N]).
+
+    Robust: a photo's edges and structure (the band's largest 20 %) would otherwise pass
+    for very strong grain."""
+    sq = v.pow(2).sum(0)
+    sample = sq[weight > 0.5]
+    if sample.numel() >= 16:
+        t = sample.kthvalue(max(1, int(TRIM * sample.numel()))).values
+        weight = weight * (sq <= t)
+    wsum = weight.sum().clamp_min(1e-8)
+    d = v - (v * weight).sum(1, keepdim=True) / wsum
+    cov = ((d * weight) @ d.T / wsum).double() / TRIMMED_VAR
+    return torch.linalg.cholesky(cov + 1e-12 * torch.eye(3, dtype=torch.float64)).float()
+
+
+def grain(photo: torch.Tensor, weight: torch.Tensor, levels: int, seed: int) -> torch.Tensor:
+    """Noise [3, h, w] with the photo's energy and colour covariance in each octave band.
+
+    photo: [3, h, w] in [0, 1]; weight: [h, w] where to measure it (content that stays);
+    levels: octaves from the finest (1 px) up. Each band of a Laplacian pyramid of the photo
+    gives a 3×3 colour covariance that shapes white noise at that octave's scale; the
+    octaves are summed back (bilinear): the photo's grain and texture energy per scale,
+    none of its structure. White noise at each scale, not band-passed, keeps it cheap.
+    """
+    g = torch.Generator().manual_seed(seed)
+    cur, w = photo[None], weight[None, None]
+    if float(w.sum()) < 16:  # nothing kept to measure: the whole window
+        w = torch.ones_like(w)
+    bands = []
+    for _ in range(max(1, levels)):
+        band, low = _band(cur)
+        # A statistic needs no megapixels: every k-th row and column, ≤ ~250 k pixels.
+        k = max(1, math.ceil(math.sqrt(band.shape[-1] * band.shape[-2] / 250_000)))
+        chol = _cov_factor(band[0, :, ::k, ::k].flatten(1), w[0, 0, ::k, ::k].flatten())
+        n = torch.randn(band.shape, generator=g)
+        bands.append(torch.einsum("ij,bjyx->biyx", chol, n))
+        cur, w = low, _down2(w)
+        if min(cur.shape[-2:]) < 4:
+            break
+    out = bands[-1]
+    for b in reversed(bands[:-1]):
+        out = _up2(out, tuple(b.shape[-2:])).add_(b)
+    return out[0]
+
+
+def composite(
+    photo: np.ndarray,
+    mask: np.ndarray | None,
+    box: Box,
+    layers: Layers,
+    cfg: CompositeConfig | None = None,
+    replace: bool = True,
+) -> Composite:
+    """The edit at the photo's resolution; see the module docstring.
+
+    photo: [H, W, C]; mask: [H, W] uint8 (None = the whole frame, unfeathered: reconstruct);
+    box: the crop the layers cover. replace=False keeps α = 0 (only up(Δ) is added).
+    """
+    cfg = cfg or CompositeConfig()
+    h, w = photo.shape[:2]
+    size, res = box.size, layers.x.shape[-1]
+    r_low = max(cfg.feather * size, 2 * size / res)
+    if mask is None:
+        win: Window | None = (0, h, 0, w)
+    else:
+        win = mask_window(mask)
+    if win is None:
+        return Composite(photo.copy(), np.zeros((0, 0), np.float32), (0, 0, 0, 0))
+    # One pixel of unselected margin (f px at a feather's reduced scale) lets the feathers
+    # see the selection's edge as an edge; past the image border counts as selected.
+    grow = math.ceil(r_low / 8) + 2
+    y0, y1 = max(win[0] - grow, 0), min(win[1] + grow, h)
+    x0, x1 = max(win[2] - grow, 0), min(win[3] + grow, w)
+    top = DTYPE_MAX[photo.dtype]
+    src = photo[y0:y1, x0:x1, :3]
+    p = torch.from_numpy(src.astype(np.int32) if src.dtype == np.uint16 else np.array(src))
+    p = p.permute(2, 0, 1).float().div_(top)
+    rows, cols = (y0 - box.y0, y1 - box.y0), (x0 - box.x0, x1 - box.x0)
+
+    def up(t: torch.Tensor) -> torch.Tensor:  # [1, C, R, R] -> [C, y1−y0, x1−x0]
+        return upsample_window(t, size, rows, cols)
+
+    e, b, x, free = (
+        t.detach().float().cpu() for t in (layers.edited, layers.unedited, layers.x, layers.free)
+    )
+    alpha = replaced_map(Layers(x, e, b, free), cfg) if replace else torch.zeros_like(free)
+    if mask is None:
+        w_low = w_high = torch.ones(y1 - y0, x1 - x0)
+    else:
+        m = mask[y0:y1, x0:x1]
+        w_low = torch.from_numpy(feather_weights(m, r_low))
+        # The high band switches where the low band is half way (as in multi-band blending:
+        # one boundary, a narrow transition for fine bands); switching it sooner would leave
+        # a rim of the photo's low band without its detail, a blurred glow.
+        k = max(1.0, r_low / max(cfg.fine_feather, 1e-3))
+        w_high = smoothstep((w_low - 0.5) * k + 0.5)
+    # Changes in [0, 1] units: half of the [-1, 1] ones.
+    out = p + w_low * up(((e - b) + alpha * (b - x)) * free / 2)
+    a_up = up(alpha)[0].clamp_(0, 1).mul_(w_high)
+    if replace and bool((a_up > 1e-4).any()):
+        levels = cfg.grain_levels or min(3, max(1, int(math.log2(max(size / res, 1.0)))))
+        low = up((x + 1) / 2)
+        high = p - low  # the photo's band above the generator's resolution
+        # Grain grows with brightness like shot noise (std ∝ √level): measured relative to
+        # the photo's local level, re-applied relative to the new content's.
+        noise = grain(p / (low.clamp_min(0) + DARK).sqrt(), 1 - a_up, levels, cfg.seed)
+        noise *= (up((e + 1) / 2).clamp_min_(0) + DARK).sqrt_()
+        theta = a_up * (math.pi / 2)
+        out += (torch.cos(theta) - 1) * high + torch.sin(theta) * noise
+    new = out.mul_(top).round_().clamp_(0, top).permute(1, 2, 0).numpy().astype(photo.dtype)
+    image = photo.copy()
+    sel = np.ones(new.shape[:2], bool) if mask is None else mask[y0:y1, x0:x1] > 0
+    np.copyto(image[y0:y1, x0:x1, :3], new, where=sel[..., None])
+    return Composite(image, a_up.numpy(), (y0, y1, x0, x1))

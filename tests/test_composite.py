@@ -1,0 +1,170 @@
+"""Step 4 at the photo's resolution (core/composite.py): only the edit's change goes in."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from samples import make_mask, make_photo
+
+from ganpaint.core.composite import (
+    CompositeConfig,
+    Layers,
+    composite,
+    feather_weights,
+    grain,
+    replaced_map,
+    upsample_window,
+)
+from ganpaint.core.metrics import detail_ratio, edge_gradient_ratio, psnr_photo
+from ganpaint.core.photo import Box, crop, selection_box, to_model
+
+R = 32
+
+
+def textured(h: int, w: int, seed: int = 0, dtype=np.uint8) -> np.ndarray:
+    """make_photo plus fine texture (what a generator at R px cannot render)."""
+    top = 65535 if dtype == np.uint16 else 255
+    base = make_photo(h, w, 3, np.uint16, seed)
+    rng = np.random.default_rng(seed)
+    img = base.astype(np.float64) / 65535 + rng.normal(0, 0.06, (h, w, 3))
+    return np.round(np.clip(img, 0, 1) * top).astype(dtype)
+
+
+def layers_for(photo: np.ndarray, box: Box, edit=None) -> Layers:
+    """x = the crop at R; unedited = x plus a fit error; edited = unedited + edit(x)."""
+    x = to_model(crop(photo[..., :3], box), R)
+    g = torch.Generator().manual_seed(3)
+    b = (x + 0.05 * torch.randn(x.shape, generator=g)).clamp(-1, 1)
+    e = b if edit is None else edit(b)
+    return Layers(x, e, b, torch.ones(1, 1, R, R))
+
+
+def square(t: torch.Tensor, y0: float, y1: float, x0: float, x1: float, value) -> torch.Tensor:
+    out = t.clone()
+    r = t.shape[-1]
+    out[..., round(y0 * r) : round(y1 * r), round(x0 * r) : round(x1 * r)] = value
+    return out
+
+
+@pytest.mark.parametrize(("dtype", "channels"), [(np.uint8, 3), (np.uint16, 4)])
+def test_null_edit_returns_the_photo_bit_for_bit(dtype, channels):
+    photo = make_photo(300, 400, channels, dtype)
+    mask = make_mask(300, 400, (100, 120, 200, 280), soft=6)
+    box = selection_box(mask)
+    out = composite(photo, mask, box, layers_for(photo, box))
+    assert out.image.dtype == photo.dtype and np.array_equal(out.image, photo)
+    assert out.replaced.max() == 0
+
+
+@pytest.mark.parametrize(("dtype", "channels"), [(np.uint8, 3), (np.uint16, 4)])
+def test_only_the_selection_changes_and_alpha_stays(dtype, channels):
+    photo = make_photo(300, 400, channels, dtype)
+    mask = make_mask(300, 400, (100, 120, 200, 280), soft=6)
+    box = selection_box(mask)
+    layers = layers_for(photo, box, lambda b: square(b, 0.3, 0.7, 0.3, 0.7, -1.0))
+    out = composite(photo, mask, box, layers).image
+    assert out.shape == photo.shape and out.dtype == photo.dtype
+    assert np.array_equal(out[mask == 0], photo[mask == 0])
+    if channels == 4:
+        assert np.array_equal(out[..., 3], photo[..., 3])
+    top = np.iinfo(dtype).max
+    centre = (slice(140, 160), slice(190, 210), slice(0, 3))
+    assert out[centre].mean() < 0.1 * top < photo[centre].mean()  # the black square
+
+
+def test_small_change_keeps_the_photos_detail_and_adds_the_change():
+    photo = textured(256, 256)
+    mask = make_mask(256, 256, (64, 64, 192, 192))
+    box = selection_box(mask, context=0.5, min_size=R)
+    # A gentle brightening everywhere the edit reaches: content stays, only its tone moves.
+    out = composite(photo, mask, box, layers_for(photo, box, lambda b: b + 0.04)).image
+    inner = np.zeros(mask.shape, bool)
+    inner[90:166, 90:166] = True  # past the feather
+    assert detail_ratio(out, photo, inner) == pytest.approx(1.0, abs=0.02)
+    shift = out[inner].astype(float).mean() - photo[inner].astype(float).mean()
+    assert shift == pytest.approx(0.02 * 255, abs=1.0)  # +0.04 in [-1, 1] is +2 % in [0, 1]
+    assert psnr_photo(out, photo, inner) > 30
+
+
+def test_replaced_content_does_not_ghost_the_old_detail_but_gets_grain():
+    photo = textured(256, 256, seed=1)
+    yy, xx = np.mgrid[0:256, 0:256]
+    stripes = (np.sin(xx / 1.5) > 0)[..., None] * 80  # sharp old content G cannot render
+    photo = np.clip(photo.astype(int) + stripes - 40, 0, 255).astype(np.uint8)
+    mask = make_mask(256, 256, (64, 64, 192, 192))
+    box = selection_box(mask, context=0.5, min_size=R)
+    layers = layers_for(photo, box, lambda b: square(b, 0.2, 0.8, 0.2, 0.8, 0.3))
+    res = composite(photo, mask, box, layers)
+    out = res.image
+    inner = np.zeros(mask.shape, bool)
+    inner[100:156, 100:156] = True
+    ry0, _, rx0, _ = res.window
+    assert res.replaced[100 - ry0 : 156 - ry0, 100 - rx0 : 156 - rx0].min() > 0.99
+    old = photo[inner][:, 0].astype(float) - photo[inner][:, 0].mean()
+    new = out[inner][:, 0].astype(float) - out[inner][:, 0].mean()
+    assert abs(np.corrcoef(old, new)[0, 1]) < 0.05  # nothing of the stripes left
+    # Not a blurred patch: grain of the photo's strength, roughly.
+    assert 0.3 < detail_ratio(out, photo, inner) < 3
+    assert np.abs(out[inner].astype(float).mean() - (0.3 + 1) / 2 * 255) < 8  # G′'s content
+
+
+def test_edge_of_a_replaced_selection_shows_no_seam():
+    photo = textured(300, 300, seed=2)
+    mask = make_mask(300, 300, (80, 80, 220, 220))
+    box = selection_box(mask, context=0.5, min_size=R)
+    # Content replaced up to and past the selection's edge (the worst case for a seam).
+    layers = layers_for(photo, box, lambda b: torch.full_like(b, 0.1))
+    out = composite(photo, mask, box, layers).image
+    ratio = edge_gradient_ratio(out, photo, mask >= 128)
+    assert 1 / 1.3 < ratio < 1.3
+    # The old composite's feather, min(m, blur(m)), stepped to ½ of the change at the edge.
+    first_inside = out[80, 150].astype(float) - photo[80, 150]
+    assert np.abs(first_inside).max() < 12
+
+
+def test_feather_fades_from_zero_at_the_edge_and_never_grows():
+    mask = make_mask(200, 240, (40, 40, 160, 200))
+    for radius in (3, 20, 40):
+        w = feather_weights(mask, radius)
+        assert (w[mask == 0] == 0).all()
+        assert w[40, 120] < 0.05 and w[100, 120] == pytest.approx(1.0)  # edge ≈ 0, centre 1
+        assert w[40 + round(1.5 * radius), 120] > 0.9  # ~radius inside it is (nearly) full
+        steps = np.abs(np.diff(w[:, 120]))
+        assert steps.max() < 3.0 / radius  # a ramp, not a step
+    soft = make_mask(100, 100, (30, 30, 50, 50), soft=10)
+    assert (feather_weights(soft, 4) <= soft / 255 + 1e-6).all()
+    edge = make_mask(100, 100, (0, 0, 50, 100))  # a selection at the image border
+    assert feather_weights(edge, 8)[0, 50] > 0.99  # the image border is no seam
+
+
+@pytest.mark.parametrize(("rows", "cols"), [((0, 200), (0, 200)), ((37, 90), (-12, 150))])
+def test_upsample_window_is_the_bicubic_enlargement(rows, cols):
+    t = torch.randn(1, 3, 16, 16, generator=torch.Generator().manual_seed(0))
+    big = F.interpolate(t, size=(200, 200), mode="bicubic", align_corners=False)
+    padded = F.pad(big, (20, 20, 20, 20), mode="replicate")
+    want = padded[0, :, rows[0] + 20 : rows[1] + 20, cols[0] + 20 : cols[1] + 20]
+    torch.testing.assert_close(upsample_window(t, 200, rows, cols), want, atol=1e-5, rtol=0)
+
+
+def test_grain_matches_the_photos_energy_per_band_without_its_structure():
+    g = torch.Generator().manual_seed(0)
+    fine = 0.05 * torch.randn(3, 128, 128, generator=g)
+    photo = (0.5 + fine).clamp(0, 1)
+    photo[0] = photo[1]  # red and green grain fully correlated, blue independent
+    n = grain(photo, torch.ones(128, 128), 3, seed=1)
+    assert n.shape == photo.shape
+    assert n.std().item() == pytest.approx((photo - photo.mean((1, 2), True)).std().item(), 0.2)
+    c = torch.corrcoef(n.flatten(1))
+    assert c[0, 1] > 0.95 and abs(c[0, 2]) < 0.1
+    assert abs(torch.corrcoef(torch.stack([n[2].flatten(), photo[2].flatten()]))[0, 1]) < 0.05
+
+
+def test_replaced_map_follows_the_change_inside_the_free_zone():
+    b = torch.zeros(1, 3, R, R)
+    e = square(b, 0.25, 0.75, 0.25, 0.75, 0.5)
+    free = square(torch.zeros(1, 1, R, R), 0.0, 1.0, 0.0, 0.5, 1.0)  # left half free
+    a = replaced_map(Layers(b, e, b, free), CompositeConfig())
+    assert a[0, 0, 16, 12] == pytest.approx(1.0) and a[0, 0, 16, 20] == 0  # right: not free
+    assert a[0, 0, 2, 2] == 0  # no change
