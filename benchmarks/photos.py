@@ -5,7 +5,11 @@ the cache (``$GANPAINT_PHOTOS``, default ``~/.cache/ganpaint/photos``), fetched 
 - wallpapers (2560×1600 JPEGs and larger) from Debian's ``plasma-workspace-wallpapers``
   (``apt-get download`` + ``dpkg-deb -x``; KDE artists' photos, licences in the package's
   ``copyright`` file, which is kept next to them);
-- small photos from scikit-image's wheel (``pip download``; only the PNGs are read).
+- small photos from scikit-image's wheel (``pip download``; only the PNGs are read);
+- portraits (faces, for the default face model's gallery), all public-domain photos of the
+  US government: Grace Hopper (US Navy) from matplotlib's wheel (``mpl-data/sample_data``),
+  Barack Obama (twice) and Joe Biden (White House) from the test images of
+  ``face_recognition``'s source archive (``pip download --no-binary``).
 
     python benchmarks/photos.py [NAME ...]     # fetch and print paths (all when no names)
 """
@@ -16,6 +20,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tarfile
 import tempfile
 import zipfile
 from pathlib import Path
@@ -37,6 +42,22 @@ WALLPAPERS = {
     )
 }
 SKIMAGE = ("astronaut", "chelsea", "coffee", "motorcycle_left")
+# name -> (pip requirement, extra pip options, path inside the wheel / source archive)
+PORTRAITS = {
+    "grace_hopper": (
+        "matplotlib==3.10.9",
+        ["--only-binary", ":all:"],
+        "matplotlib/mpl-data/sample_data/grace_hopper.jpg",
+    ),
+    **{
+        name: (
+            "face_recognition==1.3.0",
+            ["--no-binary", ":all:"],
+            f"face_recognition-1.3.0/tests/test_images/{name}.jpg",
+        )
+        for name in ("obama", "obama2", "biden")
+    },
+}
 
 
 def cache_dir() -> Path:
@@ -55,7 +76,12 @@ def photo(name: str) -> Path:
         if not out.exists():
             _fetch_skimage()
         return out
-    raise KeyError(f"unknown photo {name!r}; known: {sorted([*WALLPAPERS, *SKIMAGE])}")
+    if name in PORTRAITS:
+        out = cache_dir() / "portraits" / f"{name}.jpg"
+        if not out.exists():
+            _fetch_portrait(name)
+        return out
+    raise KeyError(f"unknown photo {name!r}; known: {sorted([*WALLPAPERS, *SKIMAGE, *PORTRAITS])}")
 
 
 def _fetch_wallpapers() -> None:
@@ -79,32 +105,49 @@ def _fetch_wallpapers() -> None:
             shutil.copyfile(copyright_file, dest / "copyright")
 
 
+def _pip_download(tmp: str, requirement: str, options: list[str]) -> Path:
+    """One package file (wheel or source archive), without dependencies, into tmp."""
+    subprocess.run(
+        [sys.executable, "-m", "pip", "download", "--no-deps", "--quiet"]
+        + ["--disable-pip-version-check", "-d", tmp, *options, requirement],
+        check=True,
+    )
+    return next(p for p in Path(tmp).iterdir() if p.suffix in (".whl", ".gz"))
+
+
 def _fetch_skimage() -> None:
     dest = cache_dir() / "skimage"
     dest.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
-        subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "pip",
-                "download",
-                "--no-deps",
-                "--quiet",
-                "--disable-pip-version-check",
-                "-d",
-                tmp,
-                SKIMAGE_PACKAGE,
-            ],
-            check=True,
-        )
-        wheel = next(Path(tmp).glob("*.whl"))
+        wheel = _pip_download(tmp, SKIMAGE_PACKAGE, ["--only-binary", ":all:"])
         with zipfile.ZipFile(wheel) as z:
             for name in SKIMAGE:
                 (dest / f"{name}.png.part").write_bytes(z.read(f"skimage/data/{name}.png"))
                 os.replace(dest / f"{name}.png.part", dest / f"{name}.png")
 
 
+def _fetch_portrait(name: str) -> None:
+    """Every portrait that the same package file holds (one download per package)."""
+    requirement, options, _ = PORTRAITS[name]
+    dest = cache_dir() / "portraits"
+    dest.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        archive = _pip_download(tmp, requirement, options)
+        for other, (req, _, member) in PORTRAITS.items():
+            if req != requirement:
+                continue
+            if archive.suffix == ".whl":
+                with zipfile.ZipFile(archive) as z:
+                    data = z.read(member)
+            else:
+                with tarfile.open(archive) as t:
+                    f = t.extractfile(member)
+                    assert f is not None, member
+                    data = f.read()
+            (dest / f"{other}.jpg.part").write_bytes(data)
+            os.replace(dest / f"{other}.jpg.part", dest / f"{other}.jpg")
+
+
 if __name__ == "__main__":
-    for n in sys.argv[1:] or [*WALLPAPERS, *SKIMAGE]:
+    for n in sys.argv[1:] or [*WALLPAPERS, *SKIMAGE, *PORTRAITS]:
         print(photo(n))

@@ -7,41 +7,170 @@
 - ``progan-churchoutdoor.json``: the published GAN Dissection rankings of the GANPaint demo
   (published.py; unit 418 included, as the demo), values from the demo's published 0.99
   quantiles (``data/on_values/``).
-- ``digiface-dcgan64.json``: the default model's discovered starter set — exactly what
-  ``ganpaint concept discover --groups 12 --samples 512 --seed 0`` finds, with the groups
-  that a person could name from the contact sheet renamed (NAMES, keyed by a group's best
-  unit so a different clustering never gets a wrong name).
+- ``digiface-dcgan64.json``: the default model's built-ins, two kinds:
+  * learned from examples (LEARNED): GAN samples (seed 0, the first 96) that show a thing —
+    glasses, dark hair, … picked by eye from ``--samples-sheet`` — against the samples that
+    do not, in the region of the face where the thing is (learn.concept_from_examples);
+  * discovered (``ganpaint concept discover --groups 12 --samples 512 --seed 0``), the
+    groups that a person could name from the contact sheet renamed (NAMES, keyed by a
+    group's best unit so a different clustering never gets a wrong name); groups nobody
+    could name are ``hidden`` (usable by name, not in menus).
+  Each gets ``ops`` and ``where`` from its gallery (docs/concepts/digiface-dcgan64.md,
+  scripts/make_gallery.py): only the operations that do what the name says.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
 
 from ganpaint.core.concepts.discover import contact_sheet, discover, sample_activations
 from ganpaint.core.concepts.files import dumps
+from ganpaint.core.concepts.learn import concept_from_examples
 from ganpaint.core.concepts.library import FORMAT, VERSION, builtin_dir
 from ganpaint.core.concepts.published import MODEL_ID as PUBLISHED_MODEL
 from ganpaint.core.concepts.published import published_concepts
+from ganpaint.core.concepts.quantiles import on_values
+from ganpaint.core.concepts.record import Concept
+from ganpaint.core.concepts.regions import box_mask
 from ganpaint.core.generators import DEFAULT_MODEL, load_model
 
 GROUPS, SAMPLES, SEED = 12, 512, 0
 CREATED = "2025-01-01T00:00:00Z"  # fixed: regenerating gives the same bytes
-# Best unit of a group → the name read off the contact sheet (samples where the group fires
-# most, outlined, and what switching it on/off draws). Groups without a clear reading keep
-# "group-NN": 120 (a mixed bag), 107 (dark areas, draws a brown smudge), 105 (face edges),
-# 57 (lit side of the face), 81 (shading), 113 (scattered patches).
-NAMES: dict[int, str] = {
-    154: "mouth",  # open mouths and teeth; switching on draws teeth-like stripes
-    219: "bright background",  # white walls and sky; switching on paints a white patch
-    173: "dark background",  # black backdrops; switching on paints black
-    63: "yellow",  # yellow-green backdrops and warm light; switching on paints yellow
-    104: "bright skin",  # lit foreheads and cheeks; switching on paints smooth pale skin
-    133: "eyes",  # eye sockets and brows
+EXAMPLES, EXAMPLE_SEED = 96, 0  # GAN samples the learned concepts' examples are taken from
+
+
+@dataclass(frozen=True)
+class Learned:
+    positives: tuple[int, ...]  # sample indices (of EXAMPLES at EXAMPLE_SEED) that show it
+    region: str  # a key of regions.FACE_REGIONS
+    ops: tuple[str, ...]  # what works, from the gallery
+    where: str
+    gain: float = 3.0
+    hidden: bool = False  # tried, does not do what its name says on real photos
+
+
+# Sample indices read off the sheet of the first 96 samples (--samples-sheet).
+LEARNED: dict[str, Learned] = {
+    "dark hair": Learned(
+        (30, 36, 40, 46, 48, 70, 71, 74),
+        "hair",
+        ("add", "remove"),
+        "the hair above a face: add darkens it, remove lightens it",
+    ),
+    "blond hair": Learned(
+        (3, 14, 24, 32, 33, 37, 47, 79, 87, 91),
+        "hair",
+        ("add", "remove"),
+        "the hair above a face: add turns it golden blond, remove darkens it",
+    ),
+    "grey hair": Learned(
+        (9, 17, 59, 85, 93, 94),
+        "hair",
+        ("add",),
+        "the hair above a face: add turns it grey-white",
+    ),
+    "open mouth": Learned(
+        (5, 6, 10, 13, 14, 24, 29, 36, 42, 50, 53, 58, 83, 86),
+        "mouth",
+        ("remove",),
+        "an open or smiling mouth: remove closes it (weak: blurs the teeth)",
+    ),
+    "glasses": Learned(
+        (5, 8, 25, 42, 51, 53, 62, 68, 83, 90),
+        "eyes",
+        ("add",),
+        "across both eyes; draws frame-like smudges on GAN samples, nothing on photos",
+        hidden=True,
+    ),
+    "moustache": Learned(
+        (14, 21, 63, 64, 67, 73, 84),
+        "upper lip",
+        ("add",),
+        "between nose and mouth; on photos it only blurs the mouth",
+        hidden=True,
+    ),
 }
+
+
+@dataclass(frozen=True)
+class Named:
+    name: str
+    ops: tuple[str, ...]
+    where: str
+    hidden: bool = False  # named, but on real photos it does not do what the name says
+
+
+# Best unit of a discovered group → the name read off the contact sheet (samples where the
+# group fires most, outlined, and what switching it on/off draws) and what the gallery shows
+# works. Groups missing here are hidden; 154 ("mouth": add smears dark lips, remove does
+# nothing on photos) and 133 ("eyes": add draws brow- or frame-like smudges, never eyes)
+# were named before and are hidden now.
+NAMES: dict[int, Named] = {
+    219: Named("bright background", ("add",), "the background beside a face: paints it white"),
+    173: Named("dark background", ("add",), "the background beside a face: paints it black"),
+    63: Named("yellow background", ("add",), "the background beside a face: sunlit foliage"),
+    104: Named(
+        "highlight",
+        ("add", "remove"),
+        "skin of a face; on photos add paints a pale blotch and remove a dark red one",
+        hidden=True,
+    ),
+}
+
+
+def sample_sheet(gen, path: Path) -> Path:
+    """The EXAMPLES samples, numbered: what LEARNED's indices refer to."""
+    from PIL import Image, ImageDraw
+
+    with torch.no_grad():
+        z = gen.sample_latent(EXAMPLES, torch.Generator().manual_seed(EXAMPLE_SEED))
+        img = ((gen(z).clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).numpy()
+    cell, cols = 96, 12
+    sheet = Image.new("RGB", (cols * cell, -(-EXAMPLES // cols) * (cell + 12)), "white")
+    draw = ImageDraw.Draw(sheet)
+    for i, a in enumerate(img):
+        r, c = divmod(i, cols)
+        tile = Image.fromarray(a).resize((cell, cell), Image.NEAREST)
+        sheet.paste(tile, (c * cell, r * (cell + 12) + 12))
+        draw.text((c * cell + 2, r * (cell + 12)), str(i), fill="black")
+    sheet.save(path)
+    return path
+
+
+def learned_concepts(gen) -> list[Concept]:
+    k = gen.edit_index
+    with torch.no_grad():
+        z = gen.sample_latent(EXAMPLES, torch.Generator().manual_seed(EXAMPLE_SEED))
+        acts = gen.run(z, 0, k + 1)
+    scale = on_values(gen, k)
+    out = []
+    for name, spec in LEARNED.items():
+        positive = torch.zeros(EXAMPLES, dtype=torch.bool)
+        positive[list(spec.positives)] = True
+        c = concept_from_examples(
+            acts,
+            torch.from_numpy(box_mask(spec.region, gen.resolution))[None, None],
+            positive,
+            name,
+            gen.model_id,
+            gen.infos[k].name,
+            scale,
+            gain=spec.gain,
+            description=(
+                f"learned from {len(spec.positives)} of {EXAMPLES} GAN samples (seed "
+                f"{EXAMPLE_SEED}) showing it in the {spec.region} region, against the others; "
+                f"values {spec.gain:g}× their mean there"
+            ),
+        )
+        out.append(
+            replace(c, created=CREATED, ops=list(spec.ops), where=spec.where, hidden=spec.hidden)
+        )
+    return out
 
 
 def file_text(model_id: str, concepts) -> str:
@@ -63,11 +192,23 @@ def starter_text(sheet: Path | None) -> str:
     gen = load_model(DEFAULT_MODEL, "cpu")
     acts = sample_activations(gen, SAMPLES, gen.edit_index, SEED)
     found = discover(gen, GROUPS, SAMPLES, seed=SEED, acts=acts)
-    found.names = [NAMES.get(g[0], f"group-{i + 1:02d}") for i, g in enumerate(found.groups)]
+    found.names = [
+        NAMES[g[0]].name if g[0] in NAMES else f"group-{i + 1:02d}"
+        for i, g in enumerate(found.groups)
+    ]
     if sheet is not None:
         contact_sheet(gen, found, sheet, acts=acts)
         print(f"wrote {sheet}", file=sys.stderr)
-    return file_text(DEFAULT_MODEL, found.concepts(DEFAULT_MODEL, created=CREATED))
+    discovered = []
+    for units, c in zip(found.groups, found.concepts(DEFAULT_MODEL, created=CREATED), strict=True):
+        named = NAMES.get(units[0])
+        if named is None:
+            discovered.append(replace(c, hidden=True))
+        else:
+            discovered.append(
+                replace(c, ops=list(named.ops), where=named.where, hidden=named.hidden)
+            )
+    return file_text(DEFAULT_MODEL, learned_concepts(gen) + discovered)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -80,7 +221,14 @@ def main(argv: list[str] | None = None) -> int:
         default=Path("starter-concepts.png"),
         help="contact sheet of the starter set (default starter-concepts.png)",
     )
+    p.add_argument(
+        "--samples-sheet",
+        type=Path,
+        help="also draw the numbered GAN samples the learned concepts' examples are picked from",
+    )
     args = p.parse_args(argv)
+    if args.samples_sheet:
+        print(f"wrote {sample_sheet(load_model(DEFAULT_MODEL, 'cpu'), args.samples_sheet)}")
     jobs = {
         "published": (PUBLISHED_MODEL, published_text),
         "starter": (DEFAULT_MODEL, lambda: starter_text(None if args.check else args.sheet)),

@@ -62,11 +62,14 @@ def cmd_list(args: argparse.Namespace) -> int:
     hidden = set(lib.hidden())
     rows = []
     for c in concepts:
+        if c.hidden and not args.all:  # unnamed: usable by name, not listed
+            continue
         rows.append(
             {
                 **c.to_dict(),
+                "ops": list(c.ops),
                 "origin": "user" if c.name in user else "built-in",
-                "hidden": c.name in hidden and c.name not in user,
+                "hidden": c.hidden or (c.name in hidden and c.name not in user),
             }
         )
     if args.json:
@@ -80,7 +83,7 @@ def cmd_list(args: argparse.Namespace) -> int:
         flag = " (hidden)" if r["hidden"] else ""
         print(
             f"{r['name']:<{width}}  {r['source']:<10} {r['origin']:<8} "
-            f"{r['layer']}  {len(r['units']):>3} units{flag}"
+            f"{r['layer']}  {len(r['units']):>3} units  {'/'.join(r['ops']):<10}{flag}"
         )
     return 0
 
@@ -112,6 +115,9 @@ def cmd_show(args: argparse.Namespace) -> int:
         print(f"excluded: {' '.join(map(str, c.excluded))}")
     strengths = ", ".join(f"{k} {min(n, len(c.units))}" for k, n in c.strengths.items())
     print(f"brush:    {strengths} units (default {c.brush()})")
+    print(f"ops:      {', '.join(c.ops)}" + ("  (hidden: not in menus)" if c.hidden else ""))
+    if c.where:
+        print(f"where:    {c.where}")
     print(f"created:  {c.created}")
     if c.description:
         print(f"about:    {c.description}")
@@ -249,7 +255,9 @@ def register(subparsers) -> None:
 
     q = sub.add_parser("list", help="the concepts of a model")
     _add_model(q)
-    q.add_argument("--all", action="store_true", help="include hidden built-ins")
+    q.add_argument(
+        "--all", action="store_true", help="include hidden built-ins (deleted or unnamed)"
+    )
     q.add_argument("--json", action="store_true")
     q.set_defaults(func=cmd_list)
 

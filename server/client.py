@@ -139,9 +139,11 @@ class Client:
         """[{"id", "resolution", "family", "source", "loaded"}, ...]"""
         return list(self._call("models").get("models", []))
 
-    def concepts(self, model: str | None = None) -> list[dict]:
-        """[{"name", "source", "units": [...], ...}, ...] for a model (default: the server's)."""
-        return list(self._call("concepts", **_given(model=model)).get("concepts", []))
+    def concepts(self, model: str | None = None, all: bool = False) -> list[dict]:
+        """[{"name", "source", "units": [...], "ops": [...], ...}, ...] for a model (default:
+        the server's); ``all``: the unnamed (hidden) ones too."""
+        reply = self._call("concepts", **_given(model=model, all=all or None))
+        return list(reply.get("concepts", []))
 
     def status(self) -> dict:
         """{"running": job or None, "queued": [...], "jobs": [...], "sessions": {...}, ...};

@@ -42,14 +42,22 @@ def _bad(e: ConceptError) -> ProtocolError:
     return ProtocolError(BAD_REQUEST, _one_line(e))
 
 
-def list_concepts(model_id: str, log: Log | None = None) -> list[dict]:
-    """[{"name", "source", "origin", "layer", "units", ...}] of one model's visible
-    concepts."""
+def list_concepts(model_id: str, log: Log | None = None, include_all: bool = False) -> list[dict]:
+    """[{"name", "source", "origin", "layer", "units", "ops", "hidden", ...}] of one model's
+    visible concepts; unnamed (``hidden``) ones only with ``include_all``. ``ops`` is always
+    there: the operations that do what the name says."""
     try:
         lib = _library(model_id, log=log)
         user = {c.name for c in lib.user_concepts()}
         return [
-            {**c.to_dict(), "origin": "user" if c.name in user else "built-in"} for c in lib.list()
+            {
+                **c.to_dict(),
+                "ops": list(c.ops),
+                "hidden": c.hidden,
+                "origin": "user" if c.name in user else "built-in",
+            }
+            for c in lib.list()
+            if include_all or not c.hidden
         ]
     except ConceptError as e:
         raise _bad(e) from e

@@ -41,6 +41,7 @@ class Request:
     id: str = ""
     model: str | None = None  # concepts and job kinds
     job: str | None = None  # cancel and heartbeat
+    all: bool = False  # concepts: hidden (unnamed) ones too
 
 
 @dataclass
@@ -102,7 +103,7 @@ def parse_request(
     if kind in ("hello", "models", "status"):
         return Request(kind, request_id)
     if kind == "concepts":
-        return Request(kind, request_id, model=_model(header, models))
+        return Request(kind, request_id, model=_model(header, models), all=_bool(header, "all"))
     if kind in ("cancel", "heartbeat"):
         return Request(kind, request_id, job=_str(header, "job", required=True, max_len=64))
     return _job_request(kind, request_id, header, frames, limits, models, admit)

@@ -348,7 +348,7 @@ class EditServer:
 
     def _concepts(self, owner: Owner, req: Request) -> dict:
         model = req.model or self.cfg.model
-        concepts = concept_store.list_concepts(model, self.log)
+        concepts = concept_store.list_concepts(model, self.log, include_all=req.all)
         return reply_header("concepts", req.id, model=model, concepts=concepts)
 
     def _status(self, owner: Owner, req: Request) -> dict:

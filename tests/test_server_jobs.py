@@ -537,21 +537,26 @@ def test_a_full_queue_answers_busy(server, client):
 def test_edit_with_a_built_in_concept(client):
     concepts = client.concepts()
     names = [c["name"] for c in concepts]
-    assert "mouth" in names
-    assert all({"name", "source", "units", "origin"} <= set(c) for c in concepts)
+    assert "dark hair" in names
+    assert all({"name", "source", "units", "origin", "ops"} <= set(c) for c in concepts)
+    assert not any(c["hidden"] for c in concepts)  # unnamed ones only when asked for all
+    every = client.concepts(all=True)
+    assert len(every) > len(concepts) and all(c["hidden"] for c in every if c["name"] not in names)
     img, m = photo(seed=5), soft_mask()
-    res = client.edit(raw(img), raw(m), op="add", concept="mouth", strength="low")
-    assert res["concept"] == "mouth" and len(res["units"]) == 4  # "low" = the top 4 units
+    res = client.edit(raw(img), raw(m), op="add", concept="dark hair", strength="low")
+    assert res["concept"] == "dark hair" and len(res["units"]) == 4  # "low" = the top 4 units
     assert res["strength"] == "low"
     assert np.array_equal(array(res["image"])[m == 0], img[m == 0])
     # No strength: the concept's default, else "high" (the GANPaint demo's default, 15 units);
     # leave_out skips ranked units and the next ones move up.
-    mouth = next(c for c in concepts if c["name"] == "mouth")
-    want = mouth.get("default_strength", "high")
-    n = min(mouth.get("strengths", {"high": 15}).get(want, 15), len(mouth["units"]))
-    res = client.edit(raw(img), raw(m), op="remove", concept="mouth", leave_out=mouth["units"][:1])
+    hair = next(c for c in concepts if c["name"] == "dark hair")
+    want = hair.get("default_strength", "high")
+    n = min(hair.get("strengths", {"high": 15}).get(want, 15), len(hair["units"]))
+    res = client.edit(
+        raw(img), raw(m), op="remove", concept="dark hair", leave_out=hair["units"][:1]
+    )
     assert res["strength"] == want
-    assert res["units"] == [u for u in mouth["units"] if u != mouth["units"][0]][:n]
+    assert res["units"] == [u for u in hair["units"] if u != hair["units"][0]][:n]
 
 
 def test_learn_a_concept_then_use_it(client):

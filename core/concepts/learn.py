@@ -6,6 +6,10 @@ ranked by ``rank.selection_scores`` — mean activation inside minus outside, in
 unit's "on" level (its 0.99 quantile over random samples; the docstring there says why
 this statistic) — and the top 15 with a positive score are kept, each with its typical
 (mask-weighted mean) activation inside the selection as the value the brush paints.
+
+``concept_from_examples`` learns from several examples at once (GAN samples that show the
+thing and samples that do not, one region for all): how the built-in concepts of the
+default model were made (scripts/make_starter_concepts.py).
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ import torch
 
 from ..progress import CancelFn, ProgressFn
 from .quantiles import on_values as cached_on_values
-from .rank import ranked, selection_scores
+from .rank import contrast_scores, ranked, selection_scores
 from .record import Concept, ConceptError, check_name, now_iso
 
 TOP_UNITS = 15  # GANPaint's largest brush
@@ -50,6 +54,48 @@ def concept_from_activations(
         layer=layer,
         units=units,
         values=[float(inside[u]) for u in units],
+        source="learned",
+        created=now_iso(),
+        description=description,
+        scores=[float(scores[u]) for u in units],
+    )
+
+
+def concept_from_examples(
+    acts: torch.Tensor,
+    mask: torch.Tensor,
+    positive: torch.Tensor,
+    name: str,
+    model_id: str,
+    layer: str,
+    scale: torch.Tensor,
+    k: int = TOP_UNITS,
+    gain: float = 1.0,
+    description: str = "",
+) -> Concept:
+    """The concept shown in a region by the positive examples and not by the others.
+
+    acts: [B, C, h, w]; mask: [1 or B, 1, H, W]; positive: [B] bool; scale: [C] on levels.
+    Units are ranked by ``rank.contrast_scores``; each paints ``gain`` × its mean
+    activation in the region on the positives (the mean is what a typical example shows;
+    the gain makes up for the edit switching only k of the layer's units).
+    """
+    check_name(name)
+    if not gain > 0:
+        raise ConceptError(f"cannot learn {name!r}: gain must be > 0, not {gain}")
+    try:
+        scores, inside = contrast_scores(acts, mask, positive, scale)
+    except ValueError as e:
+        raise ConceptError(f"cannot learn {name!r}: {e}") from None
+    units = ranked(scores, k)
+    if not units:
+        raise ConceptError(f"cannot learn {name!r}: no unit fires more on the examples")
+    return Concept(
+        name=name,
+        model=model_id,
+        layer=layer,
+        units=units,
+        values=[float(gain * inside[u]) for u in units],
         source="learned",
         created=now_iso(),
         description=description,

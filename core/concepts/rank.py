@@ -57,6 +57,46 @@ def selection_scores(
     return scores.cpu(), inside.cpu()
 
 
+def contrast_scores(
+    acts: torch.Tensor,
+    mask: torch.Tensor,
+    positive: torch.Tensor,
+    scale: torch.Tensor,
+    eps: float = 1e-6,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """How much more each unit fires in a region on examples that show a thing than on
+    examples that do not: (scores, inside) [C].
+
+    acts: [B, C, h, w]; mask: [1 or B, 1, H, W] in [0, 1], the region (area-pooled to h×w);
+    positive: [B] bool, the examples that show the thing there; scale: [C] "on" levels.
+    score_u = (mean over positives − mean over the others of u's mean in the region) /
+    scale_u. Why not inside-vs-outside (selection_scores): on aligned faces most units fire
+    by *position* (every face has eyes at the same place), so inside-vs-outside finds "the
+    eye region", not "glasses"; the same region on faces without the thing cancels that.
+    inside: [C] the positives' mean activation in the region.
+    """
+    if acts.dim() != 4 or mask.dim() != 4 or mask.shape[1] != 1:
+        raise ValueError("acts must be [B, C, h, w] and mask [B, 1, H, W]")
+    positive = positive.to(torch.bool).cpu()
+    if positive.shape != (acts.shape[0],):
+        raise ValueError("one positive/negative flag per example")
+    if not positive.any() or positive.all():
+        raise ValueError("need examples with and without the thing")
+    acts = acts.detach().float().cpu()
+    w = F.adaptive_avg_pool2d(mask.detach().float().cpu(), acts.shape[-2:]).clamp(0, 1)
+    w = w.expand(acts.shape[0], -1, -1, -1)
+    n = w.sum(dim=(2, 3))  # [B, 1]
+    if (n <= eps).any():
+        raise ValueError("the region is empty at the layer's resolution")
+    region = (acts * w).sum(dim=(2, 3)) / n  # [B, C]
+    inside = region[positive].mean(dim=0)
+    diff = inside - region[~positive].mean(dim=0)
+    scale = scale.detach().float().cpu()
+    alive = scale > eps
+    scores = torch.where(alive, diff / scale.clamp_min(eps), torch.zeros_like(diff))
+    return scores, inside
+
+
 def ranked(scores: torch.Tensor, k: int | None = None, min_score: float = 0.0) -> list[int]:
     """Indices of the k best scores above min_score, best first (stable for ties)."""
     order = torch.argsort(-scores, stable=True)

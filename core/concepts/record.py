@@ -9,6 +9,11 @@ the reference ships one (churchoutdoor), else from a per-weights cache when it i
 generator (see ``quantiles.py``); ``pipeline.edit_photo`` computes the sampled estimate
 itself when handed ``values=None`` (the CLI and the server hand it the model's on-values,
 published ones included).
+
+What a concept is good for, as measured in its gallery (docs/concepts/): ``ops`` lists the
+operations that do what the name says ("add", "remove" or both), ``where`` says where on
+the picture they make sense ("the upper third of a face: the hair"), and ``hidden`` marks a
+concept nobody could name: it stays usable by name but menus leave it out.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ from typing import Any
 from ..edit import DEFAULT_STRENGTH, STRENGTHS
 
 SOURCES = ("published", "learned", "discovered", "dissected")
+OPS = ("add", "remove")
 # Names travel through menus, file names of exports and the server protocol: one line, no
 # path characters (the same rule as the server's request validation).
 NAME_RE = re.compile(r"^[\w][\w .\-]{0,63}$")
@@ -66,6 +72,9 @@ class Concept:
     scores: list[float] | None = None  # the ranking's score per unit, when it has one
     excluded: list[int] = field(default_factory=list)  # units left out of edits, and why
     strengths: dict[str, int] = field(default_factory=lambda: dict(STRENGTHS))
+    ops: list[str] = field(default_factory=lambda: list(OPS))  # the operations that work
+    where: str = ""  # where on a picture the edit makes sense, in words
+    hidden: bool = False  # unnamed: left out of menus and listings unless all are asked for
     # The brush used when a request names none; None = edit.DEFAULT_STRENGTH (the demo's 15).
     default_strength: str | None = None
 
@@ -108,6 +117,18 @@ class Concept:
             isinstance(k, str) and _is_index(v) and v > 0 for k, v in self.strengths.items()
         ):
             raise ConceptError(f"concept {self.name!r}: strengths must map names to counts ≥ 1")
+        if (
+            not isinstance(self.ops, list)
+            or not self.ops
+            or any(op not in OPS for op in self.ops)
+            or len(set(self.ops)) != len(self.ops)
+        ):
+            raise ConceptError(
+                f"concept {self.name!r}: ops must list one or both of {', '.join(OPS)}, "
+                f"not {self.ops!r}"
+            )
+        if not isinstance(self.where, str) or not isinstance(self.hidden, bool):
+            raise ConceptError(f"concept {self.name!r}: 'where' must be text, 'hidden' true/false")
         if self.default_strength is not None and self.default_strength not in self.strengths:
             raise ConceptError(
                 f"concept {self.name!r}: default strength {self.default_strength!r} is not one "
@@ -144,6 +165,10 @@ class Concept:
                 f"{self.layer} produces (its units reach {top:.3g}; limit {bound:.3g})"
             )
         return self
+
+    def supports(self, op: str) -> bool:
+        """Whether ``op`` ("add" / "remove") does what the concept's name says."""
+        return op in self.ops
 
     # -- use ---------------------------------------------------------------------------
     def brush(self, strength: str | int | None = None) -> str | int:
@@ -217,6 +242,12 @@ class Concept:
             d["excluded"] = [int(u) for u in self.excluded]
         if self.strengths != STRENGTHS:
             d["strengths"] = dict(self.strengths)
+        if list(self.ops) != list(OPS):
+            d["ops"] = list(self.ops)
+        if self.where:
+            d["where"] = self.where
+        if self.hidden:
+            d["hidden"] = True
         if self.default_strength is not None:
             d["default_strength"] = self.default_strength
         return d
@@ -243,6 +274,9 @@ class Concept:
                 scores=None if d.get("scores") is None else list(d["scores"]),
                 excluded=list(d.get("excluded") or []),
                 strengths=dict(d.get("strengths") or STRENGTHS),
+                ops=list(d["ops"]) if d.get("ops") is not None else list(OPS),
+                where=d.get("where") or "",
+                hidden=d.get("hidden", False),
                 default_strength=d.get("default_strength"),
             )
         except TypeError as e:  # e.g. units given as a number
