@@ -23,6 +23,7 @@ class ModelSpec:
     file_name: str = ""
     url: str = ""
     sha256_prefix: str = ""
+    encoder: str = ""  # shipped encoder, a file in ganpaint/core/data/encoders/ ("" = none)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -33,7 +34,12 @@ def _specs() -> dict[str, ModelSpec]:
 
     specs = {
         DCGAN_ID: ModelSpec(
-            DCGAN_ID, "dcgan64", 64, "pip package gan-face-generate==1.1.1", "weights.tar"
+            DCGAN_ID,
+            "dcgan64",
+            64,
+            "pip package gan-face-generate==1.1.1",
+            "weights.tar",
+            encoder="digiface-dcgan64.pt",
         ),
     }
     specs.update(PROGAN_SPECS)
