@@ -1,8 +1,13 @@
-"""Step 1: invert a photo into the generator (encoder-free by default).
+"""Step 1: invert a photo into the generator.
 
-Multi-start: draw several latents, keep the one whose image is closest; optimise z; then
-optimise the edit layer's representation r directly (it is what gets edited, and it has
-far more freedom than z). Loss L1 + MSE on pixels in [-1, 1].
+Start: the model's encoder E when it has one (``core/encoder.py``: z = E(x)), otherwise
+several random latents of which the one whose image is closest is kept. Then optimise z;
+then optimise the edit layer's representation r directly (it is what gets edited, and it
+has far more freedom than z). Loss L1 + MSE on pixels in [-1, 1].
+
+Each phase stops early once the PSNR stops improving (``patience``): from an encoder's start
+the optimisation has little left to do, and without one most of today's 400 steps buy
+fractions of a dB (docs/performance.md, "first edit of a new photo").
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ from dataclasses import dataclass
 
 import torch
 
+from .fast import EarlyStop
 from .generators.base import LayeredGenerator
 from .metrics import psnr
 from .progress import CancelFn, ProgressFn, Reporter
@@ -21,16 +27,44 @@ Encoder = Callable[[torch.Tensor], torch.Tensor]  # image [1,3,R,R] -> latent [1
 
 @dataclass
 class InvertConfig:
-    starts: int = 16  # random latents tried; the best one is optimised
-    z_steps: int = 150
+    starts: int = 16  # random latents tried (without an encoder); the best one is optimised
+    z_steps: int = 150  # at most; early stopping may end a phase sooner
     r_steps: int = 250
     lr_z: float = 0.05
     lr_r: float = 0.01
     seed: int = 0
+    patience: int = 0  # end a phase after this many steps without min_gain dB; 0 = never
+    min_gain: float = 0.05  # dB
+    check_every: int = 10  # PSNR is measured every this many steps (it costs a sync)
+    clamp: bool = False  # optimise through G's output clamped to [-1, 1] (ganseeing's Hardtanh)
+    optimizer: str = "adam"  # "adam" | "lbfgs" (steps then count function evaluations)
+    loss: str = "l1+mse"  # "l1+mse" | "mse" (what PSNR measures)
+    encoder: Encoder | None = None  # image → latent start (the model's, core/encoder.py)
 
     @property
     def total_steps(self) -> int:
         return self.z_steps + self.r_steps
+
+
+def default_config(
+    encoder: Encoder | None = None, total_steps: int | None = None, seed: int = 0
+) -> InvertConfig:
+    """The inversion a photo gets: short and early-stopped from the encoder's start when the
+    model has one, fewer starts and early stopping without (docs/performance.md measures
+    each choice). ``total_steps`` caps z + r steps, keeping the phases' proportion."""
+    # L-BFGS on the MSE straight at the edit layer: at equal evaluations it reaches today's
+    # 400-step Adam PSNR from a good start in ~100 (docs/performance.md, ablations).
+    lbfgs = {"optimizer": "lbfgs", "loss": "mse", "z_steps": 0, "seed": seed}
+    if encoder is not None:
+        cfg = InvertConfig(r_steps=100, patience=20, encoder=encoder, **lbfgs)
+    else:
+        cfg = InvertConfig(starts=4, r_steps=150, patience=20, **lbfgs)
+    if total_steps is not None:
+        total = max(1, total_steps)
+        if cfg.z_steps:
+            cfg.z_steps = min(total - 1, max(1, round(total * cfg.z_steps / cfg.total_steps)))
+        cfg.r_steps = max(1, total - cfg.z_steps)
+    return cfg
 
 
 @dataclass
@@ -39,16 +73,107 @@ class Inversion:
     r: torch.Tensor  # [1, C, H, W]: output of the edit layer
     layer: int  # 0-based index of the edit layer
     psnr: float  # dB of G(r) against the target, whole frame
+    steps: int = 0  # optimisation steps taken (z + r)
 
     def nbytes(self) -> int:
         return self.z.numel() * self.z.element_size() + self.r.numel() * self.r.element_size()
 
 
-def _loss(out: torch.Tensor, x: torch.Tensor, w: torch.Tensor | None) -> torch.Tensor:
+OPTIMIZERS, LOSSES = ("adam", "lbfgs"), ("l1+mse", "mse")
+
+
+def _loss(
+    out: torch.Tensor, x: torch.Tensor, w: torch.Tensor | None, kind: str = "l1+mse"
+) -> torch.Tensor:
+    """Per-sample loss [B] of out against x ([B, 3, R, R]), optionally pixel-weighted."""
     d = out - x
     if w is not None:
         d = d * w
-    return d.abs().mean(dim=(1, 2, 3)) + d.pow(2).mean(dim=(1, 2, 3))
+    mse = d.pow(2).mean(dim=(1, 2, 3))
+    return mse if kind == "mse" else d.abs().mean(dim=(1, 2, 3)) + mse
+
+
+def _render(gen: LayeredGenerator, v: torch.Tensor, start: int, clamp: bool) -> torch.Tensor:
+    out = gen.run(v, start)
+    return out.clamp(-1.0, 1.0) if clamp else out
+
+
+def start_latent(
+    gen: LayeredGenerator,
+    x: torch.Tensor,
+    cfg: InvertConfig,
+    weight: torch.Tensor | None = None,
+    encoder: Encoder | None = None,
+) -> torch.Tensor:
+    """The latent the optimisation starts from: E(x), or the best of ``cfg.starts`` random
+    latents (judged in one batch: cheaper per start than one call each). [1, *latent_shape]."""
+    with torch.no_grad():
+        if encoder is not None:
+            return encoder(x).reshape(1, *gen.latent_shape)
+        rng = torch.Generator().manual_seed(cfg.seed)
+        cands = gen.sample_latent(max(1, cfg.starts), rng)
+        losses = torch.cat(
+            [_loss(_render(gen, c, 0, cfg.clamp), x, weight) for c in cands.split(8)]
+        )
+        return cands[losses.argmin()][None]
+
+
+def _optimise(
+    gen: LayeredGenerator,
+    v: torch.Tensor,
+    start: int,
+    x: torch.Tensor,
+    weight: torch.Tensor | None,
+    steps: int,
+    lr: float,
+    cfg: InvertConfig,
+    rep: Reporter,
+    offset: int,
+) -> tuple[torch.Tensor, int]:
+    """Minimise the loss over v (the input of layers[start:]) for at most ``steps`` steps
+    (L-BFGS: function evaluations); returns (v, steps taken)."""
+    v = v.detach().clone().requires_grad_(True)
+    stop = EarlyStop(cfg.patience, cfg.min_gain) if cfg.patience > 0 else None
+    done, last = 0, [None]
+
+    def closure() -> torch.Tensor:
+        out = _render(gen, v, start, cfg.clamp)
+        loss = _loss(out, x, weight, cfg.loss).sum()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        last[0] = out.detach()
+        return loss
+
+    if cfg.optimizer == "lbfgs":
+        # Strong-Wolfe line search: no learning rate to tune; the history carries over
+        # between chunks, so chunking only adds the PSNR checks.
+        opt = torch.optim.LBFGS(
+            [v], lr=1.0, max_iter=cfg.check_every, history_size=20, line_search_fn="strong_wolfe"
+        )
+        while done < steps:
+            n = min(cfg.check_every, steps - done)
+            opt.param_groups[0]["max_iter"] = opt.param_groups[0]["max_eval"] = n
+            before = opt.state[opt._params[0]].get("func_evals", 0)
+            opt.step(closure)
+            used = max(1, opt.state[opt._params[0]]["func_evals"] - before)
+            score = psnr(last[0], x, weight)
+            for j in range(done, min(done + used, steps)):
+                rep.step(offset + j, score if rep.wants_psnr(offset + j) else None)
+            done = min(done + used, steps)
+            if (stop is not None and stop.update(done, score)) or used < n:
+                break  # plateau, or L-BFGS converged (tolerances) before its budget
+        return v.detach(), done
+
+    opt = torch.optim.Adam([v], lr=lr)
+    for i in range(steps):
+        opt.step(closure)
+        done = i + 1
+        check = stop is not None and done % cfg.check_every == 0
+        score = psnr(last[0], x, weight) if check or rep.wants_psnr(offset + i) else None
+        rep.step(offset + i, score)
+        if check and stop.update(done, score):
+            break
+    return v.detach(), done
 
 
 def invert(
@@ -63,45 +188,22 @@ def invert(
     """Find z and the edit-layer representation r with G(r) ≈ x.
 
     x: [1, 3, R, R] in [-1, 1] at the generator's resolution. weight: optional [1, 1, R, R]
-    pixel weights (1 = must match). encoder: optional hook giving the starting latent.
+    pixel weights (1 = must match). encoder: image → latent map giving the start
+    (default: cfg.encoder; None = random starts).
     """
     cfg = cfg or InvertConfig()
+    if cfg.optimizer not in OPTIMIZERS or cfg.loss not in LOSSES:
+        raise ValueError(f"optimizer must be one of {OPTIMIZERS} and loss one of {LOSSES}")
+    encoder = encoder or cfg.encoder
     k = gen.edit_index
-    rng = torch.Generator().manual_seed(cfg.seed)
     rep = Reporter("invert", cfg.total_steps, progress, cancel)
-
+    z0 = start_latent(gen, x, cfg, weight, encoder)
+    z, nz = _optimise(gen, z0, 0, x, weight, cfg.z_steps, cfg.lr_z, cfg, rep, 0)
     with torch.no_grad():
-        if encoder is not None:
-            z = encoder(x).reshape(1, *gen.latent_shape)
-        else:
-            cands = gen.sample_latent(cfg.starts, rng)
-            losses = torch.cat([_loss(gen(c[None]), x, weight) for c in cands])
-            z = cands[losses.argmin()][None]
-    z = z.clone().requires_grad_(True)
-    opt = torch.optim.Adam([z], lr=cfg.lr_z)
-    for i in range(cfg.z_steps):
-        out = gen(z)
-        loss = _loss(out, x, weight).sum()
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        rep.step(i, psnr(out.detach(), x) if rep.wants_psnr(i) else None)
-
-    with torch.no_grad():
-        r0 = gen.run(z.detach(), 0, k + 1)
-    r = r0.clone().requires_grad_(True)
-    opt = torch.optim.Adam([r], lr=cfg.lr_r)
-    for i in range(cfg.r_steps):
-        out = gen.run(r, k + 1)
-        loss = _loss(out, x, weight).sum()
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        rep.step(
-            cfg.z_steps + i, psnr(out.detach(), x) if rep.wants_psnr(cfg.z_steps + i) else None
-        )
-
-    r = r.detach()
+        r0 = gen.run(z, 0, k + 1)
+    r, nr = _optimise(gen, r0, k + 1, x, weight, cfg.r_steps, cfg.lr_r, cfg, rep, cfg.z_steps)
     with torch.no_grad():
         final = psnr(gen.run(r, k + 1), x)
-    return Inversion(z.detach(), r, k, final)
+    if nz + nr < cfg.total_steps and progress is not None:
+        rep.step(cfg.total_steps - 1, final)  # early stop: the bar ends at 100 %
+    return Inversion(z, r, k, final, nz + nr)

@@ -23,6 +23,7 @@ COMMAND_MODULES = (
     "ganpaint.server.cli_concepts",
     "ganpaint.server.cli_serve",
     "ganpaint.server.cli_bench",
+    "ganpaint.server.cli_encoder",
 )
 
 
@@ -105,7 +106,9 @@ def add_fit_args(p: argparse.ArgumentParser) -> None:
         "(docs/performance.md)",
     )
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--invert-steps", type=int, default=400, help="inversion steps (default 400)")
+    p.add_argument(
+        "--invert-steps", type=int, help="inversion steps cap (default: the model's, ≤ 150)"
+    )
     p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
@@ -119,15 +122,17 @@ def load_generator(args: argparse.Namespace):
     return load_model(args.model, args.device, checkpoint=args.checkpoint)
 
 
-def fit_config(args: argparse.Namespace):
+def fit_config(args: argparse.Namespace, gen=None):
     from ganpaint.core.adapt import AdaptConfig
-    from ganpaint.core.invert import InvertConfig
+    from ganpaint.core.encoder import model_encoder
+    from ganpaint.core.invert import default_config
     from ganpaint.core.pipeline import PipelineConfig
 
-    if args.steps < 1 or args.invert_steps < 2:
+    if args.steps < 1 or (args.invert_steps is not None and args.invert_steps < 2):
         raise UserError("--steps must be at least 1 and --invert-steps at least 2")
-    z_steps = round(args.invert_steps * 3 / 8)  # z first, then the edit layer (see invert.py)
-    inv = InvertConfig(z_steps=z_steps, r_steps=args.invert_steps - z_steps, seed=args.seed)
+    # The model's encoder start when it has one (core/encoder.py), else random starts.
+    encoder = model_encoder(gen) if gen is not None else None
+    inv = default_config(encoder, args.invert_steps, args.seed)
     return PipelineConfig(
         invert=inv,
         adapt=AdaptConfig(steps=args.steps, variant=args.variant, seed=args.seed),
@@ -189,7 +194,7 @@ def cmd_reconstruct(args: argparse.Namespace) -> int:
 
     photo = read_image(args.image)
     gen = load_generator(args)
-    result = reconstruct_photo(gen, photo, fit_config(args), ProgressBar(not args.quiet))
+    result = reconstruct_photo(gen, photo, fit_config(args, gen), ProgressBar(not args.quiet))
     write_image(args.output, result.image)
     report(args, result, args.output)
     return 0
@@ -248,7 +253,7 @@ def cmd_edit(args: argparse.Namespace) -> int:
     mask = read_mask(args.mask)
     gen = load_generator(args)
     spec, label = resolve_edit(args, gen)
-    result = edit_photo(gen, photo, mask, spec, fit_config(args), ProgressBar(not args.quiet))
+    result = edit_photo(gen, photo, mask, spec, fit_config(args, gen), ProgressBar(not args.quiet))
     write_image(args.output, result.image)
     extra = {"units": list(spec.units)}
     if args.concept is not None:

@@ -233,12 +233,15 @@ def cmd_bench(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
     out = []
     for name in args.models:
-        out.append(
-            bench_model(name, args.ref_steps, args.base_steps, args.ablations, print, args.base)
-        )
-        res = out[-1]["resolution"]
-        out[-1]["composite_2000_s"] = t = composite_seconds(res)
-        print(f"  composite at photo resolution (2000×2000 crop, R={res}): {t:.3f} s")
+        if not args.first_edit_only:
+            out.append(
+                bench_model(name, args.ref_steps, args.base_steps, args.ablations, print, args.base)
+            )
+            res = out[-1]["resolution"]
+            out[-1]["composite_2000_s"] = t = composite_seconds(res)
+            print(f"  composite at photo resolution (2000×2000 crop, R={res}): {t:.3f} s")
+        if args.first_edit or args.first_edit_only:
+            out.append(bench_first_edit(name, args.first_qualities, print, not args.one_off))
     if args.json:
         with open(args.json, "w") as f:
             json.dump(out, f, indent=1)
@@ -257,6 +260,110 @@ def register(sub) -> None:
         default="direct",
         help="the session's base fit: direct δ early-stopped (what --quality fast makes) or R",
     )
+    p.add_argument("--first-edit", action="store_true", help="add the first-edit-of-a-photo rows")
+    p.add_argument("--first-edit-only", action="store_true", help="only the first-edit rows")
+    p.add_argument(
+        "--first-qualities", nargs="+", default=["fast", "faithful"], choices=["fast", "faithful"]
+    )
+    p.add_argument("--one-off", action="store_true", help="first edit without a session cache")
     p.add_argument("--threads", type=int, default=0)
     p.add_argument("--json", default="")
     p.set_defaults(func=cmd_bench)
+
+
+# -- first edit of a new photo (issue #12) -------------------------------------------------
+# Held-out real photos for the first-edit row: (photo, selection centre y, x, side) at the
+# photo's own pixels. The crop the pipeline inverts is the selection with 50 % context on
+# each side (pipeline.PipelineConfig.context), so a side of 80 on the astronaut crops her
+# face at 160 px. Never used to train or select an encoder.
+FIRST_EDIT_CASES = {
+    "dcgan": [
+        ("astronaut face", "astronaut", 105, 228, 80),
+        ("astronaut head", "astronaut", 105, 228, 100),
+        ("astronaut face, off-centre", "astronaut", 120, 240, 70),
+    ],
+    "progan": [("Path wallpaper", "Path", 800, 1280, 512)],
+}
+
+
+def _real_photo(name: str):
+    """A real photo from benchmarks/photos.py (repository checkouts only): [H, W, 3] uint8."""
+    import sys
+    from pathlib import Path
+
+    import numpy as np
+    from PIL import Image
+
+    bench = Path(__file__).resolve().parents[1] / "benchmarks"
+    if not (bench / "photos.py").is_file():
+        raise ModelError("the first-edit bench needs a repository checkout (benchmarks/photos.py)")
+    sys.path.insert(0, str(bench))
+    try:
+        from photos import photo
+    finally:
+        sys.path.remove(str(bench))
+    return np.asarray(Image.open(photo(name)).convert("RGB"))
+
+
+def first_edit_paths(gen: LayeredGenerator, encoder) -> dict[str, object]:
+    """Today's inversion (16 starts, 400 steps) and the new one (encoder or cheaper starts,
+    early stopping): {name: InvertConfig}."""
+    from ..core.invert import InvertConfig, default_config
+
+    new = "encoder + short" if encoder is not None else "4 starts + early stop"
+    return {"today (16 starts, 400 steps)": InvertConfig(), new: default_config(encoder)}
+
+
+def bench_first_edit(
+    name: str, qualities: list[str], log: Callable[[str], None], server: bool = True
+) -> dict:
+    """Wall seconds from request to result layer for a photo the session has not seen,
+    today's inversion against the new one, in one process (edit_photo, fresh cache)."""
+    import numpy as np
+
+    from ..core.encoder import model_encoder
+    from ..core.pipeline import EditSpec, PipelineConfig, edit_photo
+
+    gen, weights = load_generator(name)
+    encoder = model_encoder(gen)
+    k = gen.edit_index
+    units = TREE if gen.infos[k].channels > max(TREE) else [0, 1, 2, 3]
+    on = unit_quantiles(gen, k, 64)  # per model, held by the server: not part of an edit
+    log(
+        f"first edit of a new photo: {gen.model_id} ({weights}), encoder "
+        f"{'shipped' if encoder is not None else 'none'}, threads {torch.get_num_threads()}, "
+        f"{'server session (inversion + base fit + fast edit)' if server else 'one-off'}"
+    )
+    rows = []
+    for case, photo_name, cy, cx, side in FIRST_EDIT_CASES[name]:
+        photo = _real_photo(photo_name)
+        mask = np.zeros(photo.shape[:2], np.uint8)
+        mask[cy - side // 2 : cy + side // 2, cx - side // 2 : cx + side // 2] = 255
+        for quality in qualities:
+            ref_s = None
+            for path, icfg in first_edit_paths(gen, encoder).items():
+                cfg = PipelineConfig(invert=icfg, quality=quality)
+                spec = EditSpec(units, "add")
+                t0 = time.perf_counter()
+                res = edit_photo(
+                    gen, photo, mask, spec, cfg, cache={} if server else None, on_values=on
+                )
+                dt = time.perf_counter() - t0
+                ref_s = ref_s or dt
+                row = {
+                    "case": case,
+                    "quality": quality,
+                    "path": path,
+                    "seconds": dt,
+                    "psnr_inversion": res.psnr_inversion,
+                    "psnr_keep": res.psnr_keep,
+                    "fit_steps": res.steps,
+                    "speedup": ref_s / dt,
+                }
+                rows.append(row)
+                log(
+                    f"  {case:<27} {quality:<8} {path:<28} {dt:7.2f} s  inversion "
+                    f"{res.psnr_inversion:6.2f} dB  psnr_keep {res.psnr_keep:6.2f} dB  "
+                    f"fit {res.steps:4d} steps  {ref_s / dt:5.1f}x  load {os.getloadavg()[0]:.1f}"
+                )
+    return {"model": gen.model_id, "weights": weights, "first_edit": rows}

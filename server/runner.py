@@ -18,8 +18,9 @@ import torch
 
 from ganpaint.core.adapt import AdaptConfig
 from ganpaint.core.concepts import ConceptError
+from ganpaint.core.encoder import model_encoder
 from ganpaint.core.generators.base import ModelError
-from ganpaint.core.invert import InvertConfig
+from ganpaint.core.invert import default_config
 from ganpaint.core.photo import PhotoError
 from ganpaint.core.pipeline import EditSpec, PipelineConfig, edit_photo, reconstruct_photo
 from ganpaint.core.progress import Cancelled, Progress
@@ -115,6 +116,7 @@ class JobRunner:
     ):
         self.cfg, self.pool, self.sessions = cfg, pool, sessions
         self.emit, self.log = emit, log
+        self._encoders: dict[str, object] = {}  # model id → its shipped encoder (or None)
 
     def __call__(self, job: Job) -> None:
         req = job.request
@@ -157,7 +159,7 @@ class JobRunner:
                 req.mask,
                 req.name,
                 req.replace,
-                self._pipeline_config(req),
+                self._pipeline_config(req, gen),
                 self._progress(job),
                 job.is_cancelled,
                 self.sessions,
@@ -176,13 +178,11 @@ class JobRunner:
             return out
         raise ProtocolError(BAD_REQUEST, f"unknown job kind {req.kind!r}")
 
-    def _pipeline_config(self, req: JobRequest) -> PipelineConfig:
-        invert = InvertConfig()
-        if self.cfg.invert_steps is not None:
-            # Keep the core's z : r proportion when the server is told a total.
-            total = max(2, self.cfg.invert_steps)
-            z = max(1, round(total * invert.z_steps / invert.total_steps))
-            invert = InvertConfig(starts=invert.starts, z_steps=z, r_steps=max(1, total - z))
+    def _pipeline_config(self, req: JobRequest, gen) -> PipelineConfig:
+        if gen.model_id not in self._encoders:
+            self._encoders[gen.model_id] = model_encoder(gen)
+        # The model's encoder start when it has one; invert_steps caps z + r steps.
+        invert = default_config(self._encoders[gen.model_id], self.cfg.invert_steps)
         cfg = PipelineConfig(invert=invert, adapt=AdaptConfig(steps=req.steps or self.cfg.steps))
         quality = req.quality or self.cfg.quality
         if hasattr(cfg, "quality"):
@@ -200,7 +200,7 @@ class JobRunner:
         res = reconstruct_photo(
             gen,
             req.image,
-            self._pipeline_config(req),
+            self._pipeline_config(req, gen),
             self._progress(job),
             job.is_cancelled,
             guard,
@@ -210,7 +210,7 @@ class JobRunner:
 
     def _edit(self, job: Job, gen, model_id: str) -> Outcome:
         req = job.request
-        cfg = self._pipeline_config(req)
+        cfg = self._pipeline_config(req, gen)
         if req.concept is not None:
             c = concept_store.resolve(gen, req.concept, req.strength, self.log, req.leave_out)
             spec = EditSpec(c.units, req.op, c.values, c.layer)

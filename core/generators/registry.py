@@ -23,6 +23,7 @@ class ModelSpec:
     file_name: str = ""
     urls: tuple[str, ...] = ()  # published download places, in order (mirrors go first)
     sha256_prefix: str = ""  # what the file name promises; see download.py
+    encoder: str = ""  # shipped encoder, a file in ganpaint/core/data/encoders/ ("" = none)
 
     @property
     def url(self) -> str:
@@ -41,7 +42,12 @@ def _specs() -> dict[str, ModelSpec]:
 
     specs = {
         DCGAN_ID: ModelSpec(
-            DCGAN_ID, "dcgan64", 64, "pip package gan-face-generate==1.1.1", "weights.tar"
+            DCGAN_ID,
+            "dcgan64",
+            64,
+            "pip package gan-face-generate==1.1.1",
+            "weights.tar",
+            encoder="digiface-dcgan64.pt",
         ),
     }
     specs.update(PROGAN_SPECS)
