@@ -93,10 +93,9 @@ REGION_OF = {
 }
 # How this run of the gallery was made, when it differs from what a user gets.
 NOTE = (
-    "This run: G′ fitted 300 steps per edit, not the default 1000 (the gallery was made on "
+    "This run: G′ fitted 200 steps per edit, not the default 1000 (the gallery was made on "
     "a shared 2-core machine); the edit itself is the same, the seam fits less closely. "
-    "The photo-resolution compositing (core/composite.py) was being rebuilt at the time: "
-    "the *after* tiles show the old composite, which is blurrier at photo resolution."
+    "Photos composited by core/composite.py (the photo-resolution rebuild)."
 )
 # What the pictures show, per "concept/op": (works?, words). Written after looking at them;
 # "weak" is shown as such in the gallery.
