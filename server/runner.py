@@ -261,6 +261,12 @@ class JobRunner:
             "psnr_keep": float(res.psnr_keep),
             "psnr_inversion": float(res.psnr_inversion),
             "session_reused": bool(res.session_reused),
+            # At the photo's resolution, inside the selection (core/metrics.photo_metrics);
+            # null where a figure is undefined (no kept pixels, a bit-identical result).
+            "metrics": {
+                k: float(v) if math.isfinite(float(v)) else None
+                for k, v in getattr(res, "metrics", {}).items()
+            },
             "image": meta.to_dict(),
         }
         return Outcome(header, [data])

@@ -172,6 +172,8 @@ def test_edit_keeps_unselected_pixels_and_reuses_the_session(client):
     assert not np.array_equal(got, img)
     assert first["session_reused"] is False and first["steps"] == 20
     assert {"psnr_keep", "seconds", "model", "job"} <= set(first)
+    # The photo-resolution figures travel too, and measure this result: it changed pixels.
+    assert first["metrics"]["detail_ratio"] > 0 and first["metrics"]["psnr_inside"] < 99
     stages = {p["stage"] for p in seen}
     assert {"queued", "invert", "adapt"} <= stages and all(p["job"] == first["job"] for p in seen)
 
