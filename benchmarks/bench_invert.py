@@ -47,18 +47,20 @@ def rows(encoder) -> dict[str, InvertConfig]:
         "1 start only": rep(today, starts=1),
         "no z phase only (r 400)": rep(today, z_steps=0, r_steps=400),
         "MSE loss only": rep(today, loss="mse"),
-        "L-BFGS only (l1+mse, 150 + 250 evals)": rep(today, optimizer="lbfgs"),
-        "L-BFGS + MSE, r only, 150 evals": rep(today, z_steps=0, r_steps=150, **lb),
+        "L-BFGS only (l1+mse; 150 + 250 evals)": rep(today, optimizer="lbfgs"),
+        "L-BFGS + MSE; r only; 150 evals": rep(today, z_steps=0, r_steps=150, **lb),
         "clamped output (Hardtanh) only": rep(today, clamp=True),
         "new encoder-free default": default_config(None),
+        "4 starts + L-BFGS MSE r 100": rep(default_config(None), r_steps=100),
     }
     if encoder is not None:
         r |= {
             "encoder alone (0 steps)": rep(today, z_steps=0, r_steps=0, encoder=encoder),
             "encoder start only (today's 400 Adam)": rep(today, encoder=encoder),
-            "encoder + Adam r only, 100": rep(today, z_steps=0, r_steps=100, encoder=encoder),
-            "encoder + L-BFGS MSE r, 50": rep(default_config(encoder), r_steps=50),
+            "encoder + Adam r only; 100": rep(today, z_steps=0, r_steps=100, encoder=encoder),
+            "encoder + L-BFGS MSE r 50": rep(default_config(encoder), r_steps=50),
             "new default (encoder + L-BFGS 100)": default_config(encoder),
+            "encoder + L-BFGS MSE r 150": rep(default_config(encoder), r_steps=150),
             "new default + clamp": rep(default_config(encoder), clamp=True),
         }
     return r
@@ -68,7 +70,7 @@ def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--model", default="dcgan", choices=["dcgan", "progan"])
     p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--rows", default="", help="comma-separated row names (default: all)")
+    p.add_argument("--rows", default="", help="row names separated by commas (default: all)")
     p.add_argument("--json", default="")
     args = p.parse_args()
     torch.set_num_threads(args.threads)

@@ -35,7 +35,20 @@ def cmd_train(args: argparse.Namespace) -> int:
         seed=args.seed,
         checkpoint_s=args.checkpoint_s,
     )
-    command = "ganpaint encoder " + " ".join(shlex.quote(a) for a in sys.argv[2:])
+    # Every option that changes the weights, spelled out (threads and --minutes do not).
+    opts = [
+        ("--model", args.model),
+        ("--out", args.out),
+        ("--steps", args.steps),
+        ("--batch", args.batch),
+        ("--lr", args.lr),
+        ("--width", args.width),
+        ("--max-width", args.max_width),
+        ("--seed", args.seed),
+    ]
+    if args.checkpoint:
+        opts.append(("--checkpoint", args.checkpoint))
+    command = "ganpaint encoder train " + " ".join(f"{k} {shlex.quote(str(v))}" for k, v in opts)
     meta = {"command": command, "seed": args.seed, "model": args.model}
     stop_at = time.time() + args.minutes * 60 if args.minutes else None
     last_print = [0.0]

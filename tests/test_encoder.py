@@ -4,6 +4,7 @@ the inversion that starts from it (core/invert.py)."""
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 
 import pytest
@@ -129,3 +130,21 @@ def test_default_config_caps_the_steps():
 def test_bad_optimizer_is_refused(dcgan, samples):
     with pytest.raises(ValueError, match="optimizer must be one of"):
         invert(dcgan, samples[:1], InvertConfig(starts=1, z_steps=1, r_steps=1, optimizer="sgd"))
+
+
+def test_cli_trains_resumes_and_shows_an_encoder(tmp_path, capsys):
+    from ganpaint.server.cli import main
+
+    out = tmp_path / "enc"
+    common = ["encoder", "train", "--out", str(out), "--batch", "2", "--width", "8"]
+    assert main([*common, "--steps", "1", "--quiet", "--json"]) == 0
+    assert main([*common, "--steps", "2", "--quiet", "--json"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert [json.loads(s)["step"] for s in lines] == [1, 2]
+    assert main(["encoder", "info", str(out / "encoder.pt"), "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["model"] == "digiface-dcgan64" and info["arch"]["width"] == 8
+    # the best weights so far, with the command of the run that wrote them
+    assert info["command"].startswith("ganpaint encoder train --model digiface-dcgan64 --out")
+    assert info["step"] in (1, 2) and info["seed"] == 0
+    assert main([*common, "--steps", "0"]) == 2  # a user error: one line, status 2
