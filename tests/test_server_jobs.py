@@ -622,7 +622,7 @@ def test_broken_concepts_are_refused_at_use_and_never_blacken_a_session(server, 
     with pytest.raises(ServerError) as e:
         client.edit(raw(img), raw(m), op="add", concept="v39")
     assert e.value.code == "unknown_concept"
-    res = client.edit(raw(img), raw(m), op="remove", concept="mouth")
+    res = client.edit(raw(img), raw(m), op="add", concept="dark hair")
     assert np.isfinite(res["psnr_keep"])
     got = array(res["image"])[m > 0][:, :3]
     assert got.max() > 0 and not np.array_equal(got, np.zeros_like(got))

@@ -207,9 +207,7 @@ class ConceptLibrary:
         from .quantiles import on_values, published_table
 
         channels = (
-            None
-            if self.generator is None
-            else {i.name: i.channels for i in self.generator.infos}
+            None if self.generator is None else {i.name: i.channels for i in self.generator.infos}
         )
         tables: dict[str, list[float] | None] = {}
         out = []

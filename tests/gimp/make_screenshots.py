@@ -4,7 +4,7 @@
     docs/img/gimp-before.png   the photo, with the selection outlined
     docs/img/gimp-after.png    the flattened result of the edit made through that dialog
 
-    sudo .venv/bin/python tests/gimp/make_screenshots.py [--concept eyes] [--op add]
+    sudo .venv/bin/python tests/gimp/make_screenshots.py [--concept "dark hair"] [--op add]
         [--steps 300] [--seed 0] [--ellipse CX CY RX RY] [--out docs/img]
 
 With --photo FILE (a real photo, e.g. a wallpaper from benchmarks/photos.py) the edit runs
@@ -192,7 +192,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    p.add_argument("--concept", default="eyes")
+    p.add_argument("--concept", default="dark hair")
     p.add_argument("--op", choices=["add", "remove"], default="add")
     p.add_argument("--strength", choices=["low", "med", "high"], default="high")
     p.add_argument("--steps", type=int, default=300)
