@@ -176,9 +176,9 @@ def main(argv: list[str] | None = None) -> int:
         "--edits",
         nargs="+",
         type=lambda s: tuple(s.split(":")[::-1]),
-        default=[("eyes", "remove"), ("eyes", "add"), ("dark background", "add")],
+        default=[("blond hair", "remove"), ("dark hair", "add"), ("dark background", "add")],
         metavar="OP:CONCEPT",
-        help="e.g. remove:eyes add:eyes",
+        help='e.g. "remove:blond hair" "add:dark hair" (the photos contain neither)',
     )
     p.add_argument("--strength", default="high", choices=["low", "med", "high"])
     p.add_argument("--quality", default="fast", choices=["fast", "faithful"])
