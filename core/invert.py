@@ -51,7 +51,7 @@ def default_config(
 ) -> InvertConfig:
     """The inversion a photo gets: short and early-stopped from the encoder's start when the
     model has one, fewer starts and early stopping without (docs/performance.md measures
-    each choice). ``total_steps`` caps z + r steps, keeping the phases' proportion."""
+    each choice). ``total_steps`` caps the steps (all at the edit layer: no z phase)."""
     # L-BFGS on the MSE straight at the edit layer: 150 evaluations beat today's 400 Adam
     # steps on every held-out face crop, from the encoder's start or from 4 random ones
     # (the encoder's is ≈ 0.5 dB better at equal evaluations; docs/performance.md).
@@ -61,10 +61,7 @@ def default_config(
     else:
         cfg = InvertConfig(starts=4, r_steps=150, patience=20, **lbfgs)
     if total_steps is not None:
-        total = max(1, total_steps)
-        if cfg.z_steps:
-            cfg.z_steps = min(total - 1, max(1, round(total * cfg.z_steps / cfg.total_steps)))
-        cfg.r_steps = max(1, total - cfg.z_steps)
+        cfg.r_steps = max(1, total_steps)
     return cfg
 
 
