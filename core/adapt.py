@@ -186,9 +186,13 @@ class Fit:
 
     perturbation: Perturbation
     opt_state: dict
+    # [1, 1, R, R] the keep mask the fit pinned; None = not known. A later fit may start
+    # from this one only where this one reproduced the photo (pipeline._fast_start).
+    keep: torch.Tensor | None = None
 
     def nbytes(self) -> int:
         tensors = list(self.perturbation.state_dict().values())
+        tensors += [self.keep] if self.keep is not None else []
         for st in self.opt_state.get("state", {}).values():
             tensors += [v for v in st.values() if isinstance(v, torch.Tensor)]
         return sum(t.numel() * t.element_size() for t in tensors)
@@ -252,4 +256,5 @@ def adapt(
         rep.step(i, psnr(out, x, keep) if rep.wants_psnr(i) else None)
     with torch.no_grad():
         out = run_gprime(gen, z_h, pert())
-    return AdaptResult(Fit(pert, opt.state_dict()), out, psnr(out, x, keep), cfg.steps)
+    fit = Fit(pert, opt.state_dict(), keep.detach())
+    return AdaptResult(fit, out, psnr(out, x, keep), cfg.steps)

@@ -198,7 +198,7 @@ def fast_adapt(
     with torch.no_grad():
         image = run_gprime(gen, z_h, pert())
     whole = all(region.area(w) == gen.infos[h + i].size ** 2 for i, w in enumerate(pwins))
-    fit = Fit(local if whole and base is None else pert, opt.state_dict())
+    fit = Fit(local if whole and base is None else pert, opt.state_dict(), keep.detach())
     return AdaptResult(fit, image, psnr(image, x, keep), steps)
 
 

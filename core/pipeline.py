@@ -66,7 +66,7 @@ class FitSession:
     key: str
     inversion: Inversion
     fit: Fit | None = None  # the latest G′ fit, to warm-start the next
-    base: Fit | None = None  # a fit of the unedited region (keep = 1): the fast path's start
+    base: Fit | None = None  # a fit of the unedited region (keep = 1, by reconstruct)
 
     def nbytes(self) -> int:
         fits = [f for f in (self.fit, self.base) if f is not None]
@@ -230,7 +230,7 @@ def edit_photo(
     keep = keep_mask(prep.mask, gen.resolution)
     z_h = _to_split(gen, r_e, cfg.adapt)
     if cfg.quality == "fast":
-        res = _fast_edit(gen, prep, inv.r, z_h, keep, cfg, cache is not None, progress, cancel)
+        res = _fast_edit(gen, prep, z_h, keep, cfg, progress, cancel)
     else:
         res = _faithful_fit(gen, prep, z_h, keep, cfg, progress, cancel)
     prep.session.fit = res.fit
@@ -284,26 +284,37 @@ def _check_quality(cfg: PipelineConfig) -> None:
 def _fast_edit(
     gen: LayeredGenerator,
     prep: Prepared,
-    r: torch.Tensor,
     z_h: torch.Tensor,
     keep: torch.Tensor,
     cfg: PipelineConfig,
-    cached: bool,
     progress: ProgressFn | None,
     cancel: CancelFn | None,
 ) -> AdaptResult:
-    """The fast path from the session's base fit (any kind: R or direct δ). Without one, a
-    kept session gets a base fit now (early-stopped) for this and later edits; a one-off
-    edit fits cold instead, full frame with early stopping, which is cheaper than both.
+    """The fast path, from a fit of the session that may serve as its base
+    (``_fast_start``: any kind, R or direct δ). Without one (a region's first edit, or a
+    one-off) it fits cold: full frame, keep-masked, early-stopped. That one fit is cheaper
+    than a base fit of the unedited region followed by the edit's fit (docs/performance.md),
+    and it is the base of the region's next edits of the same selection.
     cfg.adapt.steps caps every fit."""
-    session = prep.session
-    if session.base is None and not cached:
+    start = _fast_start(prep.session, keep)
+    if start is None:
         return base_fit(gen, z_h, prep.x, cfg.adapt, cfg.fast, progress, cancel, keep)
-    if session.base is None:
-        z_h0 = _to_split(gen, r, cfg.adapt)
-        session.base = base_fit(gen, z_h0, prep.x, cfg.adapt, cfg.fast, progress, cancel).fit
     fcfg = dataclasses.replace(cfg.fast, max_steps=min(cfg.fast.max_steps, cfg.adapt.steps))
-    return fast_adapt(gen, z_h, prep.x, keep, cfg.adapt, fcfg, session.base, None, progress, cancel)
+    return fast_adapt(gen, z_h, prep.x, keep, cfg.adapt, fcfg, start, None, progress, cancel)
+
+
+def _fast_start(session: FitSession, keep: torch.Tensor) -> Fit | None:
+    """A fit the fast path may start from: the region's base fit (the unedited region,
+    made by reconstruct), else its last fit if that one pinned every pixel this edit pins
+    (its free zone lies inside this edit's, as on a re-edit of the same selection): outside
+    the new free zone such a fit already reproduces the photo, and inside it
+    ``fast.start_deltas`` resets δ anyway."""
+    if session.base is not None:
+        return session.base
+    fit = session.fit
+    if fit is not None and fit.keep is not None and bool((fit.keep >= keep - 1e-4).all()):
+        return fit
+    return None
 
 
 def _warm_start(gen: LayeredGenerator, session: FitSession, cfg: AdaptConfig) -> Fit | None:

@@ -159,13 +159,25 @@ def test_pipeline_quality_fast(dcgan, fast_cfg):
     cache: dict = {}
     reconstruct_photo(dcgan, photo, fast_cfg, cache=cache)
     res = edit_photo(dcgan, photo, mask, EditSpec([1, 2, 3], "remove"), fast_cfg, cache=cache)
-    # The edit's crop got a base fit, kept for the next edit, besides the edit's own fit.
-    assert any(s.base is not None and s.fit is not s.base for s in cache.values())
-    # One-off (no session kept): a cold early-stopped fit, no base fit made.
+    # The region's first edit: one cold fit on the edit's keep mask, no base fit made.
+    session = next(s for s in cache.values() if s.base is None)
+    first = session.fit
+    assert first.keep is not None and first.keep.min() < 1e-3
+    # A re-edit of the same selection starts from that fit: outside the edit's window its
+    # δ is the first fit's, bit for bit.
+    again = edit_photo(
+        dcgan, photo, mask, EditSpec([4, 5], "add", [2.0, 2.0]), fast_cfg, cache=cache
+    )
+    assert again.session_reused and session.fit is not first
+    with torch.no_grad():
+        d1, d2 = first.perturbation()[-1], session.fit.perturbation()[-1]
+    same = (d1 == d2).flatten()
+    assert same.any() and not same.all()
+    # One-off (no session kept): the same cold early-stopped fit.
     once = edit_photo(dcgan, photo, mask, EditSpec([1, 2, 3], "remove"), fast_cfg)
     outside = mask == 0
     outside[20:70, 30:90] = False  # feathered band around the selection
-    for r in (res, once):
+    for r in (res, again, once):
         assert r.image.shape == photo.shape
         assert (r.image[outside] == photo[outside]).all()
         assert (r.image[mask > 0] != photo[mask > 0]).any()
