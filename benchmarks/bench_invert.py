@@ -6,6 +6,7 @@ ratios against today's path ("today": 16 random starts, 150 z + 250 r steps) are
 under the same load.
 
     python benchmarks/bench_invert.py [--model dcgan|progan] [--threads 1] [--rows a,b,...]
+        [--encoder FILE]
 """
 
 from __future__ import annotations
@@ -15,11 +16,12 @@ import dataclasses
 import json
 import os
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
 
-from ganpaint.core.encoder import model_encoder
+from ganpaint.core.encoder import load_encoder, model_encoder
 from ganpaint.core.invert import InvertConfig, default_config, invert
 from ganpaint.core.photo import crop, selection_box, to_model
 from ganpaint.server.cli_bench import FIRST_EDIT_CASES, _real_photo, load_generator
@@ -59,8 +61,9 @@ def rows(encoder) -> dict[str, InvertConfig]:
             "encoder start only (today's 400 Adam)": rep(today, encoder=encoder),
             "encoder + Adam r only; 100": rep(today, z_steps=0, r_steps=100, encoder=encoder),
             "encoder + L-BFGS MSE r 50": rep(default_config(encoder), r_steps=50),
-            "new default (encoder + L-BFGS 100)": default_config(encoder),
-            "encoder + L-BFGS MSE r 150": rep(default_config(encoder), r_steps=150),
+            "encoder + L-BFGS MSE r 75": rep(default_config(encoder), r_steps=75),
+            "encoder + L-BFGS MSE r 100": rep(default_config(encoder), r_steps=100),
+            "new default (encoder + L-BFGS 150)": default_config(encoder),
             "new default + clamp": rep(default_config(encoder), clamp=True),
         }
     return r
@@ -72,10 +75,11 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--rows", default="", help="row names separated by commas (default: all)")
     p.add_argument("--json", default="")
+    p.add_argument("--encoder", default="", help="an encoder file instead of the shipped one")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     gen, weights = load_generator(args.model)
-    encoder = model_encoder(gen)
+    encoder = load_encoder(Path(args.encoder), gen) if args.encoder else model_encoder(gen)
     cases = targets(args.model, gen.resolution)
     todo = rows(encoder)
     if args.rows:

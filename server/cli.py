@@ -101,9 +101,9 @@ def add_fit_args(p: argparse.ArgumentParser) -> None:
         "--quality",
         choices=["faithful", "fast"],
         default="faithful",
-        help="faithful: the method as published (default); fast: δ fine-tuned directly from "
-        "the photo's base fit, on a window around the edit, with early stopping "
-        "(docs/performance.md)",
+        help="faithful: the method as published (default); fast: δ fine-tuned directly, from "
+        "the region's previous fit when it has one, on a window around the edit, with early "
+        "stopping (docs/performance.md)",
     )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument(

@@ -322,11 +322,14 @@ def first_edit_paths(gen: LayeredGenerator, encoder) -> dict[str, FirstEditPath]
     from ..core.invert import InvertConfig, default_config
 
     new = "encoder + short" if encoder is not None else "4 starts + early stop"
-    return {
+    paths = {
         "today (16 starts, 400 steps; base + edit fit)": FirstEditPath(InvertConfig(), True),
         f"{new}; base + edit fit": FirstEditPath(default_config(encoder), True),
         f"{new}; one cold fit": FirstEditPath(default_config(encoder)),
     }
+    if encoder is None:  # what `--invert-steps 60` buys where no encoder starts close
+        paths[f"{new} (<= 60); one cold fit"] = FirstEditPath(default_config(None, 60))
+    return paths
 
 
 def bench_first_edit(
@@ -356,7 +359,7 @@ def bench_first_edit(
     log(
         f"first edit of a new photo: {gen.model_id} ({weights}), encoder "
         f"{'shipped' if encoder is not None else 'none'}, threads {torch.get_num_threads()}, "
-        f"{'server session (inversion + base fit + fast edit)' if server else 'one-off'}"
+        f"{'server session, fresh cache' if server else 'one-off'}"
     )
     rows = []
     for case, photo_name, cy, cx, side in FIRST_EDIT_CASES[name]:
