@@ -24,6 +24,7 @@ from ..core.adapt import AdaptConfig, adapt, keep_mask
 from ..core.edit import apply_edit, unit_quantiles
 from ..core.fast import FastConfig, base_fit, fast_adapt
 from ..core.generators.base import LayeredGenerator, ModelError, freeze
+from ..core.invert import InvertConfig, default_config
 from ..core.metrics import psnr
 
 # GAN Dissection churchoutdoor layer4 "tree" units (method.md); any units on random weights.
@@ -311,7 +312,7 @@ class FirstEditPath:
     session's base fit of the unedited region is made before the edit's own fit, as the
     pipeline did before a first edit became one cold fit."""
 
-    invert: object  # InvertConfig
+    invert: InvertConfig
     base_fit_first: bool = False
 
 
@@ -319,8 +320,6 @@ def first_edit_paths(gen: LayeredGenerator, encoder) -> dict[str, FirstEditPath]
     """Today's inversion (16 starts, 400 steps) with base fit + edit fit, the new inversion
     (encoder or cheaper starts, early stopping) the same way, and the new inversion with one
     cold fit (the pipeline's path now): {name: FirstEditPath}."""
-    from ..core.invert import InvertConfig, default_config
-
     new = "encoder + short" if encoder is not None else "4 starts + early stop"
     paths = {
         "today (16 starts, 400 steps; base + edit fit)": FirstEditPath(InvertConfig(), True),
@@ -347,7 +346,6 @@ def bench_first_edit(
     import numpy as np
 
     from ..core.encoder import model_encoder
-    from ..core.fast import base_fit
     from ..core.pipeline import EditSpec, PipelineConfig, edit_photo, prepare
 
     gen, weights = (gen, "given") if gen is not None else load_generator(name)
