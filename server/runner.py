@@ -52,7 +52,7 @@ class Outcome:
     """What the job log line and the final reply are made of."""
 
     header: dict = field(default_factory=dict)
-    frames: list[bytes] = field(default_factory=list)
+    frames: list[bytes | memoryview] = field(default_factory=list)
 
 
 class SessionGuard(MutableMapping):
@@ -121,7 +121,7 @@ class JobRunner:
     def __call__(self, job: Job) -> None:
         req = job.request
         t0 = time.perf_counter()
-        frames: list[bytes] = []
+        frames: list[bytes | memoryview] = []
         try:
             if job.is_cancelled():
                 raise Cancelled("cancelled before it started")
