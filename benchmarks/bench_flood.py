@@ -15,7 +15,9 @@ Linux only (reads /proc).
 selects the whole frame. ``--hold`` keeps the worker busy with a long small job during the
 flood and cancels everything after it, so the peak is the server's own holding of requests
 (queue, byte budget, libzmq's read-ahead) without a max-size job running; without it the
-accepted edits run, and the running job's compositing adds its own peak.
+accepted edits run, and the running job's compositing adds its own peak. Under ``--hold`` the
+holding client and the cancelling connection take two of the server's connection slots:
+``--hold --max-connections 6`` floods over as many connections as the default cap of 4.
 """
 
 from __future__ import annotations
@@ -67,18 +69,20 @@ def pixels(selection: str) -> tuple[np.ndarray, np.ndarray]:
 class Flood:
     """C DEALER sockets sending N edits between them, then heartbeating accepted jobs."""
 
-    def __init__(self, endpoint: str, connections: int):
+    def __init__(self, endpoint: str, connections: int, control: bool):
         self.ctx = zmq.Context()
-        # Cancels go on their own connection (by job id, which any connection may use), not
-        # behind the big frames still queued on the flooding ones; it connects first, so
-        # that it holds a slot under the server's connection cap.
-        self.control = self.ctx.socket(zmq.DEALER)
-        self.control.linger = 0
-        self.control.connect(endpoint)
-        self.control.send(msgpack.packb({"v": 1, "kind": "hello", "id": "h"}))
-        if not self.control.poll(60_000):
-            raise RuntimeError("the server does not answer the control connection")
-        self.control.recv_multipart()
+        self.control = None
+        if control:
+            # Cancels go on their own connection (by job id, which any connection may use),
+            # not behind the big frames queued on the flooding ones; it connects first, so
+            # that it holds a slot under the server's connection cap.
+            self.control = self.ctx.socket(zmq.DEALER)
+            self.control.linger = 0
+            self.control.connect(endpoint)
+            self.control.send(msgpack.packb({"v": 1, "kind": "hello", "id": "h"}))
+            if not self.control.poll(60_000):
+                raise RuntimeError("the server does not answer the control connection")
+            self.control.recv_multipart()
         self.socks, self.monitors = [], []
         for _ in range(connections):
             s = self.ctx.socket(zmq.DEALER)
@@ -163,7 +167,8 @@ class Flood:
         for s in self.socks:
             s.disable_monitor()
         for s in [*self.monitors, *self.socks, self.control]:
-            s.close(0)
+            if s is not None:
+                s.close(0)
         self.ctx.term()
 
 
@@ -220,7 +225,7 @@ def main() -> int:
                 )
                 hold_job = holder._recv("hold", 60)[0]["job"]
             Path(f"/proc/{server.pid}/clear_refs").write_text("5")  # resets VmHWM
-            flood = Flood(endpoint, conns)
+            flood = Flood(endpoint, conns, control=args.hold)
             t0 = time.monotonic()
             try:
                 outcome = flood.run(args.requests, img, mask, args.steps, args.hold)

@@ -146,9 +146,26 @@ def _down2(t: torch.Tensor) -> torch.Tensor:
     return F.avg_pool2d(t, 2, ceil_mode=True)
 
 
+UP2_ROWS = 256  # output rows per piece of _up2
+
+
 def _up2(t: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:
-    up = F.interpolate(t, scale_factor=2, mode="bilinear", align_corners=False)
-    return up[..., : shape[0], : shape[1]]
+    """Bilinear ×2 of [N, C, h, w], cropped to ``shape``. Large ones go in strips of rows
+    (each from its input rows and one more either side: the same weights, so the same
+    bits), saving the interpolation's whole-size scratch memory."""
+    if shape[0] <= UP2_ROWS:
+        up = F.interpolate(t, scale_factor=2, mode="bilinear", align_corners=False)
+        return up[..., : shape[0], : shape[1]]
+    fmt = torch.channels_last if t.is_contiguous(memory_format=torch.channels_last) else None
+    out = torch.empty(
+        *t.shape[:2], *shape, dtype=t.dtype, memory_format=fmt or torch.contiguous_format
+    )
+    for o0 in range(0, shape[0], UP2_ROWS):
+        o1 = min(o0 + UP2_ROWS, shape[0])
+        i0, i1 = max(o0 // 2 - 1, 0), min(o1 // 2 + 1, t.shape[-2])
+        up = F.interpolate(t[..., i0:i1, :], scale_factor=2, mode="bilinear", align_corners=False)
+        out[..., o0:o1, :] = up[..., o0 - 2 * i0 : o1 - 2 * i0, : shape[1]]
+    return out
 
 
 def _band(t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -190,17 +207,19 @@ def grain(photo: torch.Tensor, weight: torch.Tensor, levels: int, seed: int) -> 
     """
     g = torch.Generator().manual_seed(seed)
     cur, w = photo[None], weight[None, None]
+    del photo  # the finest level goes as soon as its band is taken (when the caller let go)
     if float(w.sum()) < 16:  # nothing kept to measure: the whole window
         w = torch.ones_like(w)
     bands = []
     for _ in range(max(1, levels)):
-        band, low = _band(cur)
+        band, cur = _band(cur)
         # A statistic needs no megapixels: every k-th row and column, ≤ ~250 k pixels.
         k = max(1, math.ceil(math.sqrt(band.shape[-1] * band.shape[-2] / 250_000)))
         chol = _cov_factor(band[0, :, ::k, ::k].flatten(1), w[0, 0, ::k, ::k].flatten())
-        n = torch.randn(band.shape, generator=g)
-        bands.append(torch.einsum("ij,bjyx->biyx", chol, n))
-        cur, w = low, _down2(w)
+        shape = band.shape
+        del band
+        bands.append(torch.einsum("ij,bjyx->biyx", chol, torch.randn(shape, generator=g)))
+        w = _down2(w)
         if min(cur.shape[-2:]) < 4:
             break
     out = bands[-1]
@@ -238,9 +257,10 @@ def composite(
     y0, y1 = max(win[0] - grow, 0), min(win[1] + grow, h)
     x0, x1 = max(win[2] - grow, 0), min(win[3] + grow, w)
     top = DTYPE_MAX[photo.dtype]
-    src = photo[y0:y1, x0:x1, :3]
-    p = torch.from_numpy(src.astype(np.int32) if src.dtype == np.uint16 else np.array(src))
-    p = p.permute(2, 0, 1).float().div_(top)
+    # [3, h, w] float32 in [0, 1] (a view of an [h, w, 3] array). Whole-window arrays are
+    # the memory of a large selection (8192×2048 × 3 float32 = 192 MiB each): operations
+    # below work in place where that gives the same bits.
+    p = torch.from_numpy(photo[y0:y1, x0:x1, :3].astype(np.float32)).permute(2, 0, 1).div_(top)
     rows, cols = (y0 - box.y0, y1 - box.y0), (x0 - box.x0, x1 - box.x0)
 
     def up(t: torch.Tensor) -> torch.Tensor:  # [1, C, R, R] -> [C, y1−y0, x1−x0]
@@ -261,19 +281,32 @@ def composite(
         k = max(1.0, r_low / max(cfg.fine_feather, 1e-3))
         w_high = smoothstep((w_low - 0.5) * k + 0.5)
     # Changes in [0, 1] units: half of the [-1, 1] ones.
-    out = p + w_low * up(((e - b) + alpha * (b - x)) * free / 2)
+    out = up(((e - b) + alpha * (b - x)) * free / 2).mul_(w_low).add_(p)  # p + w_low·up(D)
+    del w_low
     a_up = up(alpha)[0].clamp_(0, 1).mul_(w_high)
+    del w_high
     if replace and bool((a_up > 1e-4).any()):
         levels = cfg.grain_levels or min(3, max(1, int(math.log2(max(size / res, 1.0)))))
         low = up((x + 1) / 2)
-        high = p - low  # the photo's band above the generator's resolution
         # Grain grows with brightness like shot noise (std ∝ √level): measured relative to
         # the photo's local level, re-applied relative to the new content's.
-        noise = grain(p / (low.clamp_min(0) + DARK).sqrt(), 1 - a_up, levels, cfg.seed)
-        noise *= (up((e + 1) / 2).clamp_min_(0) + DARK).sqrt_()
+        level = low.clamp_min(0).add_(DARK).sqrt_()
+        high = p.sub(low)  # the photo's band above the generator's resolution
+        del low
+        # Handed over in a list so that no name holds it: grain frees it after one octave.
+        measured = [p.div(level)]
+        del p, level
+        noise = grain(measured.pop(), 1 - a_up, levels, cfg.seed)
+        noise *= up((e + 1) / 2).clamp_min_(0).add_(DARK).sqrt_()
         theta = a_up * (math.pi / 2)
-        out += (torch.cos(theta) - 1) * high + torch.sin(theta) * noise
+        # out += (cos θ − 1)·H + sin θ·N, the sum formed before it is added, as written
+        high *= torch.cos(theta).sub_(1)
+        noise *= torch.sin(theta)
+        del theta
+        out += high.add_(noise)
+        del high, noise
     new = out.mul_(top).round_().clamp_(0, top).permute(1, 2, 0).numpy().astype(photo.dtype)
+    del out
     image = photo.copy()
     sel = np.ones(new.shape[:2], bool) if mask is None else mask[y0:y1, x0:x1] > 0
     np.copyto(image[y0:y1, x0:x1, :3], new, where=sel[..., None])

@@ -85,6 +85,32 @@ def crop(arr: np.ndarray, box: Box) -> np.ndarray:
     return arr[ys[:, None], xs[None, :]]
 
 
+def crop_scaled(arr: np.ndarray, box: Box, resolution: int) -> torch.Tensor:
+    """resize(crop(arr, box) in [0, 1]) without the crop at full size: [1, C, R, R] float32
+    (C = 1 for an [H, W] mask), contiguous, the very values of the one-piece computation.
+
+    Shrinking (the usual case) goes one output row at a time: area resizing is adaptive
+    average pooling, and a strip of exactly one output row's input rows pools to that row
+    with the same sums in the same order. A whole-frame box of an 8192×2048 photo would
+    otherwise take 8192² × 3 float32 twice (1.5 GiB) for a 64×64 result.
+    """
+    top = DTYPE_MAX[arr.dtype]
+    size = box.size
+    if size <= resolution:
+        t = torch.from_numpy(crop(arr, box).astype(np.float32) / top)
+        return resize(t.permute(2, 0, 1)[None] if t.ndim == 3 else t[None, None], resolution)
+    h, w = arr.shape[:2]
+    ys = np.clip(np.arange(box.y0, box.y0 + size), 0, h - 1)
+    xs = np.clip(np.arange(box.x0, box.x0 + size), 0, w - 1)
+    rows = []
+    for i in range(resolution):
+        a, b = (i * size) // resolution, -((-(i + 1) * size) // resolution)  # pooling bounds
+        strip = torch.from_numpy(arr[ys[a:b, None], xs[None, :]].astype(np.float32) / top)
+        strip = strip.permute(2, 0, 1)[None] if strip.ndim == 3 else strip[None, None]
+        rows.append(F.adaptive_avg_pool2d(strip, (1, resolution)))
+    return torch.cat(rows, 2)
+
+
 def to_model(rgb: np.ndarray, resolution: int, device: torch.device | str = "cpu") -> torch.Tensor:
     """[S, S, 3] uint8/16 -> [1, 3, R, R] float in [-1, 1] (area-averaged when shrinking)."""
     t = torch.from_numpy(rgb.astype(np.float32) / DTYPE_MAX[rgb.dtype]).permute(2, 0, 1)[None]
