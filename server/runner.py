@@ -29,6 +29,7 @@ from . import concept_store
 from .config import ServerConfig
 from .images import from_array
 from .jobs import CANCELLED, DONE, FAILED, Job
+from .memory import release_freed_memory
 from .model_pool import ModelPool
 from .protocol import (
     BAD_REQUEST,
@@ -140,6 +141,7 @@ class JobRunner:
             )
         finally:
             self.sessions.trim()
+            release_freed_memory()
         self.emit(job, header, frames)
 
     # -- the work ----------------------------------------------------------------------------
