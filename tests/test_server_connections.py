@@ -141,3 +141,17 @@ def test_the_cap_holds_under_curve_and_unknown_keys_are_told_apart(tmp_path: Pat
         wait_until(lambda: srv._gate.live() == 0, "a's slot to free")
         with Client(ep, timeout_s=10.0, curve=keys) as b:
             assert b.hello()["protocol"] == 1
+
+
+def test_serve_flags_set_the_memory_limits():
+    from ganpaint.server.cli import UserError, build_parser
+    from ganpaint.server.cli_serve import config_from_args
+
+    parse = build_parser().parse_args
+    lim = config_from_args(parse(["serve"])).limits
+    assert (lim.max_pending_bytes, lim.max_connections) == (512 << 20, 4)
+    lim = config_from_args(parse(["serve", "--max-pending-mb", "100", "--max-connections", "2"]))
+    assert (lim.limits.max_pending_bytes, lim.limits.max_connections) == (100 << 20, 2)
+    for flag in ("--max-pending-mb", "--max-connections"):
+        with pytest.raises(UserError, match=flag):
+            config_from_args(parse(["serve", flag, "0"]))
