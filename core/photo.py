@@ -102,13 +102,16 @@ def crop_scaled(arr: np.ndarray, box: Box, resolution: int) -> torch.Tensor:
     h, w = arr.shape[:2]
     ys = np.clip(np.arange(box.y0, box.y0 + size), 0, h - 1)
     xs = np.clip(np.arange(box.x0, box.x0 + size), 0, w - 1)
-    rows = []
+    out = torch.empty(1, arr.shape[2] if arr.ndim == 3 else 1, resolution, resolution)
     for i in range(resolution):
         a, b = (i * size) // resolution, -((-(i + 1) * size) // resolution)  # pooling bounds
         strip = torch.from_numpy(arr[ys[a:b, None], xs[None, :]].astype(np.float32) / top)
         strip = strip.permute(2, 0, 1)[None] if strip.ndim == 3 else strip[None, None]
-        rows.append(F.adaptive_avg_pool2d(strip, (1, resolution)))
-    return torch.cat(rows, 2)
+        # Written into one array made first: no small block left between the strips' (that
+        # would keep the heap from reusing their memory).
+        out[:, :, i : i + 1] = F.adaptive_avg_pool2d(strip, (1, resolution))
+        del strip
+    return out
 
 
 def to_model(rgb: np.ndarray, resolution: int, device: torch.device | str = "cpu") -> torch.Tensor:

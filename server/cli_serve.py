@@ -153,7 +153,6 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from ganpaint.core.generators import get_spec
     from ganpaint.server.cli import UserError
 
-    from .memory import map_large_blocks
     from .security import BindRefused, make_keys
     from .server import EditServer
 
@@ -169,7 +168,6 @@ def cmd_serve(args: argparse.Namespace) -> int:
         )
         return 0
     cfg = config_from_args(args)
-    map_large_blocks()
     if args.threads is not None:
         if args.threads < 1:
             raise UserError("--threads must be at least 1")
