@@ -366,9 +366,9 @@ class Client:
                 "client has finished",
             )
         if self._refusal == KEY_REFUSED:
+            why = "this client's CURVE key (not among its authorised clients)"
             return ServerUnavailable(
-                f"the server at {self.address} refused this client's CURVE key (not among "
-                "its authorised clients)"
+                f"the server at {self.address} refused {why if self.curve else 'the connection'}"
             )
         if not self._heard:
             return ServerUnavailable(f"nothing answers at {self.address} (waited {waited})")

@@ -129,10 +129,13 @@ class ConnectionGate:
             msg = self.zap.recv_multipart(zmq.NOBLOCK)
         except zmq.Again:
             return
-        self.on_monitor()  # the newest counts, this connection's ACCEPTED included
         request_id = msg[1] if len(msg) > 1 else b""
-        status, text, user = self._decide(msg)
-        self.zap.send_multipart([ZAP_VERSION, request_id, status, text, user, b""])
+        status, text, user = b"400", b"internal error", b""
+        try:
+            self.on_monitor()  # the newest counts, this connection's ACCEPTED included
+            status, text, user = self._decide(msg)
+        finally:
+            self.zap.send_multipart([ZAP_VERSION, request_id, status, text, user, b""])
 
     def _decide(self, msg: list[bytes]) -> tuple[bytes, bytes, bytes]:
         if len(msg) < 6 or msg[0] != ZAP_VERSION:
