@@ -5,7 +5,9 @@ Starts the server (default model, loaded by a small warm-up job, torch on 1 thre
 the process's peak RSS (``/proc/PID/clear_refs``), then sends N edits at once over C
 connections, heartbeats every accepted job until its final reply, and reads the server's
 peak RSS (``VmHWM``). Each flood: how many were accepted, how many refused ``busy``, and the
-peak. Linux only (reads /proc).
+peak. Past the server's connection cap (``max_connections``) a flooding connection's
+handshake is refused (its requests never leave this process): they count as "refused".
+Linux only (reads /proc).
 
     python benchmarks/bench_flood.py [--requests 20] [--connections 20 1] [--selection box]
 
@@ -13,7 +15,9 @@ peak. Linux only (reads /proc).
 selects the whole frame. ``--hold`` keeps the worker busy with a long small job during the
 flood and cancels everything after it, so the peak is the server's own holding of requests
 (queue, byte budget, libzmq's read-ahead) without a max-size job running; without it the
-accepted edits run, and the running job's compositing adds its own peak.
+accepted edits run, and the running job's compositing adds its own peak. Under ``--hold`` the
+holding client and the cancelling connection take two of the server's connection slots:
+``--hold --max-connections 6`` floods over as many connections as the default cap of 4.
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ from pathlib import Path
 import msgpack
 import numpy as np
 import zmq
+from zmq.utils.monitor import recv_monitor_message
 
 W, H = 8192, 2048
 MIB = 1024 * 1024
@@ -64,19 +69,31 @@ def pixels(selection: str) -> tuple[np.ndarray, np.ndarray]:
 class Flood:
     """C DEALER sockets sending N edits between them, then heartbeating accepted jobs."""
 
-    def __init__(self, endpoint: str, connections: int):
+    def __init__(self, endpoint: str, connections: int, control: bool):
         self.ctx = zmq.Context()
-        self.socks = []
+        self.control = None
+        if control:
+            # Cancels go on their own connection (by job id, which any connection may use),
+            # not behind the big frames queued on the flooding ones; it connects first, so
+            # that it holds a slot under the server's connection cap.
+            self.control = self.ctx.socket(zmq.DEALER)
+            self.control.linger = 0
+            self.control.connect(endpoint)
+            self.control.send(msgpack.packb({"v": 1, "kind": "hello", "id": "h"}))
+            if not self.control.poll(60_000):
+                raise RuntimeError("the server does not answer the control connection")
+            self.control.recv_multipart()
+        self.socks, self.monitors = [], []
         for _ in range(connections):
             s = self.ctx.socket(zmq.DEALER)
             s.linger = 0
+            self.monitors.append(s.get_monitor_socket(zmq.EVENT_HANDSHAKE_FAILED_AUTH))
             s.connect(endpoint)
             self.socks.append(s)
-        # Cancels go on their own connection (by job id, which any connection may use), not
-        # behind the big frames still queued on the flooding ones.
-        self.control = self.ctx.socket(zmq.DEALER)
-        self.control.linger = 0
-        self.control.connect(endpoint)
+
+    def refused(self) -> set[int]:
+        """Indices of the sockets whose handshake the server refused (at its cap)."""
+        return {i for i, m in enumerate(self.monitors) if m.poll(0) and recv_monitor_message(m)}
 
     def run(self, n: int, img: np.ndarray, mask: np.ndarray, steps: int, hold: bool) -> dict:
         header = {
@@ -89,17 +106,37 @@ class Flood:
             "mask": {"width": W, "height": H, "channels": 1, "dtype": "u8"},
         }
         frames = [memoryview(img).cast("B"), memoryview(mask).cast("B")]  # sent, not copied
+        sent = [0] * len(self.socks)
         for i in range(n):
             h = msgpack.packb({**header, "id": uuid.uuid4().hex}, use_bin_type=True)
-            self.socks[i % len(self.socks)].send_multipart([h, *frames], copy=False)
+            k = i % len(self.socks)
+            try:  # a socket refused already has no connection: NOBLOCK instead of waiting
+                self.socks[k].send_multipart([h, *frames], zmq.NOBLOCK, copy=False)
+                sent[k] += 1
+            except zmq.Again:
+                pass
         jobs: dict[str, zmq.Socket] = {}
-        outcome = {"accepted": 0, "busy": 0, "results": 0, "other": 0, "busy_message": ""}
-        answered, last_beat = 0, 0.0
+        outcome = {
+            "accepted": 0,
+            "busy": 0,
+            "refused": n - sum(sent),
+            "refused_connections": 0,
+            "results": 0,
+            "other": 0,
+            "busy_message": "",
+        }
+        answered, last_beat = outcome["refused"], 0.0
+        refused: set[int] = set()
         poller = zmq.Poller()
         for s in self.socks:
             poller.register(s, zmq.POLLIN)
         deadline = time.monotonic() + 1800
         while (answered < n or jobs) and time.monotonic() < deadline:
+            for k in self.refused() - refused:  # its requests were dropped unsent
+                refused.add(k)
+                answered += sent[k]
+                outcome["refused"] += sent[k]
+                outcome["refused_connections"] += 1
             for s, _ in poller.poll(200):
                 parts = s.recv_multipart(copy=False)
                 reply = msgpack.unpackb(parts[0].bytes, raw=False)
@@ -127,8 +164,11 @@ class Flood:
         return outcome
 
     def close(self) -> None:
-        for s in [*self.socks, self.control]:
-            s.close(0)
+        for s in self.socks:
+            s.disable_monitor()
+        for s in [*self.monitors, *self.socks, self.control]:
+            if s is not None:
+                s.close(0)
         self.ctx.term()
 
 
@@ -140,14 +180,21 @@ def main() -> int:
     ap.add_argument("--steps", type=int, default=2, help="G′ steps of each accepted edit")
     ap.add_argument("--hold", action="store_true", help="no max-size job runs (see above)")
     ap.add_argument("--json", action="store_true")
+    ap.add_argument("--max-connections", type=int, help="the server's cap (default: its own)")
+    ap.add_argument("--max-pending-mb", type=int, help="the server's byte budget")
     args = ap.parse_args()
+    limits = []
+    if args.max_connections is not None:
+        limits += ["--max-connections", str(args.max_connections)]
+    if args.max_pending_mb is not None:
+        limits += ["--max-pending-mb", str(args.max_pending_mb)]
 
     port = free_port()
     endpoint = f"tcp://127.0.0.1:{port}"
     log = tempfile.NamedTemporaryFile("w+", prefix="ganpaint-flood-", suffix=".log", delete=False)
     server = subprocess.Popen(
         [sys.executable, "-m", "ganpaint.server.cli", "serve", "--bind", endpoint]
-        + ["--steps", "2", "--invert-steps", "4", "--threads", "1", "--no-download"],
+        + ["--steps", "2", "--invert-steps", "4", "--threads", "1", "--no-download", *limits],
         stderr=log,
         env={**os.environ, "OMP_NUM_THREADS": "1"},
     )
@@ -162,6 +209,7 @@ def main() -> int:
             info = c.hello()
             c.reconstruct(RawImage(small.tobytes(), 64, 64, 3, "u8"), steps=1)
         report["max_pending_bytes"] = info["limits"].get("max_pending_bytes")
+        report["max_connections"] = info["limits"].get("max_connections")
         report["rss_model_loaded_mib"] = round(proc_kib(server.pid, "VmRSS") / 1024)
         for conns in args.connections:
             holder = Client(endpoint, timeout_s=120.0, retries=1) if args.hold else None
@@ -177,7 +225,7 @@ def main() -> int:
                 )
                 hold_job = holder._recv("hold", 60)[0]["job"]
             Path(f"/proc/{server.pid}/clear_refs").write_text("5")  # resets VmHWM
-            flood = Flood(endpoint, conns)
+            flood = Flood(endpoint, conns, control=args.hold)
             t0 = time.monotonic()
             try:
                 outcome = flood.run(args.requests, img, mask, args.steps, args.hold)
@@ -199,7 +247,9 @@ def main() -> int:
                     f"{'held: ' if args.hold else ''}"
                     f"{args.requests} × {W}x{H} RGBA u16 over {conns} connection(s): "
                     f"{outcome['accepted']} accepted ({outcome['results']} results), "
-                    f"{outcome['busy']} busy; peak RSS {outcome['peak_rss_mib']} MiB "
+                    f"{outcome['busy']} busy, {outcome['refused']} refused "
+                    f"({outcome['refused_connections']} connections); "
+                    f"peak RSS {outcome['peak_rss_mib']} MiB "
                     f"(model loaded: {report['rss_model_loaded_mib']} MiB, after: "
                     f"{outcome['rss_after_mib']} MiB), {outcome['seconds']} s",
                     flush=True,

@@ -146,15 +146,45 @@ def _down2(t: torch.Tensor) -> torch.Tensor:
     return F.avg_pool2d(t, 2, ceil_mode=True)
 
 
+UP2_ROWS = 256  # output rows per strip of a large _up2 or _band
+
+
+def _up2_strips(t: torch.Tensor, shape: tuple[int, ...]):
+    """Bilinear ×2 of [N, C, h, w] cropped to ``shape``, as (o0, o1, rows o0..o1) strips,
+    each from its input rows and one more either side: the same weights, the same bits."""
+    for o0 in range(0, shape[0], UP2_ROWS):
+        o1 = min(o0 + UP2_ROWS, shape[0])
+        i0, i1 = max(o0 // 2 - 1, 0), min(o1 // 2 + 1, t.shape[-2])
+        up = F.interpolate(t[..., i0:i1, :], scale_factor=2, mode="bilinear", align_corners=False)
+        yield o0, o1, up[..., o0 - 2 * i0 : o1 - 2 * i0, : shape[1]]
+
+
 def _up2(t: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:
-    up = F.interpolate(t, scale_factor=2, mode="bilinear", align_corners=False)
-    return up[..., : shape[0], : shape[1]]
+    """Bilinear ×2 of [N, C, h, w], cropped to ``shape``; large ones in strips (no
+    whole-size scratch memory), laid out as the one-piece result."""
+    if shape[0] <= UP2_ROWS:
+        up = F.interpolate(t, scale_factor=2, mode="bilinear", align_corners=False)
+        return up[..., : shape[0], : shape[1]]
+    cl = t.is_contiguous(memory_format=torch.channels_last)
+    fmt = torch.channels_last if cl else torch.contiguous_format
+    out = torch.empty(*t.shape[:2], *shape, dtype=t.dtype, memory_format=fmt)
+    for o0, o1, strip in _up2_strips(t, shape):
+        out[..., o0:o1, :] = strip
+    return out
 
 
 def _band(t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """One Laplacian-pyramid step of [1, C, H, W]: (t − up(down t), down t)."""
+    """One Laplacian-pyramid step of [1, C, H, W]: (t − up(down t), down t). Large ones in
+    strips; the band is laid out like ``t``, as t − up(…) is (reductions over it depend on
+    that)."""
     low = _down2(t)
-    return t - _up2(low, tuple(t.shape[-2:])), low
+    shape = tuple(t.shape[-2:])
+    if shape[0] <= UP2_ROWS:
+        return t - _up2(low, shape), low
+    band = torch.empty_like(t)
+    for o0, o1, strip in _up2_strips(low, shape):
+        torch.sub(t[..., o0:o1, :], strip, out=band[..., o0:o1, :])
+    return band, low
 
 
 # Trimmed colour covariance: pixels whose band vector is in the top 20 % of squared length
@@ -190,22 +220,27 @@ def grain(photo: torch.Tensor, weight: torch.Tensor, levels: int, seed: int) -> 
     """
     g = torch.Generator().manual_seed(seed)
     cur, w = photo[None], weight[None, None]
+    del photo  # the finest level goes as soon as its band is taken (when the caller let go)
     if float(w.sum()) < 16:  # nothing kept to measure: the whole window
         w = torch.ones_like(w)
     bands = []
     for _ in range(max(1, levels)):
-        band, low = _band(cur)
+        band, cur = _band(cur)
         # A statistic needs no megapixels: every k-th row and column, ≤ ~250 k pixels.
         k = max(1, math.ceil(math.sqrt(band.shape[-1] * band.shape[-2] / 250_000)))
         chol = _cov_factor(band[0, :, ::k, ::k].flatten(1), w[0, 0, ::k, ::k].flatten())
-        n = torch.randn(band.shape, generator=g)
-        bands.append(torch.einsum("ij,bjyx->biyx", chol, n))
-        cur, w = low, _down2(w)
+        shape = band.shape
+        del band
+        bands.append(torch.einsum("ij,bjyx->biyx", chol, torch.randn(shape, generator=g)))
+        w = _down2(w)
         if min(cur.shape[-2:]) < 4:
             break
-    out = bands[-1]
-    for b in reversed(bands[:-1]):
-        out = _up2(out, tuple(b.shape[-2:])).add_(b)
+    out = bands.pop()
+    while bands:  # each finer band plus the coarser sum enlarged, added into the band
+        finer = bands.pop()
+        for o0, o1, strip in _up2_strips(out, tuple(finer.shape[-2:])):
+            finer[..., o0:o1, :].add_(strip)
+        out = finer
     return out[0]
 
 
@@ -238,9 +273,14 @@ def composite(
     y0, y1 = max(win[0] - grow, 0), min(win[1] + grow, h)
     x0, x1 = max(win[2] - grow, 0), min(win[3] + grow, w)
     top = DTYPE_MAX[photo.dtype]
-    src = photo[y0:y1, x0:x1, :3]
-    p = torch.from_numpy(src.astype(np.int32) if src.dtype == np.uint16 else np.array(src))
-    p = p.permute(2, 0, 1).float().div_(top)
+
+    # Whole-window arrays are the memory of a large selection (8192×2048 × 3 float32 = 192
+    # MiB each): below, operations work in place where that gives the same bits, and the
+    # photo's window is read again rather than kept while the grain is made.
+    def window() -> torch.Tensor:  # [3, h, w] float32 in [0, 1], a view of an [h, w, 3] array
+        src = photo[y0:y1, x0:x1, :3].astype(np.float32)
+        return torch.from_numpy(src).permute(2, 0, 1).div_(top)
+
     rows, cols = (y0 - box.y0, y1 - box.y0), (x0 - box.x0, x1 - box.x0)
 
     def up(t: torch.Tensor) -> torch.Tensor:  # [1, C, R, R] -> [C, y1−y0, x1−x0]
@@ -260,20 +300,36 @@ def composite(
         # a rim of the photo's low band without its detail, a blurred glow.
         k = max(1.0, r_low / max(cfg.fine_feather, 1e-3))
         w_high = smoothstep((w_low - 0.5) * k + 0.5)
-    # Changes in [0, 1] units: half of the [-1, 1] ones.
-    out = p + w_low * up(((e - b) + alpha * (b - x)) * free / 2)
     a_up = up(alpha)[0].clamp_(0, 1).mul_(w_high)
+    del w_high
+    detail = None  # (cos θ − 1)·H + sin θ·N where content is replaced (made before `out`)
     if replace and bool((a_up > 1e-4).any()):
         levels = cfg.grain_levels or min(3, max(1, int(math.log2(max(size / res, 1.0)))))
-        low = up((x + 1) / 2)
-        high = p - low  # the photo's band above the generator's resolution
         # Grain grows with brightness like shot noise (std ∝ √level): measured relative to
         # the photo's local level, re-applied relative to the new content's.
-        noise = grain(p / (low.clamp_min(0) + DARK).sqrt(), 1 - a_up, levels, cfg.seed)
-        noise *= (up((e + 1) / 2).clamp_min_(0) + DARK).sqrt_()
+        level = up((x + 1) / 2).clamp_min_(0).add_(DARK).sqrt_()
+        # Handed over in a list so that no name holds it: grain frees it after one octave.
+        measured = [window().div(level)]
+        del level
+        noise = grain(measured.pop(), 1 - a_up, levels, cfg.seed)
+        noise *= up((e + 1) / 2).clamp_min_(0).add_(DARK).sqrt_()
         theta = a_up * (math.pi / 2)
-        out += (torch.cos(theta) - 1) * high + torch.sin(theta) * noise
+        noise *= torch.sin(theta)
+        p = window()
+        detail = torch.sub(p, up((x + 1) / 2), out=p)  # H: the photo's band above G's res.
+        del p
+        detail *= torch.cos(theta).sub_(1)
+        del theta
+        detail.add_(noise)
+        del noise
+    # Changes in [0, 1] units: half of the [-1, 1] ones. p + w_low·up(D), then the detail.
+    out = up(((e - b) + alpha * (b - x)) * free / 2).mul_(w_low).add_(window())
+    del w_low
+    if detail is not None:
+        out += detail
+        del detail
     new = out.mul_(top).round_().clamp_(0, top).permute(1, 2, 0).numpy().astype(photo.dtype)
+    del out
     image = photo.copy()
     sel = np.ones(new.shape[:2], bool) if mask is None else mask[y0:y1, x0:x1] > 0
     np.copyto(image[y0:y1, x0:x1, :3], new, where=sel[..., None])

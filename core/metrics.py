@@ -30,6 +30,15 @@ def psnr(
 
 
 # -- at the photo's resolution (numpy [H, W, C] uint8/uint16 photos, [H, W] masks) ------------
+# Large selections are measured in strips of rows: whole-frame float64 copies of an 8192×2048
+# photo would take ~1 GB at once. An image of one strip is measured in one piece.
+STRIP_ROWS = 256
+
+
+def _strips(rows: int) -> list[tuple[int, int]]:
+    return [(a, min(a + STRIP_ROWS, rows)) for a in range(0, rows, STRIP_ROWS)]
+
+
 def _luma(img: np.ndarray) -> np.ndarray:
     """[H, W] float64 mean of the RGB channels, scaled to [0, 1] by the dtype's range."""
     top = 65535.0 if img.dtype == np.uint16 else 255.0 if img.dtype == np.uint8 else 1.0
@@ -42,8 +51,12 @@ def psnr_photo(result: np.ndarray, photo: np.ndarray, where: np.ndarray) -> floa
     if not where.any():
         return float("nan")
     top = 65535.0 if photo.dtype == np.uint16 else 255.0
-    d = result[where][:, :3].astype(np.float64) - photo[where][:, :3].astype(np.float64)
-    mse = float((d * d).mean())
+    total, count = 0.0, 0
+    for a, b in _strips(where.shape[0]):
+        w = where[a:b]
+        d = result[a:b][w][:, :3].astype(np.float64) - photo[a:b][w][:, :3].astype(np.float64)
+        total, count = total + float((d * d).sum()), count + d.size
+    mse = total / count
     return float("inf") if mse <= 0 else 10.0 * math.log10(top * top / mse)
 
 
@@ -59,8 +72,22 @@ def detail_ratio(result: np.ndarray, photo: np.ndarray, where: np.ndarray) -> fl
     inner = where[1:-1, 1:-1]
     if not inner.any():
         return float("nan")
-    a, b = laplacian(result)[inner].var(), laplacian(photo)[inner].var()
+    a, b = _laplacian_var(result, inner), _laplacian_var(photo, inner)
     return float(a / b) if b > 0 else float("nan")
+
+
+def _laplacian_var(img: np.ndarray, inner: np.ndarray) -> float:
+    """laplacian(img)[inner].var(), by strips of rows (two passes: mean, then deviations)."""
+    strips = _strips(inner.shape[0])
+    if len(strips) == 1:
+        return float(laplacian(img)[inner].var())
+
+    def values(a: int, b: int) -> np.ndarray:  # Laplacian rows a..b need image rows a..b+2
+        return laplacian(img[a : b + 2])[inner[a:b]]
+
+    n = int(inner.sum())
+    mean = sum(float(values(a, b).sum()) for a, b in strips) / n
+    return sum(float(((values(a, b) - mean) ** 2).sum()) for a, b in strips) / n
 
 
 def _dilate(m: np.ndarray, r: int) -> np.ndarray:
@@ -88,9 +115,12 @@ def edge_band(selected: np.ndarray, width: int = 6) -> np.ndarray:
 
 def gradient_energy(img: np.ndarray, where: np.ndarray) -> float:
     """Σ over ``where`` of |∇luma|² (forward differences, pixels whose both neighbours exist)."""
-    y = _luma(img)
-    gy, gx = y[1:, :-1] - y[:-1, :-1], y[:-1, 1:] - y[:-1, :-1]
-    return float(((gx * gx + gy * gy) * where[:-1, :-1]).sum())
+    total = 0.0
+    for a, b in _strips(img.shape[0] - 1):  # difference rows a..b need image rows a..b+1
+        y = _luma(img[a : b + 1])
+        gy, gx = y[1:, :-1] - y[:-1, :-1], y[:-1, 1:] - y[:-1, :-1]
+        total += float(((gx * gx + gy * gy) * where[a:b, :-1]).sum())
+    return total
 
 
 def edge_gradient_ratio(

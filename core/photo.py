@@ -51,10 +51,10 @@ def check_photo(photo: np.ndarray, mask: np.ndarray | None = None) -> None:
 
 def selection_box(mask: np.ndarray, context: float = 0.5, min_size: int = 64) -> Box:
     """Square around the selection's bounding box, with ``context`` × its side on each side."""
-    ys, xs = np.nonzero(mask)
-    if len(ys) == 0:
+    win = mask_window(mask)  # not np.nonzero: 16 bytes per selected pixel
+    if win is None:
         raise PhotoError("mask is empty: select the region to edit")
-    y0, y1, x0, x1 = ys.min(), ys.max() + 1, xs.min(), xs.max() + 1
+    y0, y1, x0, x1 = win
     side = max(y1 - y0, x1 - x0)
     size = max(min_size, int(round(side * (1 + 2 * context))))
     # Never larger than the image needs: a square covering the whole photo suffices.
@@ -83,6 +83,35 @@ def crop(arr: np.ndarray, box: Box) -> np.ndarray:
     ys = np.clip(np.arange(box.y0, box.y0 + box.size), 0, h - 1)
     xs = np.clip(np.arange(box.x0, box.x0 + box.size), 0, w - 1)
     return arr[ys[:, None], xs[None, :]]
+
+
+def crop_scaled(arr: np.ndarray, box: Box, resolution: int) -> torch.Tensor:
+    """resize(crop(arr, box) in [0, 1]) without the crop at full size: [1, C, R, R] float32
+    (C = 1 for an [H, W] mask), contiguous, the very values of the one-piece computation.
+
+    Shrinking (the usual case) goes one output row at a time: area resizing is adaptive
+    average pooling, and a strip of exactly one output row's input rows pools to that row
+    with the same sums in the same order. A whole-frame box of an 8192×2048 photo would
+    otherwise take 8192² × 3 float32 twice (1.5 GiB) for a 64×64 result.
+    """
+    top = DTYPE_MAX[arr.dtype]
+    size = box.size
+    if size <= resolution:
+        t = torch.from_numpy(crop(arr, box).astype(np.float32) / top)
+        return resize(t.permute(2, 0, 1)[None] if t.ndim == 3 else t[None, None], resolution)
+    h, w = arr.shape[:2]
+    ys = np.clip(np.arange(box.y0, box.y0 + size), 0, h - 1)
+    xs = np.clip(np.arange(box.x0, box.x0 + size), 0, w - 1)
+    out = torch.empty(1, arr.shape[2] if arr.ndim == 3 else 1, resolution, resolution)
+    for i in range(resolution):
+        a, b = (i * size) // resolution, -((-(i + 1) * size) // resolution)  # pooling bounds
+        strip = torch.from_numpy(arr[ys[a:b, None], xs[None, :]].astype(np.float32) / top)
+        strip = strip.permute(2, 0, 1)[None] if strip.ndim == 3 else strip[None, None]
+        # Written into one array made first: no small block left between the strips' (that
+        # would keep the heap from reusing their memory).
+        out[:, :, i : i + 1] = F.adaptive_avg_pool2d(strip, (1, resolution))
+        del strip
+    return out
 
 
 def to_model(rgb: np.ndarray, resolution: int, device: torch.device | str = "cpu") -> torch.Tensor:

@@ -10,6 +10,7 @@ from pathlib import Path
 from .config import DEFAULT_BIND, Limits, ServerConfig
 
 EXIT_REFUSED = 2
+MIB = 1024 * 1024
 
 
 def register(subparsers) -> None:
@@ -42,6 +43,20 @@ def register(subparsers) -> None:
     p.add_argument("--max-pixels", type=int, default=limits.max_pixels, help="width × height")
     p.add_argument("--max-steps", type=int, default=limits.max_steps)
     p.add_argument("--max-queue", type=int, default=limits.max_queue, help="waiting jobs")
+    p.add_argument(
+        "--max-pending-mb",
+        type=int,
+        default=limits.max_pending_bytes // MIB,
+        help="memory for the pixels of waiting and running jobs and undelivered results "
+        "(MiB); past it, requests are answered busy",
+    )
+    p.add_argument(
+        "--max-connections",
+        type=int,
+        default=limits.max_connections,
+        help="clients connected at once; more are refused until one leaves (each sending "
+        "client may make ZeroMQ hold one whole request in memory)",
+    )
     p.add_argument(
         "--heartbeat-timeout",
         type=float,
@@ -79,7 +94,8 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
 
     from .security import curve_files
 
-    for name in ("steps", "max_side", "max_pixels", "max_steps", "max_queue", "cache_mb"):
+    counts = ("steps", "max_side", "max_pixels", "max_steps", "max_queue", "max_connections")
+    for name in (*counts, "max_pending_mb", "cache_mb"):
         if getattr(args, name) < (0 if name == "cache_mb" else 1):
             raise UserError(f"--{name.replace('_', '-')} is too small")
     if args.invert_steps is not None and args.invert_steps < 2:
@@ -91,6 +107,8 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
         max_pixels=args.max_pixels,
         max_steps=args.max_steps,
         max_queue=args.max_queue,
+        max_pending_bytes=args.max_pending_mb * MIB,
+        max_connections=args.max_connections,
         heartbeat_timeout_s=args.heartbeat_timeout,
         heartbeat_s=min(1.0, args.heartbeat_timeout / 4),
     )

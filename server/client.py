@@ -31,6 +31,10 @@ import zmq
 PROTOCOL_VERSION = 1
 DEFAULT_ADDRESS = "tcp://127.0.0.1:5570"
 POLL_S = 0.1  # how often should_cancel is polled while a job runs
+REFUSED_RETRY_S = 0.5  # a server at its connection cap is asked again this often
+# What a refused handshake means (the server's ZAP status, server/connections.py).
+FULL = "full"
+KEY_REFUSED = "key"
 BYTES_PER_SAMPLE = {"u8": 1, "u16": 2}
 
 ProgressFn = Callable[[dict], None]
@@ -125,6 +129,11 @@ class Client:
         # that start with a zero byte for the ones it makes up itself).
         self._routing_id = b"gp" + secrets.token_bytes(16)
         self._heard = False  # has the server ever answered this client?
+        self._monitor: zmq.Socket | None = None  # the socket's handshake failures
+        # FULL or KEY_REFUSED: the current socket's handshake was refused; _refusal keeps
+        # the latest reason until the server answers again (for the final error).
+        self._refused: str | None = None
+        self._refusal: str | None = None
         self._limits: dict | None = None
 
     # -- quick requests ----------------------------------------------------------------------
@@ -259,9 +268,7 @@ class Client:
         return self._job("discover", fields, [], progress, should_cancel)
 
     def close(self) -> None:
-        if self._sock is not None:
-            self._sock.close(linger=0)
-            self._sock = None
+        self._reopen()
         if self._ctx is not None:
             self._ctx.term()
             self._ctx = None
@@ -284,6 +291,9 @@ class Client:
                 sock.curve_serverkey = self.curve.server_public
                 sock.curve_publickey = self.curve.public
                 sock.curve_secretkey = self.curve.secret
+            # A server at its connection cap refuses the handshake; only the socket's
+            # monitor hears of it (otherwise it looks like a server that does not answer).
+            self._monitor = sock.get_monitor_socket(zmq.EVENT_HANDSHAKE_FAILED_AUTH)
             sock.connect(self.address)
             self._sock = sock
         return self._sock
@@ -291,8 +301,24 @@ class Client:
     def _reopen(self) -> None:
         """Lazy pirate: a socket that missed a reply may be wedged; start afresh."""
         if self._sock is not None:
+            self._sock.disable_monitor()
+            self._monitor.close(linger=0)
             self._sock.close(linger=0)
-            self._sock = None
+            self._sock = self._monitor = None
+        self._refused = None
+
+    def _check_refused(self) -> bool:
+        """Did the server refuse this socket's handshake? Sets ``_refused``."""
+        from zmq.utils.monitor import recv_monitor_message
+
+        mon = self._monitor
+        while mon is not None and mon.poll(0):
+            ev = recv_monitor_message(mon)
+            if ev["event"] == zmq.EVENT_HANDSHAKE_FAILED_AUTH:
+                # The server's ZAP status: 500 at its connection cap, 400 an unknown key.
+                self._refused = FULL if ev["value"] == 500 else KEY_REFUSED
+        self._refusal = self._refused or self._refusal
+        return self._refused is not None
 
     def _send(self, header: dict, frames: list = ()) -> None:
         header = {"v": PROTOCOL_VERSION, **header}
@@ -306,10 +332,18 @@ class Client:
         """The next message for request_id within wait_s, or None. Others are dropped."""
         deadline = time.monotonic() + wait_s
         sock = self._socket()
+        poller = zmq.Poller()
+        poller.register(sock, zmq.POLLIN)
+        poller.register(self._monitor, zmq.POLLIN)
         while True:
             left = deadline - time.monotonic()
-            if left <= 0 or not sock.poll(max(1, int(left * 1000)), zmq.POLLIN):
+            if left <= 0:
                 return None
+            ready = dict(poller.poll(max(1, int(left * 1000))))
+            if self._monitor in ready and self._check_refused():
+                return None  # refused: the caller decides whether to knock again
+            if sock not in ready:
+                continue
             parts = sock.recv_multipart()
             try:
                 header = msgpack.unpackb(parts[0], raw=False)
@@ -318,20 +352,35 @@ class Client:
             if not isinstance(header, dict):
                 continue
             self._heard = True
+            self._refusal = None
             if header.get("id") == request_id:
                 return header, parts[1:]
 
     def _no_answer(self) -> ServerError:
         waited = f"{self.timeout_s:g} s × {self.retries}"
+        if self._refusal == FULL:
+            return ServerError(
+                "busy",
+                f"the server at {self.address} is serving as many clients as it allows at "
+                f"once (its --max-connections); waited {waited}; try again when another "
+                "client has finished",
+            )
+        if self._refusal == KEY_REFUSED:
+            why = "this client's CURVE key (not among its authorised clients)"
+            return ServerUnavailable(
+                f"the server at {self.address} refused {why if self.curve else 'the connection'}"
+            )
         if not self._heard:
             return ServerUnavailable(f"nothing answers at {self.address} (waited {waited})")
         return ServerError("timeout", f"the server at {self.address} stopped answering ({waited})")
 
     def _call(self, kind: str, **fields) -> dict:
         request_id = uuid.uuid4().hex
-        for attempt in range(self.retries):
-            if attempt:
-                self._reopen()
+        # A refused connection does not count as an attempt: it is asked again every
+        # REFUSED_RETRY_S until the whole wait (timeout × retries) is spent.
+        deadline = time.monotonic() + self.timeout_s * self.retries
+        attempt = 0
+        while True:
             self._send({"kind": kind, "id": request_id, **fields})
             reply = self._recv(request_id, self.timeout_s)
             if reply is not None:
@@ -339,6 +388,13 @@ class Client:
                 if header.get("kind") == "error":
                     raise _error(header)
                 return _public(header)
+            if self._refused == FULL and time.monotonic() < deadline:
+                time.sleep(REFUSED_RETRY_S)
+            else:
+                attempt += 1
+                if attempt >= self.retries or self._refused == KEY_REFUSED:
+                    break
+            self._reopen()
         self._reopen()
         raise self._no_answer()
 
@@ -393,6 +449,7 @@ class Client:
         cancel_deadline: float | None = None
         failures = 0
         position = None
+        refused_since: float | None = None  # when the server started refusing to connect
         self._send(request, frames)
         last_heard = last_beat = time.monotonic()
         try:
@@ -404,8 +461,26 @@ class Client:
                     cancel_deadline = time.monotonic() + self.timeout_s
                 got = self._recv(rid, POLL_S)
                 now = time.monotonic()
+                if self._refused == FULL:
+                    # The server is at its connection cap: say so, knock again now and
+                    # then, and give up after the whole wait (timeout × retries).
+                    if refused_since is None:
+                        refused_since = now
+                        _report(progress, _waiting(job))
+                    if job is None and want_cancel:
+                        raise Cancelled("cancelled before the server took the job")
+                    if now - refused_since > self.timeout_s * self.retries:
+                        raise self._no_answer()
+                    if now - last_heard >= REFUSED_RETRY_S:
+                        self._reopen()
+                        if job is None:
+                            self._send(request, frames)
+                        else:
+                            self._send({"kind": "heartbeat", "id": rid, "job": job})
+                        last_heard = last_beat = now
+                    continue
                 if got is not None:
-                    last_heard, failures = now, 0
+                    last_heard, failures, refused_since = now, 0, None
                     header, parts = got
                     what = header.get("kind")
                     if what == "accepted":
@@ -492,6 +567,10 @@ def _queued(job: str | None, position) -> dict:
         "job": job,
         "position": position,
     }
+
+
+def _waiting(job: str | None) -> dict:
+    return {**_queued(job, None), "stage": "connecting"}
 
 
 def _progress(header: dict) -> dict:

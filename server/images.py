@@ -50,8 +50,9 @@ def to_array(meta: ImageMeta, data: bytes | memoryview) -> np.ndarray:
     return arr.reshape(shape).astype(arr.dtype.newbyteorder("="), copy=True)
 
 
-def from_array(arr: np.ndarray) -> tuple[ImageMeta, bytes]:
-    """An [H, W, C] or [H, W] uint8/uint16 array -> its wire description and bytes."""
+def from_array(arr: np.ndarray) -> tuple[ImageMeta, memoryview]:
+    """An [H, W, C] or [H, W] uint8/uint16 array -> its wire description and bytes: a view
+    of ``arr`` where it is already in wire layout (no second copy of a result in memory)."""
     if arr.dtype == np.uint8:
         dtype = "u8"
     elif arr.dtype == np.uint16:
@@ -59,5 +60,5 @@ def from_array(arr: np.ndarray) -> tuple[ImageMeta, bytes]:
     else:
         raise ValueError(f"cannot send {arr.dtype} pixels")
     channels = 1 if arr.ndim == 2 else arr.shape[2]
-    data = np.ascontiguousarray(arr, dtype=DTYPES[dtype]).tobytes()
+    data = memoryview(np.ascontiguousarray(arr, dtype=DTYPES[dtype])).cast("B")
     return ImageMeta(arr.shape[1], arr.shape[0], channels, dtype), data

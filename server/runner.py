@@ -29,6 +29,7 @@ from . import concept_store
 from .config import ServerConfig
 from .images import from_array
 from .jobs import CANCELLED, DONE, FAILED, Job
+from .memory import release_freed_memory
 from .model_pool import ModelPool
 from .protocol import (
     BAD_REQUEST,
@@ -52,7 +53,7 @@ class Outcome:
     """What the job log line and the final reply are made of."""
 
     header: dict = field(default_factory=dict)
-    frames: list[bytes] = field(default_factory=list)
+    frames: list[bytes | memoryview] = field(default_factory=list)
 
 
 class SessionGuard(MutableMapping):
@@ -121,7 +122,7 @@ class JobRunner:
     def __call__(self, job: Job) -> None:
         req = job.request
         t0 = time.perf_counter()
-        frames: list[bytes] = []
+        frames: list[bytes | memoryview] = []
         try:
             if job.is_cancelled():
                 raise Cancelled("cancelled before it started")
@@ -140,6 +141,7 @@ class JobRunner:
             )
         finally:
             self.sessions.trim()
+            release_freed_memory()
         self.emit(job, header, frames)
 
     # -- the work ----------------------------------------------------------------------------

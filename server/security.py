@@ -12,7 +12,6 @@ from pathlib import Path
 
 import zmq
 import zmq.auth
-from zmq.auth.thread import ThreadAuthenticator
 
 from .config import CurveFiles, ServerConfig
 
@@ -81,17 +80,14 @@ def curve_files(key_dir: Path) -> CurveFiles:
     return CurveFiles(key_dir / f"{SERVER_CERT}.key_secret", key_dir / CLIENTS_DIR)
 
 
-def secure(ctx: zmq.Context, sock: zmq.Socket, curve: CurveFiles) -> ThreadAuthenticator:
-    """Make ``sock`` a CURVE server that only admits the authorised clients. Call before
-    bind; stop the returned authenticator when the socket closes."""
-    auth = ThreadAuthenticator(ctx)
-    auth.start()
-    auth.configure_curve(domain="*", location=str(curve.clients_dir))
+def secure(sock: zmq.Socket, curve: CurveFiles) -> set[bytes]:
+    """Make ``sock`` a CURVE server; returns the authorised clients' public keys (z85), which
+    the ZAP handler (connections.ConnectionGate) admits. Call before bind."""
     public, secret = zmq.auth.load_certificate(curve.server_secret)
     sock.curve_secretkey = secret
     sock.curve_publickey = public
     sock.curve_server = True
-    return auth
+    return set(zmq.auth.load_certificates(curve.clients_dir))
 
 
 def make_keys(key_dir: Path) -> dict[str, Path]:

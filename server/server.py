@@ -8,7 +8,9 @@ Any bad message gets an error reply; nothing a client sends can stop the loop.
 A job belongs to the connection that submitted it (its ROUTER identity and, under CURVE, its
 public key): only that connection gets the job's progress and final reply and may heartbeat
 it. Memory is bounded in bytes: the pixels of queued and running jobs plus final replies
-that could not be delivered stay under ``limits.max_pending_bytes``; past it, ``busy``.
+that could not be delivered stay under ``limits.max_pending_bytes``; past it, ``busy``. At
+most ``limits.max_connections`` clients are connected at once (connections.py), which bounds
+what libzmq itself holds of incoming messages.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from ganpaint.core.generators import resolve_device
 
 from . import concept_store
 from .config import ServerConfig
+from .connections import ConnectionGate
 from .jobs import CANCELLED, DONE, FAILED, QUEUED, RUNNING, Job, JobIds, JobQueue, Owner
 from .model_pool import ModelPool
 from .protocol import (
@@ -118,7 +121,7 @@ class EditServer:
         self._worker_sock = threading.local()
         self._router: zmq.Socket | None = None
         self._outbox: zmq.Socket | None = None
-        self._auth = None
+        self._gate: ConnectionGate | None = None
         runner = JobRunner(cfg, self.pool, self.sessions, self._emit, self.log)
         lim = cfg.limits
         self.queue = JobQueue(
@@ -148,23 +151,26 @@ class EditServer:
             # Sending to a vanished client fails (instead of vanishing), so the server knows
             # whether a final reply was delivered or must be kept for a reconnect.
             router.setsockopt(zmq.ROUTER_MANDATORY, 1)
-            if is_loopback(self.cfg.bind):
+            loopback = is_loopback(self.cfg.bind)
+            if loopback:
                 # A client reopening its socket with the same (secret, random) routing id
                 # takes its connection over at once instead of being refused until the old
                 # one is noticed gone (client.py does this). Not under CURVE: there a
                 # connection may not be taken over by another key, even knowing the id.
                 router.setsockopt(zmq.ROUTER_HANDOVER, 1)
-            else:
-                self._auth = secure(self.ctx, router, self.cfg.curve)
+            keys = None if loopback else secure(router, self.cfg.curve)
+            self._gate = ConnectionGate(
+                self.ctx, router, self.cfg.limits.max_connections, keys, self.log
+            )
             try:
                 router.bind(self.cfg.bind)
             except zmq.ZMQError as e:
                 raise BindRefused(f"cannot listen on {self.cfg.bind}: {e}") from None
         except BaseException:
+            if self._gate is not None:
+                self._gate.close()
             if router is not None:
                 router.close()
-            if self._auth is not None:
-                self._auth.stop()
             self.ctx.term()
             raise
         self._router = router
@@ -197,9 +203,16 @@ class EditServer:
         poller = zmq.Poller()
         poller.register(self._router, zmq.POLLIN)
         poller.register(self._outbox, zmq.POLLIN)
+        gate = self._gate
+        poller.register(gate.monitor, zmq.POLLIN)
+        poller.register(gate.zap, zmq.POLLIN)
         next_reap = 0.0
         while not self._stop.is_set():
             events = dict(poller.poll(POLL_MS))
+            if gate.monitor in events:
+                gate.on_monitor()
+            if gate.zap in events:
+                self._guarded(gate.on_zap)
             if self._outbox in events:
                 self._drain(self._outbox, self._forward)
             if self._router in events:
@@ -219,11 +232,14 @@ class EditServer:
             except zmq.ZMQError as e:
                 self.log(f"receive failed: {e}")
                 return n
-            try:
-                handle(parts)
-            except Exception:  # last line of defence: the loop must survive anything
-                self.log(f"unexpected error:\n{traceback.format_exc().rstrip()}")
+            self._guarded(handle, parts)
         return BATCH
+
+    def _guarded(self, fn: Callable, *args) -> None:
+        try:
+            fn(*args)
+        except Exception:  # last line of defence: the loop must survive anything
+            self.log(f"unexpected error:\n{traceback.format_exc().rstrip()}")
 
     def _shutdown(self) -> None:
         self.log("shutting down")
@@ -234,9 +250,8 @@ class EditServer:
             pass
         worker_done = not self.queue.worker_alive
         self._outbox.close(linger=0)
+        self._gate.close()
         self._router.close(linger=500)  # let the final replies go out
-        if self._auth is not None:
-            self._auth.stop()
         if worker_done:
             self.ctx.term()
         else:
@@ -364,6 +379,7 @@ class EditServer:
             queued=[summary(j) for j in queued],
             jobs=[summary(j) for j in self.jobs.values() if j.state in (QUEUED, RUNNING)],
             pending_bytes=self.pending_bytes(),
+            connections=self._gate.stats(),
             sessions=self.sessions.stats(),
             models_loaded=self.pool.loaded(),
             device=str(self.device),

@@ -5,6 +5,7 @@ import zlib
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 from samples import make_mask, make_photo
 
@@ -14,8 +15,11 @@ from ganpaint.core.photo import (
     PhotoError,
     check_photo,
     crop,
+    crop_scaled,
+    mask_to_model,
     mask_window,
     selection_box,
+    to_model,
     whole_box,
 )
 
@@ -38,6 +42,27 @@ def test_whole_box_and_crop_repeat_borders():
     c = crop(img, box)
     assert c.shape == (4, 4, 1)
     assert (c[:, 0, 0] == img[np.clip(np.arange(box.y0, box.y0 + 4), 0, 2), 0, 0]).all()
+
+
+@pytest.mark.parametrize(
+    "h,w,box,res",
+    [
+        (300, 500, Box(10, -20, 333), 64),  # past the border, S/R not a whole number
+        (200, 900, Box(0, -350, 900), 64),  # a whole-frame box of a wide photo
+        (700, 900, Box(100, 50, 640), 256),
+        (50, 60, Box(0, 0, 60), 64),  # enlarged, not shrunk
+    ],
+)
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16])
+def test_crop_scaled_is_crop_then_resize_exactly(h, w, box, res, dtype):
+    """Row by row, without the full-size crop: the same bits (the inversion's session key
+    and its result depend on them)."""
+    rng = np.random.default_rng(1)
+    img = rng.integers(0, np.iinfo(dtype).max, (h, w, 4), dtype=dtype)
+    mask = rng.integers(0, 255, (h, w), dtype=np.uint8)
+    one_piece = to_model(crop(img[..., :3], box), res)
+    assert torch.equal(crop_scaled(img[..., :3], box, res) * 2 - 1, one_piece)
+    assert torch.equal(crop_scaled(mask, box, res).clamp(0, 1), mask_to_model(crop(mask, box), res))
 
 
 def test_mask_window_is_the_grown_bounding_box_clipped_to_the_image():

@@ -221,6 +221,7 @@ STAGE_WORDS = {
     "learn": "learning the concept",
     "queue": "waiting in the server's queue",
     "queued": "waiting in the server's queue",
+    "connecting": "waiting for a free connection to the server (it serves a few clients at once)",
 }
 
 
