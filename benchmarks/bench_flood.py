@@ -17,7 +17,7 @@ flood and cancels everything after it, so the peak is the server's own holding o
 (queue, byte budget, libzmq's read-ahead) without a max-size job running; without it the
 accepted edits run, and the running job's compositing adds its own peak. Under ``--hold`` the
 holding client and the cancelling connection take two of the server's connection slots:
-``--hold --max-connections 6`` floods over as many connections as the default cap of 4.
+``--hold --max-connections 5`` floods over as many connections as the default cap of 3.
 """
 
 from __future__ import annotations

@@ -22,7 +22,7 @@ class Limits:
     max_pending_bytes: int = 512 * 1024 * 1024
     # Client connections open at once; past it, handshakes are refused (server/connections.py):
     # libzmq holds up to one whole incoming message per sending connection, outside the budget.
-    max_connections: int = 4
+    max_connections: int = 3
     max_units: int = 512  # unit indices in one edit
     heartbeat_s: float = 1.0  # how often a waiting client should send a heartbeat
     heartbeat_timeout_s: float = 10.0  # silence after which a client's jobs are cancelled

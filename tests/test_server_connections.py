@@ -149,7 +149,7 @@ def test_serve_flags_set_the_memory_limits():
 
     parse = build_parser().parse_args
     lim = config_from_args(parse(["serve"])).limits
-    assert (lim.max_pending_bytes, lim.max_connections) == (512 << 20, 4)
+    assert (lim.max_pending_bytes, lim.max_connections) == (512 << 20, 3)
     lim = config_from_args(parse(["serve", "--max-pending-mb", "100", "--max-connections", "2"]))
     assert (lim.limits.max_pending_bytes, lim.limits.max_connections) == (100 << 20, 2)
     for flag in ("--max-pending-mb", "--max-connections"):
