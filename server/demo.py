@@ -2,8 +2,10 @@
 
 The "photo" is a portrait drawn by the generator (sample 8 of the gallery's seeded samples:
 a man with glasses and light brown hair) enlarged to 256 px; the selection is an ellipse over
-the top of the head; the edit is the built-in concept "dark hair", added at the strongest
-brush, through the whole pipeline (invert, edit, fit G′, composite). The output shows
+the hair on top of his head (not the background above it: the edit fills every selected
+cell, so a selection reaching into the sky draws a dark cap); the edit is the built-in
+concept "dark hair", added at the strongest brush, through the whole pipeline (invert,
+edit, fit G′, composite). The output shows
 before | after | where pixels changed. Why this one: of the default model's concepts it is
 the edit that a newcomer recognises at a glance (docs/concepts/digiface-dcgan64.md).
 """
@@ -26,7 +28,8 @@ from ganpaint.core.pipeline import EditSpec, PipelineConfig, edit_photo
 from ganpaint.core.progress import ProgressFn
 
 SIZE = 256
-CONCEPT, OP, REGION, STRENGTH = "dark hair", "add", "hair", "high"
+CONCEPT, OP, STRENGTH = "dark hair", "add", "high"
+HAIR_ON_HEAD = (-0.06, 0.30, 0.20, 0.96)  # this sample's hair, as a photographer would select
 SAMPLES, SEED, SAMPLE = 96, 0, 8  # the gallery's samples (scripts/make_starter_concepts.py)
 
 
@@ -40,8 +43,8 @@ def demo_photo(gen, sample: int = SAMPLE) -> np.ndarray:
 
 
 def demo_mask() -> np.ndarray:
-    """An ellipse over the top of the head, [SIZE, SIZE] uint8."""
-    return ellipse_mask(REGION, SIZE)
+    """An ellipse over the hair on top of the head, [SIZE, SIZE] uint8."""
+    return ellipse_mask(HAIR_ON_HEAD, SIZE)
 
 
 def run_demo(

@@ -19,7 +19,7 @@ FACE_REGIONS: dict[str, tuple[float, float, float, float]] = {
 }
 
 
-def box_mask(region: str, size: int) -> np.ndarray:
+def box_mask(region: str | Box, size: int) -> np.ndarray:
     """[size, size] float32: 1 inside the region's box, 0 elsewhere."""
     y0, x0, y1, x1 = _region(region)
     m = np.zeros((size, size), np.float32)
@@ -27,8 +27,12 @@ def box_mask(region: str, size: int) -> np.ndarray:
     return m
 
 
-def ellipse_mask(region: str, size: int) -> np.ndarray:
-    """[size, size] uint8: 255 inside the ellipse inscribed in the region's box, else 0."""
+Box = tuple[float, float, float, float]  # (y0, x0, y1, x1), fractions of the frame
+
+
+def ellipse_mask(region: str | Box, size: int) -> np.ndarray:
+    """[size, size] uint8: 255 inside the ellipse inscribed in the region's box (a name of
+    FACE_REGIONS or a box), else 0."""
     y0, x0, y1, x1 = _region(region)
     yy, xx = np.mgrid[0:size, 0:size] + 0.5
     cy, cx = (y0 + y1) / 2 * size, (x0 + x1) / 2 * size
@@ -36,7 +40,9 @@ def ellipse_mask(region: str, size: int) -> np.ndarray:
     return ((((yy - cy) / ry) ** 2 + ((xx - cx) / rx) ** 2 <= 1) * 255).astype(np.uint8)
 
 
-def _region(region: str) -> tuple[float, float, float, float]:
+def _region(region: str | Box) -> Box:
+    if isinstance(region, tuple):
+        return region
     if region not in FACE_REGIONS:
         raise KeyError(f"unknown face region {region!r}; known: {', '.join(FACE_REGIONS)}")
     return FACE_REGIONS[region]
