@@ -243,22 +243,32 @@ def _windows(env: dict, home: Path) -> list[GimpInstall]:
     return found
 
 
-def _flatpak(env: dict, home: Path, ask: bool) -> list[GimpInstall]:
-    flatpak = shutil.which("flatpak", path=env.get("PATH"))
-    if not flatpak:
-        return []
+def _packaged_gimp(env: dict, tool: str, args: list[str], pattern: str):
+    """Ask a package manager (flatpak, snap) for its GIMP: (tool path, version, series), or
+    None when the tool is missing, fails, or reports no GIMP 3 series."""
+    path = shutil.which(tool, path=env.get("PATH"))
+    if not path:
+        return None
     try:
-        info = run([flatpak, "info", FLATPAK_ID], timeout=30)
+        r = run([path, *args], timeout=30)
     except (OSError, subprocess.SubprocessError):
-        return []
-    m = re.search(r"Version:\s*(\S+)", info.stdout)
+        return None
+    m = re.search(pattern, r.stdout, re.MULTILINE)
     series = series_of(m.group(1) if m else None)
-    if info.returncode != 0 or series is None:
+    if r.returncode != 0 or series is None:
+        return None
+    return path, m.group(1), series
+
+
+def _flatpak(env: dict, home: Path, ask: bool) -> list[GimpInstall]:
+    found = _packaged_gimp(env, "flatpak", ["info", FLATPAK_ID], r"Version:\s*(\S+)")
+    if found is None:
         return []
+    flatpak, version, series = found
     g = GimpInstall(
         "flatpak",
         f"flatpak run {FLATPAK_ID}",
-        m.group(1),
+        version,
         series,
         [flatpak, "run", "--command=python3", FLATPAK_ID],
         "the Flatpak's python3",
@@ -269,22 +279,15 @@ def _flatpak(env: dict, home: Path, ask: bool) -> list[GimpInstall]:
 
 
 def _snap(env: dict, home: Path) -> list[GimpInstall]:
-    snap = shutil.which("snap", path=env.get("PATH"))
-    if not snap:
+    found = _packaged_gimp(env, "snap", ["list", SNAP_NAME], rf"^{SNAP_NAME}\s+(\S+)")
+    if found is None:
         return []
-    try:
-        r = run([snap, "list", SNAP_NAME], timeout=30)
-    except (OSError, subprocess.SubprocessError):
-        return []
-    m = re.search(rf"^{SNAP_NAME}\s+(\S+)", r.stdout, re.MULTILINE)
-    series = series_of(m.group(1) if m else None)
-    if r.returncode != 0 or series is None:
-        return []
+    _, version, series = found
     return [
         GimpInstall(
             "snap",
             f"snap run {SNAP_NAME}",
-            m.group(1),
+            version,
             series,
             [],
             "the Snap's own Python (not reachable from outside the Snap)",
