@@ -52,8 +52,10 @@ def rows(encoder) -> dict[str, InvertConfig]:
         "L-BFGS only (l1+mse; 150 + 250 evals)": rep(today, optimizer="lbfgs"),
         "L-BFGS + MSE; r only; 150 evals": rep(today, z_steps=0, r_steps=150, **lb),
         "clamped output (Hardtanh) only": rep(today, clamp=True),
-        "new encoder-free default": default_config(None),
+        "new encoder-free default (4 starts + L-BFGS 120)": default_config(None),
         "4 starts + L-BFGS MSE r 100": rep(default_config(None), r_steps=100),
+        "4 starts + L-BFGS MSE r 150": rep(default_config(None), r_steps=150),
+        "4 starts + L-BFGS 120 (history 20)": rep(default_config(None), history=20),
     }
     if encoder is not None:
         r |= {
@@ -63,7 +65,9 @@ def rows(encoder) -> dict[str, InvertConfig]:
             "encoder + L-BFGS MSE r 50": rep(default_config(encoder), r_steps=50),
             "encoder + L-BFGS MSE r 75": rep(default_config(encoder), r_steps=75),
             "encoder + L-BFGS MSE r 100": rep(default_config(encoder), r_steps=100),
-            "new default (encoder + L-BFGS 150)": default_config(encoder),
+            "encoder + L-BFGS MSE r 150": rep(default_config(encoder), r_steps=150),
+            "encoder + L-BFGS 110 (history 20)": rep(default_config(encoder), history=20),
+            "new default (encoder + L-BFGS 110)": default_config(encoder),
             "new default + clamp": rep(default_config(encoder), clamp=True),
         }
     return r

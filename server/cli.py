@@ -107,7 +107,9 @@ def add_fit_args(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument(
-        "--invert-steps", type=int, help="inversion steps cap (default: the model's, ≤ 150)"
+        "--invert-steps",
+        type=int,
+        help="inversion steps cap (default: 110 from the model's encoder, 120 without)",
     )
     p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     p.add_argument("--quiet", action="store_true", help="no progress bar")

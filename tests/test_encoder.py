@@ -120,6 +120,22 @@ def test_inversion_stops_early_when_psnr_stalls(dcgan, samples, optimizer):
     assert inv.steps == 30  # checks at 10 (best), 20, 30: 20 steps without gain
 
 
+def test_lbfgs_spends_exactly_its_budget_and_more_never_ends_worse(dcgan, samples):
+    # One L-BFGS run for the whole budget: it spends exactly its evaluations (a line search
+    # may not run past them), the same evaluations happen whatever the budget so a larger
+    # one never ends worse, and progress comes every 10 evaluations and at the end.
+    x = samples[3:4]
+    seen = []
+    scores = []
+    for budget in range(4, 17):
+        cfg = InvertConfig(starts=1, z_steps=0, r_steps=budget, optimizer="lbfgs", loss="mse")
+        inv = invert(dcgan, x, cfg, progress=seen.append if budget == 16 else None)
+        assert inv.steps == budget
+        scores.append(inv.psnr)
+    assert scores == sorted(scores) and scores[-1] > scores[0]
+    assert [p.step for p in seen] == [10, 16] and all(p.total == 16 for p in seen)
+
+
 def test_default_config_caps_the_steps():
     enc = default_config(lambda x: x, total_steps=40)
     free = default_config(None, total_steps=40)
