@@ -38,7 +38,7 @@ class InvertConfig:
     check_every: int = 10  # PSNR is measured every this many steps (it costs a sync)
     clamp: bool = False  # optimise through G's output clamped to [-1, 1] (ganseeing's Hardtanh)
     optimizer: str = "adam"  # "adam" | "lbfgs" (steps then count function evaluations)
-    history: int = 100  # L-BFGS curvature pairs kept (r has 16 k values: the pairs are cheap)
+    history: int = 100  # L-BFGS pairs kept: fewer evaluations per dB (docs/performance.md)
     loss: str = "l1+mse"  # "l1+mse" | "mse" (what PSNR measures)
     encoder: Encoder | None = None  # image → latent start (the model's, core/encoder.py)
 
@@ -196,8 +196,9 @@ def _lbfgs(
         loss = _loss(out, x, weight, cfg.loss).sum()
         opt.zero_grad(set_to_none=True)
         loss.backward()
-        if loss.item() < best_loss:
-            best_loss, best_v = loss.item(), v.detach().clone()
+        value = loss.item()
+        if value < best_loss:
+            best_loss, best_v = value, v.detach().clone()
         n += 1
         check = stop is not None and n % cfg.check_every == 0
         score = psnr(out.detach(), x, weight) if check or rep.wants_psnr(offset + n - 1) else None
