@@ -29,10 +29,11 @@ from photos import photo as photo_path  # noqa: E402
 from ganpaint.core.adapt import AdaptConfig, gaussian_blur, keep_mask, run_gprime  # noqa: E402
 from ganpaint.core.composite import Layers, composite  # noqa: E402
 from ganpaint.core.concepts.library import ConceptLibrary  # noqa: E402
+from ganpaint.core.encoder import model_encoder  # noqa: E402
 from ganpaint.core.fast import FastConfig, base_fit  # noqa: E402
 from ganpaint.core.generators import load_model  # noqa: E402
 from ganpaint.core.imageio import read_image, write_image  # noqa: E402
-from ganpaint.core.invert import InvertConfig  # noqa: E402
+from ganpaint.core.invert import InvertConfig, default_config  # noqa: E402
 from ganpaint.core.metrics import photo_metrics  # noqa: E402
 from ganpaint.core.photo import DTYPE_MAX, Box, resize  # noqa: E402
 from ganpaint.core.pipeline import EditSpec, PipelineConfig, edit_photo, prepare  # noqa: E402
@@ -102,7 +103,10 @@ def run(args) -> dict:
     gen = load_model("digiface-dcgan64", "cpu")
     lib = ConceptLibrary(gen.model_id, generator=gen)
     cfg = PipelineConfig(
-        invert=InvertConfig(z_steps=150, r_steps=250),
+        # What the CLI and the server invert with, or session 1–4's 400 Adam steps
+        invert=default_config(model_encoder(gen))
+        if args.inversion == "default"
+        else InvertConfig(),
         adapt=AdaptConfig(steps=args.steps),
         quality=args.quality,
         fast=FastConfig(),
@@ -139,6 +143,7 @@ def run(args) -> dict:
                 "edit": label,
                 "seconds": round(dt, 2),
                 "psnr_keep": round(res.psnr_keep, 2),
+                "psnr_inversion": round(res.psnr_inversion, 2),
                 "before": _rounded(old),
                 "after": _rounded(res.metrics),
             }
@@ -184,6 +189,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--quality", default="fast", choices=["fast", "faithful"])
     p.add_argument("--steps", type=int, default=300)
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument(
+        "--inversion",
+        default="default",
+        choices=["default", "today"],
+        help="default: the CLI's and server's (encoder + L-BFGS); today: 16 starts, 400 Adam",
+    )
     p.add_argument("--json", default="")
     args = p.parse_args(argv)
     out = run(args)
