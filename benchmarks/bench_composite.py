@@ -7,6 +7,7 @@ time of the composite alone on a 2000×2000 crop. Writes before | after crops at
 --out (never commit the photos themselves).
 
     python benchmarks/bench_composite.py --out /tmp/composite [--photos Path Kite] [--json f]
+        [--inversion default|today]   # the CLI's inversion (default) or the 400-step one
 """
 
 from __future__ import annotations
