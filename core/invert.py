@@ -149,12 +149,27 @@ def _optimise(
     for i in range(steps):
         opt.step(closure)
         done = i + 1
-        check = stop is not None and done % cfg.check_every == 0
-        score = psnr(last[0], x, weight) if check or rep.wants_psnr(offset + i) else None
-        rep.step(offset + i, score)
-        if check and stop.update(done, score):
+        if _report(done, last[0], x, weight, cfg, rep, stop, offset):
             break
     return v.detach(), done
+
+
+def _report(
+    done: int,
+    out: torch.Tensor,
+    x: torch.Tensor,
+    weight: torch.Tensor | None,
+    cfg: InvertConfig,
+    rep: Reporter,
+    stop: EarlyStop | None,
+    offset: int,
+) -> bool:
+    """After step ``done`` (1-based) of a phase: progress (PSNR only when it is reported or
+    checked: it costs a sync) and whether early stopping ends the phase."""
+    check = stop is not None and done % cfg.check_every == 0
+    score = psnr(out, x, weight) if check or rep.wants_psnr(offset + done - 1) else None
+    rep.step(offset + done - 1, score)
+    return check and stop.update(done, score)
 
 
 class _Stop(Exception):
@@ -200,10 +215,7 @@ def _lbfgs(
         if value < best_loss:
             best_loss, best_v = value, v.detach().clone()
         n += 1
-        check = stop is not None and n % cfg.check_every == 0
-        score = psnr(out.detach(), x, weight) if check or rep.wants_psnr(offset + n - 1) else None
-        rep.step(offset + n - 1, score)
-        if check and stop.update(n, score):
+        if _report(n, out.detach(), x, weight, cfg, rep, stop, offset):
             raise _Stop
         return loss
 
