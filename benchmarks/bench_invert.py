@@ -66,8 +66,12 @@ def rows(encoder) -> dict[str, InvertConfig]:
             "encoder + L-BFGS MSE r 75": rep(default_config(encoder), r_steps=75),
             "encoder + L-BFGS MSE r 100": rep(default_config(encoder), r_steps=100),
             "encoder + L-BFGS MSE r 150": rep(default_config(encoder), r_steps=150),
-            "encoder + L-BFGS 110 (history 20)": rep(default_config(encoder), history=20),
-            "new default (encoder + L-BFGS 110)": default_config(encoder),
+            "session 5 default (encoder + L-BFGS 110; history 100)": rep(
+                default_config(encoder), r_steps=110, history=100
+            ),
+            "encoder + L-BFGS 130 (history 20)": rep(default_config(encoder), r_steps=130),
+            "new default (encoder + L-BFGS 120; history 20)": default_config(encoder),
+            "new default in bf16": rep(default_config(encoder), precision="bf16"),
             "new default + clamp": rep(default_config(encoder), clamp=True),
         }
     return r

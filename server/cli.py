@@ -106,13 +106,25 @@ def add_fit_args(p: argparse.ArgumentParser) -> None:
         "stopping (docs/performance.md)",
     )
     p.add_argument("--seed", type=int, default=0)
+    add_invert_args(p)
+    p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def add_invert_args(p: argparse.ArgumentParser) -> None:
+    """The inversion's options, shared by the one-off commands and `ganpaint serve`."""
     p.add_argument(
         "--invert-steps",
         type=int,
-        help="inversion steps cap (default: 110 from the model's encoder, 120 without)",
+        help="inversion steps cap (default: 120, from the model's encoder or from random starts)",
     )
-    p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument(
+        "--invert-precision",
+        choices=["auto", "fp32", "bf16"],
+        default="auto",
+        help="arithmetic of G during the inversion; auto: bfloat16 on a CPU with bf16 units "
+        "for models of 128 px or more, else float32 (docs/performance.md)",
+    )
 
 
 def load_generator(args: argparse.Namespace):
@@ -134,7 +146,7 @@ def fit_config(args: argparse.Namespace, gen=None):
         raise UserError("--steps must be at least 1 and --invert-steps at least 2")
     # The model's encoder start when it has one (core/encoder.py), else random starts.
     encoder = model_encoder(gen) if gen is not None else None
-    inv = default_config(encoder, args.invert_steps, args.seed)
+    inv = default_config(encoder, args.invert_steps, args.seed, args.invert_precision)
     return PipelineConfig(
         invert=inv,
         adapt=AdaptConfig(steps=args.steps, variant=args.variant, seed=args.seed),

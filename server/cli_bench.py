@@ -24,7 +24,7 @@ from ..core.adapt import AdaptConfig, adapt, keep_mask
 from ..core.edit import apply_edit, unit_quantiles
 from ..core.fast import FastConfig, base_fit, fast_adapt
 from ..core.generators.base import LayeredGenerator, ModelError, freeze
-from ..core.invert import InvertConfig, default_config
+from ..core.invert import InvertConfig, default_config, uses_bf16
 from ..core.metrics import psnr
 
 # GAN Dissection churchoutdoor layer4 "tree" units (method.md); any units on random weights.
@@ -319,13 +319,17 @@ class FirstEditPath:
 def first_edit_paths(gen: LayeredGenerator, encoder) -> dict[str, FirstEditPath]:
     """Today's inversion (16 starts, 400 steps) with base fit + edit fit, the new inversion
     (encoder or cheaper starts, early stopping) the same way, and the new inversion with one
-    cold fit (the pipeline's path now): {name: FirstEditPath}."""
+    cold fit (the pipeline's path now; its G in bfloat16 where "auto" precision picks it,
+    then also a float32 row): {name: FirstEditPath}."""
     new = "encoder + short" if encoder is not None else "4 starts + early stop"
     paths = {
         "today (16 starts, 400 steps; base + edit fit)": FirstEditPath(InvertConfig(), True),
         f"{new}; base + edit fit": FirstEditPath(default_config(encoder), True),
         f"{new}; one cold fit": FirstEditPath(default_config(encoder)),
     }
+    if uses_bf16(gen, next(gen.parameters()).device, "auto"):  # bf16 on its own
+        fp32 = default_config(encoder, precision="fp32")
+        paths[f"{new}; one cold fit; float32"] = FirstEditPath(fp32)
     if encoder is None:  # what `--invert-steps 60` buys where no encoder starts close
         paths[f"{new} (<= 60); one cold fit"] = FirstEditPath(default_config(None, 60))
     return paths
@@ -357,7 +361,8 @@ def bench_first_edit(
     log(
         f"first edit of a new photo: {gen.model_id} ({weights}), encoder "
         f"{'shipped' if encoder is not None else 'none'}, threads {torch.get_num_threads()}, "
-        f"{'server session, fresh cache' if server else 'one-off'}"
+        f"{'server session, fresh cache' if server else 'one-off'}, inversion precision auto = "
+        f"{'bf16' if uses_bf16(gen, next(gen.parameters()).device, 'auto') else 'fp32'}"
     )
     rows = []
     for case, photo_name, cy, cx, side in FIRST_EDIT_CASES[name]:

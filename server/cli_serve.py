@@ -16,6 +16,7 @@ MIB = 1024 * 1024
 def register(subparsers) -> None:
     from ganpaint.core.generators import DEFAULT_MODEL
 
+    from .cli import add_invert_args
     from .requests import QUALITIES
 
     limits = Limits()
@@ -35,9 +36,7 @@ def register(subparsers) -> None:
         choices=QUALITIES,
         help="G′ fit when a request names none (fast: local, early-stopping fit)",
     )
-    p.add_argument(
-        "--invert-steps", type=int, help="inversion steps (z + r; default: the core's 400)"
-    )
+    add_invert_args(p)
     p.add_argument("--cache-mb", type=int, default=512, help="memory for cached sessions (MiB)")
     p.add_argument("--max-side", type=int, default=limits.max_side, help="longest image side")
     p.add_argument("--max-pixels", type=int, default=limits.max_pixels, help="width × height")
@@ -121,6 +120,7 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
         steps=args.steps,
         quality=args.quality,
         invert_steps=args.invert_steps,
+        invert_precision=args.invert_precision,
         session_budget_bytes=args.cache_mb * 1024 * 1024,
         allow_remote=args.allow_remote,
         curve=curve_files(args.curve_dir) if args.curve_dir else None,

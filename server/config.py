@@ -57,6 +57,7 @@ class ServerConfig:
     steps: int = 1000  # G′ steps when a request names none
     quality: str = "faithful"  # G′ fit when a request names none (see requests.QUALITIES)
     invert_steps: int | None = None  # inversion z + r steps; None = the core's default
+    invert_precision: str = "auto"  # G's arithmetic while inverting (core/invert.py)
     session_budget_bytes: int = 512 * 1024 * 1024  # memory for cached inversions and fits
     allow_remote: bool = False
     curve: CurveFiles | None = None

@@ -184,7 +184,11 @@ class JobRunner:
         if gen.model_id not in self._encoders:
             self._encoders[gen.model_id] = model_encoder(gen)
         # The model's encoder start when it has one; invert_steps caps z + r steps.
-        invert = default_config(self._encoders[gen.model_id], self.cfg.invert_steps)
+        invert = default_config(
+            self._encoders[gen.model_id],
+            self.cfg.invert_steps,
+            precision=self.cfg.invert_precision,
+        )
         cfg = PipelineConfig(invert=invert, adapt=AdaptConfig(steps=req.steps or self.cfg.steps))
         quality = req.quality or self.cfg.quality
         if hasattr(cfg, "quality"):

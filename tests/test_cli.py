@@ -145,3 +145,19 @@ def test_edit_concept_default_strength_and_leave_out(files, tmp_path):
     cmd[cmd.index("--leave-out") : cmd.index("--leave-out") + 2] = ["--leave-out", "x"]
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
     assert r.returncode == 2 and "--leave-out must be comma-separated" in r.stderr
+
+
+def test_invert_precision_flags_reach_the_inversion_config():
+    from ganpaint.server.cli import build_parser, fit_config
+    from ganpaint.server.cli_serve import config_from_args
+
+    parse = build_parser().parse_args
+    edit = ["edit", "p.png", "--mask", "m.png", "-o", "o.png", "--units", "1", "--op", "add"]
+    assert fit_config(parse(edit)).invert.precision == "auto"
+    assert fit_config(parse([*edit, "--invert-precision", "bf16"])).invert.precision == "bf16"
+    assert config_from_args(parse(["serve"])).invert_precision == "auto"
+    assert (
+        config_from_args(parse(["serve", "--invert-precision", "fp32"])).invert_precision == "fp32"
+    )
+    r = ganpaint(*edit, "--invert-precision", "fp16")
+    assert r.returncode == 2 and "invalid choice: 'fp16'" in r.stderr

@@ -23,7 +23,7 @@ from ganpaint.core.encoder import (
     train,
 )
 from ganpaint.core.generators.base import ModelError
-from ganpaint.core.invert import InvertConfig, default_config, invert
+from ganpaint.core.invert import InvertConfig, bf16_pays, default_config, invert
 from ganpaint.core.metrics import psnr
 
 
@@ -146,6 +146,37 @@ def test_default_config_caps_the_steps():
 def test_bad_optimizer_is_refused(dcgan, samples):
     with pytest.raises(ValueError, match="optimizer must be one of"):
         invert(dcgan, samples[:1], InvertConfig(starts=1, z_steps=1, r_steps=1, optimizer="sgd"))
+    with pytest.raises(ValueError, match="precision one of"):
+        invert(dcgan, samples[:1], InvertConfig(starts=1, z_steps=1, r_steps=1, precision="fp8"))
+
+
+def test_bf16_evaluations_invert_about_as_well_and_keep_float32(dcgan, samples):
+    # G in bfloat16 autocast, r and L-BFGS in float32: a different path (not the same r),
+    # nearly the same PSNR, and everything handed on is float32.
+    x = (samples[2:3] + 0.05 * torch.randn(1, 3, 64, 64, generator=torch.Generator())).clamp(-1, 1)
+    enc = model_encoder(dcgan)
+    alone = invert(dcgan, x, InvertConfig(z_steps=0, r_steps=0, encoder=enc))
+    runs = {
+        p: invert(dcgan, x, dataclasses.replace(default_config(enc, precision=p), r_steps=40))
+        for p in ("fp32", "bf16")
+    }
+    assert not torch.equal(runs["fp32"].r, runs["bf16"].r)
+    assert runs["bf16"].r.dtype == runs["bf16"].z.dtype == torch.float32
+    assert runs["bf16"].psnr > alone.psnr + 3
+    assert abs(runs["bf16"].psnr - runs["fp32"].psnr) < 1.0
+
+
+def test_auto_precision_is_bf16_only_on_a_bf16_cpu_for_a_large_model(dcgan, samples):
+    assert bf16_pays(256, "cpu", True)
+    assert not bf16_pays(64, "cpu", True)  # the default model: no faster, a little worse
+    assert not bf16_pays(256, "cpu", False)  # emulated bf16 is slower
+    assert not bf16_pays(256, "cuda", True)  # not measured on a GPU
+    # so on the 64 px default model "auto" is float32 on any machine, bit for bit
+    cfg = InvertConfig(starts=1, z_steps=0, r_steps=12, optimizer="lbfgs", loss="mse")
+    auto, fp32 = (
+        invert(dcgan, samples[:1], dataclasses.replace(cfg, precision=p)) for p in ("auto", "fp32")
+    )
+    assert torch.equal(auto.r, fp32.r)
 
 
 def test_cli_trains_resumes_and_shows_an_encoder(tmp_path, capsys):
