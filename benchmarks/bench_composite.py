@@ -47,6 +47,10 @@ PLACES = {
     "BytheWater": (0.55, 0.5, 0.16, 0.14),
     "FallenLeaf": (0.5, 0.5, 0.16, 0.14),
     "EveningGlow": (0.55, 0.5, 0.16, 0.14),
+    # portraits (the face model's own domain, but < 2000 px wide): Biden's closed mouth,
+    # Obama's short dark hair
+    "biden": (0.21, 0.601, 0.0136, 0.062),
+    "obama": (0.0616, 0.4945, 0.0308, 0.121),
 }
 
 
