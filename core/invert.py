@@ -68,8 +68,13 @@ def default_config(
     # read as G_F's evaluation does), from the best of 4 random ones 120 with 100 pairs (on
     # a large model only evaluations count); both beat today's 400 Adam steps on every
     # held-out face crop (docs/performance.md, "first edit of a new photo").
-    lbfgs = {"optimizer": "lbfgs", "loss": "mse", "z_steps": 0, "seed": seed}
-    lbfgs["precision"] = precision
+    lbfgs = {
+        "optimizer": "lbfgs",
+        "loss": "mse",
+        "z_steps": 0,
+        "seed": seed,
+        "precision": precision,
+    }
     if encoder is not None:
         cfg = InvertConfig(r_steps=120, history=20, patience=20, encoder=encoder, **lbfgs)
     else:
