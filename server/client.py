@@ -205,10 +205,7 @@ class Client:
         Returns {"image": RawImage like the input, "psnr_keep", "seconds", "session_reused",
         "model", "steps", "job", ...}; pixels where mask == 0 come back unchanged.
         """
-        self._check_image(image, "image", (3, 4), ("u8", "u16"))
-        self._check_image(mask, "mask", (1,), ("u8",))
-        _same_size(image, mask)
-        self._check_limits(image)
+        self._check_selection_job(image, mask)
         fields = {
             "image": image.meta(),
             "mask": mask.meta(),
@@ -220,6 +217,22 @@ class Client:
         if units is not None:
             fields["units"] = [int(u) for u in units]
         return self._job("edit", fields, [image.data, mask.data], progress, should_cancel)
+
+    def prepare(
+        self,
+        image: RawImage,
+        mask: RawImage,
+        *,
+        model: str | None = None,
+        progress: ProgressFn | None = None,
+        should_cancel: ShouldCancel | None = None,
+    ) -> dict:
+        """Invert the selection's region ahead of an edit of the same image and mask (e.g.
+        while a dialog is open), so that the edit starts from the inversion:
+        {"psnr_inversion", "session_reused", "steps", "seconds", "model", "job"}."""
+        self._check_selection_job(image, mask)
+        fields = {"image": image.meta(), "mask": mask.meta(), **_given(model=model)}
+        return self._job("prepare", fields, [image.data, mask.data], progress, should_cancel)
 
     def learn_concept(
         self,
@@ -235,10 +248,7 @@ class Client:
         """Learn a named concept from the selected region and save it on the server:
         {"name", "units", "values", "layer", "source", "model", "job", ...}. A name that
         exists already is refused (bad_request) unless ``replace``."""
-        self._check_image(image, "image", (3, 4), ("u8", "u16"))
-        self._check_image(mask, "mask", (1,), ("u8",))
-        _same_size(image, mask)
-        self._check_limits(image)
+        self._check_selection_job(image, mask)
         fields = {"image": image.meta(), "mask": mask.meta(), "name": name, **_given(model=model)}
         if replace:
             fields["replace"] = True
@@ -414,6 +424,13 @@ class Client:
                 f"{what} data has {size} bytes; {img.width}x{img.height}x{img.channels} "
                 f"{img.dtype} needs {img.expected_bytes()}",
             )
+
+    def _check_selection_job(self, image: RawImage, mask: RawImage) -> None:
+        """An image and its selection, as edit, prepare and learn_concept send them."""
+        self._check_image(image, "image", (3, 4), ("u8", "u16"))
+        self._check_image(mask, "mask", (1,), ("u8",))
+        _same_size(image, mask)
+        self._check_limits(image)
 
     def _check_limits(self, img: RawImage, what: str = "image") -> None:
         """Refuse here what the server would refuse (or drop the connection for)."""

@@ -21,9 +21,14 @@ from .images import DTYPES, ImageMeta, to_array
 from .protocol import BAD_REQUEST, PROTOCOL_VERSION, TOO_LARGE, UNKNOWN_MODEL, ProtocolError
 
 SIMPLE_KINDS = ("hello", "models", "concepts", "status", "cancel", "heartbeat")
-JOB_KINDS = ("reconstruct", "edit", "learn_concept", "discover")
+JOB_KINDS = ("reconstruct", "edit", "prepare", "learn_concept", "discover")
 # Pixel frames each kind carries after the header, in this order.
-FRAMES = {"reconstruct": ("image",), "edit": ("image", "mask"), "learn_concept": ("image", "mask")}
+FRAMES = {
+    "reconstruct": ("image",),
+    "edit": ("image", "mask"),
+    "prepare": ("image", "mask"),
+    "learn_concept": ("image", "mask"),
+}
 OPS = ("add", "remove")
 STRENGTHS = ("low", "med", "high")
 # G′ fit qualities the pipeline offers ("fast" arrives with core/fast.py).
@@ -126,7 +131,7 @@ def _job_request(
     if kind in FRAMES:
         req.image_meta = _meta(h, "image", limits, channels=(3, 4), dtypes=("u8", "u16"))
         check_frame_length(req.image_meta, frames[0])
-    if kind in ("edit", "learn_concept"):
+    if kind in ("edit", "prepare", "learn_concept"):
         mask_meta = _meta(h, "mask", limits, channels=(1,), dtypes=("u8",))
         if (mask_meta.width, mask_meta.height) != (req.image_meta.width, req.image_meta.height):
             raise ProtocolError(

@@ -22,7 +22,7 @@ from ganpaint.core.encoder import model_encoder
 from ganpaint.core.generators.base import ModelError
 from ganpaint.core.invert import default_config
 from ganpaint.core.photo import PhotoError
-from ganpaint.core.pipeline import EditSpec, PipelineConfig, edit_photo, reconstruct_photo
+from ganpaint.core.pipeline import EditSpec, PipelineConfig, edit_photo, prepare, reconstruct_photo
 from ganpaint.core.progress import Cancelled, Progress
 
 from . import concept_store
@@ -154,6 +154,8 @@ class JobRunner:
             return self._reconstruct(job, gen, model_id)
         if req.kind == "edit":
             return self._edit(job, gen, model_id)
+        if req.kind == "prepare":
+            return self._prepare(job, gen, model_id)
         if req.kind == "learn_concept":
             info = concept_store.learn(
                 gen,
@@ -251,6 +253,27 @@ class JobRunner:
         out = self._image_outcome(req, res, model_id)
         out.header.update(op=req.op, **extra)
         return out
+
+    def _prepare(self, job: Job, gen, model_id: str) -> Outcome:
+        """Invert the selection's region into its session, ahead of the edit (the plug-in
+        asks while its dialog is open): the edit that follows finds the inversion done."""
+        req, t0 = job.request, time.perf_counter()
+        guard = SessionGuard(self.sessions)
+        cfg = self._pipeline_config(req, gen)
+        prep = prepare(gen, req.image, req.mask, cfg, self._progress(job), job.is_cancelled, guard)
+        inv = prep.session.inversion
+        if not math.isfinite(float(inv.psnr)):
+            guard.rollback()
+            raise ProtocolError(INTERNAL, "the inversion diverged (non-finite values)")
+        return Outcome(
+            {
+                "model": model_id,
+                "steps": int(inv.steps),
+                "psnr_inversion": float(inv.psnr),
+                "session_reused": bool(prep.reused),
+                "seconds": time.perf_counter() - t0,
+            }
+        )
 
     def _image_outcome(self, req: JobRequest, res, model_id: str) -> Outcome:
         if res.image.shape != req.image.shape or res.image.dtype != req.image.dtype:

@@ -191,6 +191,29 @@ def test_fast_quality_edit(client):
     assert np.array_equal(array(res["image"])[m == 0], img[m == 0])
 
 
+def test_prepare_inverts_ahead_and_the_edit_after_it_is_the_same_edit(server, client):
+    # What the plug-in sends while its dialog is open: the region's inversion only. The edit
+    # that follows finds it (session reused), skips the inversion, and its pixels are those
+    # of the same edit made cold by a server that never saw the photo.
+    img, m = photo(seed=11), soft_mask()
+    ahead = client.prepare(raw(img), raw(m))
+    assert ahead["session_reused"] is False and ahead["steps"] == 30
+    assert ahead["psnr_inversion"] > 10 and "image" not in ahead
+    assert client.prepare(raw(img), raw(m))["session_reused"] is True  # already there
+    after = client.edit(raw(img), raw(m), op="add", units=[3, 5], quality="fast")
+    assert after["session_reused"] is True
+    assert after["psnr_inversion"] == ahead["psnr_inversion"]
+    with running_server(server.cfg, log=lambda line: None) as fresh:
+        with Client(fresh.endpoint, timeout_s=10.0, retries=2) as c:
+            cold = c.edit(raw(img), raw(m), op="add", units=[3, 5], quality="fast")
+    assert cold["session_reused"] is False
+    assert np.array_equal(array(after["image"])[..., :3], array(cold["image"])[..., :3])
+    assert any(line.startswith("prepare ") for line in server.lines)
+    with pytest.raises(ServerError) as e:
+        client.prepare(raw(img), raw(np.zeros_like(m)))
+    assert e.value.code == "bad_request" and "mask is empty" in e.value.message
+
+
 def test_reconstruct_u16_rgb(client):
     img = photo(40, 30, channels=3, dtype=np.uint16, seed=2)
     res = client.reconstruct(raw(img), steps=10)

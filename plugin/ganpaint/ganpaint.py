@@ -74,6 +74,11 @@ def success(*values):
 
 
 # -- reading from and writing to GIMP ------------------------------------------------------------
+# Precisions whose alpha-less RGB layers are stored as "R'G'B' u8" / "R'G'B' u16" (babl's
+# names; the formats pixel_format asks for, less alpha).
+NON_LINEAR = {Gimp.Precision.U8_NON_LINEAR, Gimp.Precision.U16_NON_LINEAR}
+
+
 def pixel_format(image):
     """Ask babl for 8-bit RGBA for 8-bit images, 16-bit RGBA for anything deeper."""
     prec = image.get_precision()
@@ -97,11 +102,16 @@ def layer_rect(layer):
     return gs.Rect(x, y, layer.get_width(), layer.get_height())
 
 
-def read_pixels(layer, rect, fmt):
-    """rect in image coordinates -> bytes in ``fmt``."""
+def read_pixels(image, layer, rect, fmt, dtype):
+    """rect in image coordinates -> bytes in ``fmt`` (RGBA, 8 or 16 bit)."""
     _, ox, oy = layer.get_offsets()
     r = Gegl.Rectangle.new(rect.x - ox, rect.y - oy, rect.w, rect.h)
-    return bytes(layer.get_buffer().get(r, 1.0, fmt, Gegl.AbyssPolicy.CLAMP))
+    buf = layer.get_buffer()
+    opaque = image.get_precision() in NON_LINEAR and layer.is_rgb() and not layer.has_alpha()
+    if opaque:  # a photo's usual layer: read it as it is, add alpha ourselves (no babl fish)
+        rgb = bytes(buf.get(r, 1.0, fmt.replace("A ", " "), Gegl.AbyssPolicy.CLAMP))
+        return gs.with_opaque_alpha(rgb, dtype)
+    return bytes(buf.get(r, 1.0, fmt, Gegl.AbyssPolicy.CLAMP))
 
 
 def read_mask(image, rect):
@@ -251,8 +261,7 @@ def run_dialog(procedure, config, names, title):
 
 def chosen_model(config, interactive):
     if interactive:
-        model = config.get_property("model-choice")
-        config.set_property("model", "" if model == SERVER_DEFAULT else model)
+        config.set_property("model", dialog_model(config) or "")
     return config.get_property("model") or None
 
 
@@ -307,7 +316,7 @@ def prepare(procedure, image, drawables, need_selection):
         rect = selection_region(image, layer)[0] if non_empty else None
         rect = rect or layer_rect(layer)
         mask = None
-    pixels = read_pixels(layer, rect, fmt)
+    pixels = read_pixels(image, layer, rect, fmt, dtype)
     if dtype == "u16":
         pixels = gs.u16_to_little_endian(pixels)
     return {
@@ -354,9 +363,23 @@ def begin(procedure, run_mode, image, drawables, config, need_selection, fields,
             server_lists(cfg, procedure, config, op)
         except Exception as e:  # noqa: BLE001 - shown to the user
             return cfg, job, fail(procedure, gs.error_message(e, cfg))
+        if op in ("add", "remove"):  # invert while the user chooses (docs/protocol.md §6.7a)
+            src, mask = raw_images(job)
+            job["ahead"] = gs.InvertAhead(
+                gs.import_client(), cfg.address, cfg.timeout_s, src, mask, dialog_model(config)
+            )
         if not run_dialog(procedure, config, fields, title):
+            if "ahead" in job:  # its socket must close before the plug-in exits
+                job["ahead"].cancel()
+                job["ahead"].finish()
             return cfg, job, cancelled(procedure)
     return cfg, job, None
+
+
+def dialog_model(config):
+    """The model the dialog's list shows now (None: the server's default)."""
+    model = config.get_property("model-choice")
+    return None if model == SERVER_DEFAULT else model
 
 
 def quality(config):
@@ -375,6 +398,17 @@ def run_edit(procedure, run_mode, image, drawables, config, data):
     )
     if failed:
         return failed
+    ahead = job.get("ahead")
+    try:
+        return edit_on_server(procedure, interactive, image, job, cfg, config, op)
+    finally:
+        if ahead is not None:  # over by now after an edit; else (refused early) not needed
+            ahead.cancel()
+            ahead.finish()
+
+
+def edit_on_server(procedure, interactive, image, job, cfg, config, op):
+    """The edit itself, once the dialog (if any) has been answered."""
     if interactive:
         concept = config.get_property("concept-choice")
         if concept == NO_CONCEPT:
@@ -385,6 +419,9 @@ def run_edit(procedure, run_mode, image, drawables, config, data):
             )
         config.set_property("concept", concept)
     model = chosen_model(config, interactive)
+    ahead = job.get("ahead")
+    if ahead is not None and ahead.model != model:
+        ahead.cancel()  # another model was chosen: its inversion is of no use
     concept = (config.get_property("concept") or "").strip() or None
     try:
         units = gs.parse_units(config.get_property("units") or "")

@@ -14,6 +14,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -157,6 +158,32 @@ def u16_to_little_endian(data: bytes) -> bytes:
 
 
 u16_from_little_endian = u16_to_little_endian
+
+
+def with_opaque_alpha(data: bytes, dtype: str) -> bytes:
+    """RGB pixels ("u8" or native-endian "u16" channels) -> RGBA with alpha at its maximum.
+
+    The plug-in reads an alpha-less layer in its own format and adds alpha here: babl's
+    conversion R'G'B' -> R'G'B'A took 0.3-0.6 s for a 160 px crop in every plug-in run
+    (GIMP 3.0, its fish cache never kept), this takes milliseconds at any size."""
+    import array
+
+    if dtype == "u8":
+        rgb, rgba = data, bytearray(len(data) // 3 * 4)
+        full = b"\xff"
+    elif dtype == "u16":
+        rgb = array.array("H", data)
+        rgba = array.array("H", bytes(len(rgb) // 3 * 8))
+        full = array.array("H", [0xFFFF])
+    else:
+        raise ValueError(f"dtype must be u8 or u16, not {dtype!r}")
+    if len(rgb) % 3:
+        raise ValueError("RGB data must hold 3 channels per pixel")
+    n = len(rgb) // 3
+    for c in range(3):
+        rgba[c::4] = rgb[c::3]
+    rgba[3::4] = full * n
+    return bytes(rgba) if dtype == "u8" else rgba.tobytes()
 
 
 def layer_name(
@@ -509,3 +536,40 @@ class Watchdog:
             except (OSError, subprocess.TimeoutExpired):
                 pass
             self.proc = None
+
+
+class InvertAhead:
+    """Inverts the selection's region on the server while the plug-in's dialog is open.
+
+    The server's ``prepare`` job (docs/protocol.md §6.7a) puts the inversion in the region's
+    session; the edit sent on OK then skips it (≈ 0.45 s of a first fast edit's ≈ 0.8 s on
+    the default model). It runs on its own connection in a thread, because the dialog holds
+    the main one; any failure is dropped: the edit then inverts as it always did.
+    """
+
+    def __init__(self, client_mod, address: str, timeout_s: float, image, mask, model):
+        self.model = model
+        self.result: dict | None = None
+        self._stop = threading.Event()
+        args = (client_mod, address, timeout_s, image, mask)
+        self._thread = threading.Thread(target=self._run, args=args, daemon=True)
+        self._thread.start()
+
+    def _run(self, client_mod, address, timeout_s, image, mask) -> None:
+        client = client_mod.Client(address, timeout_s=timeout_s)
+        try:
+            self.result = client.prepare(
+                image, mask, model=self.model, should_cancel=self._stop.is_set
+            )
+        except Exception:  # noqa: BLE001 - a head start only; the edit inverts by itself
+            self.result = None
+        finally:
+            client.close()
+
+    def cancel(self) -> None:
+        """Not needed after all (dialog cancelled, another model chosen)."""
+        self._stop.set()
+
+    def finish(self, wait_s: float = 5.0) -> None:
+        """Wait for the thread (its job ran before the edit, so it is normally over)."""
+        self._thread.join(wait_s)

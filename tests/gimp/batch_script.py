@@ -8,6 +8,7 @@
 # files, and the flattened image as after.png.
 import json
 import os
+import time
 
 from gi.repository import Gegl, Gimp, Gio
 
@@ -50,11 +51,14 @@ def run_once(drawables):
         cfg.set_core_object_array("drawables", drawables)
     for key, value in P.get("args", {}).items():
         cfg.set_property(key, value)
+    t0 = time.perf_counter()
     result = proc.run(cfg)
+    seconds = time.perf_counter() - t0  # the procedure's call until its result layer exists
     status = result.index(0)
     values = [result.index(i) for i in range(1, result.length())]
     run = {
         "status": status.value_nick,
+        "seconds": round(seconds, 3),
         "values": [v if isinstance(v, (str, int, float)) else None for v in values],
     }
     if status != Gimp.PDBStatusType.SUCCESS and values and isinstance(values[0], str):

@@ -48,7 +48,7 @@ EXTRA = ("xvfb", "xauth", "xdotool", "imagemagick", "openbox")
 WORK = "/tmp/ganpaint-shots"
 
 GUI_SCRIPT = """
-import json, os
+import json, os, time
 from gi.repository import Gegl, Gimp, Gio
 P = json.loads({params!r})
 W = P["work"]
@@ -86,13 +86,15 @@ cfg.set_core_object_array("drawables", [layer])
 cfg.set_property("concept", P["concept"])
 cfg.set_property("strength", P["strength"])
 cfg.set_property("steps", P["steps"])
+cfg.set_property("fast", bool(P.get("fast", False)))
 
 Gimp.Display.new(img)
 Gimp.displays_flush()
 cfg.set_property("run-mode", Gimp.RunMode.INTERACTIVE)
 r = proc.run(cfg)
+done_time = time.time()  # the result layer exists: against ok.time, the wait after OK
 status = r.index(0)
-info = {{"status": status.value_nick,
+info = {{"status": status.value_nick, "done_time": done_time,
         "message": r.index(1) if status != Gimp.PDBStatusType.SUCCESS else None,
         "layers": [l.get_name() for l in img.get_layers()]}}
 if status == Gimp.PDBStatusType.SUCCESS:
@@ -124,6 +126,7 @@ xdotool mousemove 1270 850
 xdotool windowactivate --sync "$W" 2>/dev/null
 sleep 4
 import -frame -window "$W" dialog.png
+date +%s.%N > ok.time
 xdotool windowactivate --sync "$W" key Return  # OK (XTEST: GTK ignores sent events)
 sleep 8
 import -window root progress.png
@@ -142,8 +145,9 @@ wait $GP 2>/dev/null
 def run_gui(gimp: Gimp, photo, params: dict, job_wait: int = 1200) -> dict:
     """Open ``photo`` in GIMP (under Xvfb, in the chroot), select the ellipse, run
     Add/Remove Concept… interactively, grab the dialog, press OK, wait for the edit. Returns
-    gui.json's content plus "dir" (the work folder, host path), "seconds", "log" and
-    "gimp_log". The plug-in must be installed and the server running."""
+    gui.json's content plus "ok_to_layer_s" (the wait after OK), "dir" (the work folder,
+    host path), "seconds", "log" and "gimp_log". The plug-in must be installed and the
+    server running."""
     work = gimp.path(WORK)
     if work.exists():
         shutil.rmtree(work)
@@ -177,6 +181,8 @@ def run_gui(gimp: Gimp, photo, params: dict, job_wait: int = 1200) -> dict:
         timeout=job_wait + 300,
     )
     info = json.loads((work / "gui.json").read_text()) if (work / "gui.json").exists() else {}
+    if "done_time" in info and (work / "ok.time").exists():  # OK pressed → result layer
+        info["ok_to_layer_s"] = info["done_time"] - float((work / "ok.time").read_text())
     info.update(
         dir=work,
         seconds=time.monotonic() - t0,

@@ -520,8 +520,19 @@ def test_dialog_ok_runs_the_edit(gimp, installed, concept):
         "strength": "med",
         "steps": STEPS,
     }
+    log_before = installed["log"].read_text(errors="replace")
     info = run_gui(gimp, make_photo(SIZE, seed=0), params, job_wait=300)
     assert info.get("status") == "success", info["log"] + info["gimp_log"][-3000:]
+    # While the dialog was open the plug-in had the region inverted (docs/protocol.md
+    # §6.7a): the server ran a prepare job, and the edit on OK found its session.
+    served = installed["log"].read_text(errors="replace")[len(log_before) :].splitlines()
+    jobs = [
+        line.split("ganpaint serve: ", 1)[-1]
+        for line in served
+        if " edit " in line or " prepare " in line
+    ]
+    assert [j.split()[0] for j in jobs] == ["prepare", "edit"], served
+    assert "session=reused" in jobs[1], jobs
     assert info["layers"][1:] == ["Background"]
     assert info["layers"][0].startswith(f"GANPaint: add {concept['label']} (med, ")
     dialog = Image.open(info["dir"] / "dialog.png")

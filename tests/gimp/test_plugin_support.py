@@ -266,3 +266,52 @@ def test_start_command_that_never_answers_is_stopped(real_client, tmp_path):
 def test_default_start_wait_fits_the_server():
     # ganpaint serve answers hello within 2.6-6.7 s here (measured, see ganpaint_support)
     assert gs.Config().start_wait_s == 60.0
+
+
+def test_opaque_alpha_is_added_to_each_pixel_in_8_and_16_bit():
+    import array
+
+    import numpy as np
+
+    rgb = np.random.default_rng(0).integers(0, 256, (7, 5, 3), dtype=np.uint8)
+    out = np.frombuffer(gs.with_opaque_alpha(rgb.tobytes(), "u8"), np.uint8).reshape(7, 5, 4)
+    assert np.array_equal(out[..., :3], rgb) and (out[..., 3] == 255).all()
+    rgb16 = np.random.default_rng(1).integers(0, 65536, (3, 4, 3), dtype=np.uint16)
+    raw = array.array("H", rgb16.ravel().tolist()).tobytes()  # native-endian, as babl gives
+    out16 = np.frombuffer(gs.with_opaque_alpha(raw, "u16"), np.uint16).reshape(3, 4, 4)
+    assert np.array_equal(out16[..., :3], rgb16) and (out16[..., 3] == 65535).all()
+    with pytest.raises(ValueError):
+        gs.with_opaque_alpha(b"\0" * 4, "u8")
+    with pytest.raises(ValueError):
+        gs.with_opaque_alpha(b"", "f32")
+
+
+def test_invert_ahead_leaves_the_inversion_to_the_edit_and_stops_when_cancelled():
+    import numpy as np
+
+    from ganpaint.server import client as client_mod
+    from ganpaint.server.config import ServerConfig
+    from ganpaint.server.testing import running_server
+
+    rng = np.random.default_rng(4)
+    img = client_mod.RawImage(
+        rng.integers(0, 256, (40, 48, 4), np.uint8).tobytes(), 48, 40, 4, "u8"
+    )
+    m = np.zeros((40, 48), np.uint8)
+    m[10:30, 12:36] = 255
+    mask = client_mod.RawImage(m.tobytes(), 48, 40, 1, "u8")
+    lines: list[str] = []
+    cfg = ServerConfig(bind="tcp://127.0.0.1:*", steps=5, invert_steps=10, quality="fast")
+    with running_server(cfg, log=lines.append) as srv:
+        ahead = gs.InvertAhead(client_mod, srv.endpoint, 10.0, img, mask, None)
+        ahead.finish(wait_s=60)  # what the dialog's time is for
+        assert ahead.result is not None and ahead.result["session_reused"] is False
+        with client_mod.Client(srv.endpoint, timeout_s=10.0) as c:
+            assert c.edit(img, mask, op="add", units=[3])["session_reused"] is True
+            # Cancelled at once (the dialog's Cancel): the thread ends, its socket closed.
+            other = client_mod.RawImage(bytes(len(img.data)), 48, 40, 4, "u8")
+            gone = gs.InvertAhead(client_mod, srv.endpoint, 10.0, other, mask, None)
+            gone.cancel()
+            gone.finish(wait_s=30)
+            assert not gone._thread.is_alive() and gone.result is None
+    assert sum(line.startswith("prepare ") for line in lines) >= 1
