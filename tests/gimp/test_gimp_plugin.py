@@ -533,6 +533,11 @@ def test_dialog_ok_runs_the_edit(gimp, installed, concept):
     ]
     assert [j.split()[0] for j in jobs] == ["prepare", "edit"], served
     assert "session=reused" in jobs[1], jobs
+    # ... and it had ended before OK was pressed (the driver waits 4 s in the dialog): the
+    # inversion overlapped the user's choosing instead of queueing in front of the edit.
+    ended = next(line for line in served if " prepare " in line).split()[0]  # HH:MM:SS
+    ok_at = time.strftime("%H:%M:%S", time.localtime(info["done_time"] - info["ok_to_layer_s"]))
+    assert ended <= ok_at, (ended, ok_at)
     assert info["layers"][1:] == ["Background"]
     assert info["layers"][0].startswith(f"GANPaint: add {concept['label']} (med, ")
     dialog = Image.open(info["dir"] / "dialog.png")
