@@ -6,9 +6,13 @@ layer. GIMP 3 runs in the chroot of tests/gimp (built on first use, needs root),
 real `ganpaint serve --quality fast` with the default model and its default inversion. A
 warm-up edit of another picture loads the model first, as a running server would have it.
 Each selection of FIRST_EDIT_CASES is a region the server has not seen (first edit), then
-edited again (second edit: its session is reused).
+edited again (second edit: its session is reused). Then, on a fresh server, the same first
+edits through the dialog (GIMP's GUI under Xvfb, tests/gimp/make_screenshots.py's driver,
+which keeps the dialog open 4 s, as a user choosing does): timed from pressing OK to the
+result layer, the region inverted while the dialog was open (docs/protocol.md §6.7a).
 
     sudo .venv/bin/python benchmarks/bench_gimp.py [--threads 2] [--concept "dark hair"]
+        [--no-dialog]                     # GANPAINT_GIMP_SERIES=3.2 for GIMP 3.2
 """
 
 from __future__ import annotations
