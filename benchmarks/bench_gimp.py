@@ -18,7 +18,6 @@ result layer, the region inverted while the dialog was open (docs/protocol.md §
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 import sys
@@ -30,9 +29,6 @@ sys.path[:0] = [str(HERE), str(HERE.parent / "tests" / "gimp")]
 
 import numpy as np  # noqa: E402
 from gimp_env import (  # noqa: E402
-    HERE as GIMP_TESTS,
-)
-from gimp_env import (  # noqa: E402
     Gimp,
     ensure_root,
     free_port,
@@ -40,6 +36,7 @@ from gimp_env import (  # noqa: E402
     install_plugin,
     make_photo,
     mounted_proc,
+    run_batch_script,
     start_server,
     stop_server,
 )
@@ -51,18 +48,13 @@ from ganpaint.server.cli_bench import FIRST_EDIT_CASES  # noqa: E402
 
 def run_batch(gimp: Gimp, params: dict) -> dict:
     """One GIMP run of tests/gimp/batch_script.py; its result.json."""
-    out_inside = params["out"]
-    out = gimp.path(out_inside)
-    shutil.rmtree(out, ignore_errors=True)
-    script = f"PARAMS = {json.dumps(params)!r}\nimport json\nPARAMS = json.loads(PARAMS)\n"
-    run = gimp.batch(script + (GIMP_TESTS / "batch_script.py").read_text(), timeout=900)
-    result = out / "result.json"
-    if not result.exists():
+    info, run = run_batch_script(gimp, params, timeout=900)
+    if info is None:
         raise RuntimeError(f"GIMP run failed (exit {run.returncode}):\n{run.output[-3000:]}")
-    return json.loads(result.read_text())
+    return info
 
 
-def serving(root: Path, gimp: Gimp, tmp: str, threads: int):
+def serving(gimp: Gimp, tmp: str, threads: int):
     """A fresh `ganpaint serve --quality fast` (no sessions yet), the plug-in pointed at it."""
     address = f"tcp://127.0.0.1:{free_port()}"
     env = {"OMP_NUM_THREADS": str(threads), "GANPAINT_DATA": tmp}
@@ -163,7 +155,7 @@ def main(argv: list[str] | None = None) -> int:
     with mounted_proc(root):
         for row in rows:  # each on a fresh server: every case's region is new to it
             with tempfile.TemporaryDirectory() as tmp:
-                server = serving(root, gimp, tmp, args.threads)
+                server = serving(gimp, tmp, args.threads)
                 try:
                     row()
                 finally:

@@ -562,7 +562,7 @@ class InvertAhead:
                 image, mask, model=self.model, should_cancel=self._stop.is_set
             )
         except Exception:  # noqa: BLE001 - a head start only; the edit inverts by itself
-            self.result = None
+            pass  # result stays None
         finally:
             client.close()
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import json
 import os
 import shutil
 import socket
@@ -176,6 +177,18 @@ class Gimp:
         )
         lines = [ln for ln in (r.stdout + r.stderr).splitlines() if not is_noise(ln)]
         return GimpRun(r.returncode, "\n".join(lines), time.monotonic() - t0)
+
+
+def run_batch_script(gimp: Gimp, params: dict, timeout: float = 600) -> tuple[dict | None, GimpRun]:
+    """Run batch_script.py in GIMP with ``params`` (its "out" folder, inside the chroot, is
+    emptied first): (its result.json, or None when GIMP wrote none; the run)."""
+    out = gimp.path(params["out"])
+    if out.exists():
+        shutil.rmtree(out)
+    script = f"PARAMS = {json.dumps(params)!r}\nimport json\nPARAMS = json.loads(PARAMS)\n"
+    run = gimp.batch(script + (HERE / "batch_script.py").read_text(), timeout=timeout)
+    result = out / "result.json"
+    return (json.loads(result.read_text()) if result.exists() else None), run
 
 
 def free_port() -> int:

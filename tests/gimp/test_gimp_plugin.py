@@ -22,11 +22,11 @@ from gimp_env import (
     CHROOT_PLUGIN_DIR,
     CHROOT_SRC,
     GIMP_CONSOLE,
-    HERE,
     RootBuildFailed,
     RootUnavailable,
     ensure_root,
     make_photo,
+    run_batch_script,
 )
 from PIL import Image
 
@@ -72,17 +72,9 @@ def concept(installed) -> dict:
 
 def run_batch(gimp, name: str, params: dict, timeout: float = 600) -> dict:
     out_inside = f"/tmp/ganpaint-test/{name}"
-    out = gimp.path(out_inside)
-    if out.exists():
-        shutil.rmtree(out)
-    params = {"out": out_inside, **params}
-    script = f"PARAMS = {json.dumps(params)!r}\nimport json\nPARAMS = json.loads(PARAMS)\n"
-    script += (HERE / "batch_script.py").read_text()
-    run = gimp.batch(script, timeout=timeout)
-    result_file = out / "result.json"
-    assert result_file.exists(), f"GIMP run failed (exit {run.returncode}):\n{run.output}"
-    info = json.loads(result_file.read_text())
-    info["dir"], info["log"], info["seconds"] = out, run.output, run.seconds
+    info, run = run_batch_script(gimp, {"out": out_inside, **params}, timeout)
+    assert info is not None, f"GIMP run failed (exit {run.returncode}):\n{run.output}"
+    info["dir"], info["log"], info["seconds"] = gimp.path(out_inside), run.output, run.seconds
     return info
 
 
