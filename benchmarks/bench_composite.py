@@ -132,8 +132,10 @@ def run(args) -> dict:
         print(json.dumps(row), flush=True)
         edits = []
         for concept, op in args.edits:
-            units, values = lib.get(concept).top(args.strength)
-            spec = EditSpec(list(units), op, list(values), lib.get(concept).layer)
+            c = lib.get(concept)
+            units, values = c.top(args.strength)
+            presence = None if args.remove_all else c.presence  # as the CLI
+            spec = EditSpec(list(units), op, list(values), c.layer, presence)
             edits.append((f"{op} {concept}", spec))
         for label, spec in edits:
             t0 = time.perf_counter()
@@ -199,6 +201,12 @@ def main(argv: list[str] | None = None) -> int:
         default="default",
         choices=["default", "today"],
         help="default: the CLI's and server's (encoder + L-BFGS); today: 16 starts, 400 Adam",
+    )
+    p.add_argument(
+        "--remove-all",
+        action="store_true",
+        help="removes switch units off in every selected cell (the published method), as "
+        "`ganpaint edit --remove-all`; default: only where the concept's presence probe finds it",
     )
     p.add_argument("--json", default="")
     args = p.parse_args(argv)

@@ -5,11 +5,20 @@ the layer's resolution as the GANPaint demo does: every cell the selection touch
 switched fully (a hard 1, see ``edit_mask``), a(u, y, x) = m(y, x) for u ∈ U and
 r_e = (1 − a)·r + a·v; v = the on value (add) or 0 (remove). A soft selection's softness
 acts only in the photo composite (pipeline/photo), not here.
+
+A concept may carry a ``Presence`` probe (learned from examples with and without it): a
+direction d over all the layer's units and a level t that cells *without* the concept stay
+under. ``remove_where_present`` then switches the concept's units off only in the selected
+cells where ⟨r, d⟩ > t, and only as far as needed to bring ⟨r, d⟩ down to t. Why: the
+default model's units are not detectors. Set to 0 everywhere, "open mouth" also changes
+closed mouths and "blond hair" darkens any hair or leaves (measured in
+docs/performance.md), so a remove of something the photo does not show would repaint it.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -59,6 +68,57 @@ def apply_edit(
     v = torch.zeros_like(r)
     v[:, idx] = values.to(r).view(1, -1, 1, 1).expand(r.shape[0], -1, *r.shape[-2:])
     return (1 - a) * r + a * v
+
+
+@dataclass(frozen=True)
+class Presence:
+    """Where a concept is present at its layer: cells with ⟨r, direction⟩ > threshold.
+
+    direction: [C] floats of norm 1, the positives' minus the negatives' mean activation in
+    the concept's region; threshold: the ``quantile`` of ⟨r, direction⟩ over the negatives'
+    cells in that region (so that share of "absent" cells lies at or under it).
+    """
+
+    direction: tuple[float, ...]
+    threshold: float
+    quantile: float = 0.9
+
+
+def presence_map(r: torch.Tensor, presence: Presence) -> torch.Tensor:
+    """⟨r, direction⟩ per cell: r [B, C, h, w] -> [B, 1, h, w]."""
+    d = torch.as_tensor(presence.direction, dtype=r.dtype, device=r.device)
+    if d.numel() != r.shape[1]:
+        raise ValueError(f"presence direction has {d.numel()} units, the layer {r.shape[1]}")
+    return torch.einsum("bchw,c->bhw", r, d)[:, None]
+
+
+def remove_where_present(
+    r: torch.Tensor, mask: torch.Tensor, units: Sequence[int], presence: Presence
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Switch the units off where the concept is present: (r_e, g).
+
+    r: [B, C, h, w]; mask: [B, 1, H, W] (pooled as ``edit_mask``); units: indices into C.
+    Per selected cell with p = ⟨r, d⟩ and p_U = the units' share of it (Σ_{u∈U} r_u·d_u):
+    g = clamp((p − t) / p_U, 0, 1) and r_e[U] = (1 − g)·r[U]: the method's remove scaled
+    to what lies above the absent level t (g = 1 where the units' share is all of the
+    excess or more, or when p_U ≤ 0 while p > t). No other unit changes, no unit rises
+    (r·(1 − g) keeps the sign), and a cell with p ≤ t is left bit for bit.
+    g: [B, 1, h, w] in [0, 1], how far each cell's units were switched off.
+    """
+    bad = [u for u in units if not 0 <= u < r.shape[1]]
+    if bad:
+        raise IndexError(f"unit index out of range 0..{r.shape[1] - 1}: {bad}")
+    cells = edit_mask(mask, r.shape[-1]).to(r)
+    idx = torch.as_tensor(list(units), dtype=torch.long, device=r.device)
+    d = torch.as_tensor(presence.direction, dtype=r.dtype, device=r.device)
+    p = presence_map(r, presence)
+    p_u = torch.einsum("bchw,c->bhw", r[:, idx], d[idx])[:, None]
+    excess = (p - presence.threshold).clamp_min(0)
+    g = torch.where(p_u > 0, excess / p_u.clamp_min(1e-12), (excess > 0).to(r))
+    g = cells * g.clamp(0, 1)
+    out = r.clone()
+    out[:, idx] = r[:, idx] * (1 - g)  # × 1 exactly where g = 0
+    return out, g
 
 
 @torch.no_grad()

@@ -31,7 +31,14 @@ from .adapt import (
     run_gprime,
 )
 from .composite import CompositeConfig, Layers, composite
-from .edit import apply_edit, edit_values, unit_quantiles
+from .edit import (
+    Presence,
+    apply_edit,
+    edit_mask,
+    edit_values,
+    remove_where_present,
+    unit_quantiles,
+)
 from .fast import QUALITIES, FastConfig, base_fit, fast_adapt
 from .generators.base import LayeredGenerator
 from .invert import Encoder, Inversion, InvertConfig, invert
@@ -57,6 +64,9 @@ class EditSpec:
     op: str  # "add" | "remove"
     values: Sequence[float] | None = None  # per-unit "on" values; None = 0.99 quantiles
     layer: str | int | None = None  # None = the generator's edit layer
+    # With a remove: switch the units off only where the concept is (edit.py); None = in
+    # every selected cell, as the published method does.
+    presence: Presence | None = None
 
 
 @dataclass
@@ -227,7 +237,13 @@ def edit_photo(
         values = edit_values(
             edit.units, edit.op, on_values if on_values is not None else torch.zeros(0)
         )
-    r_e = apply_edit(inv.r, prep.mask, list(edit.units), values)
+    present = None
+    if edit.op == "remove" and edit.presence is not None:
+        r_e, g = remove_where_present(inv.r, prep.mask, list(edit.units), edit.presence)
+        cells = edit_mask(prep.mask, g.shape[-1]).to(g)
+        present = float((g > 0).to(g).sum() / cells.sum().clamp_min(1))
+    else:
+        r_e = apply_edit(inv.r, prep.mask, list(edit.units), values)
     keep = keep_mask(prep.mask, gen.resolution)
     z_h = _to_split(gen, r_e, cfg.adapt)
     if cfg.quality == "fast":
@@ -244,6 +260,8 @@ def edit_photo(
     generated = res.image * (1 - keep) + prep.x * keep  # the method's step 4 at R
     result = _photo_result(comp.image, generated, prep, res, t0)
     result.metrics = photo_metrics(photo, comp.image, mask, comp.replaced, comp.window)
+    if present is not None:
+        result.metrics["present_fraction"] = present
     return result
 
 

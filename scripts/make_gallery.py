@@ -43,7 +43,7 @@ from photos import photo  # noqa: E402
 from ganpaint.core.adapt import AdaptConfig  # noqa: E402
 from ganpaint.core.concepts.library import ConceptLibrary  # noqa: E402
 from ganpaint.core.concepts.regions import ellipse_mask  # noqa: E402
-from ganpaint.core.edit import apply_edit, pool_mask  # noqa: E402
+from ganpaint.core.edit import apply_edit, pool_mask, remove_where_present  # noqa: E402
 from ganpaint.core.generators import DEFAULT_MODEL, load_model  # noqa: E402
 from ganpaint.core.pipeline import EditSpec, PipelineConfig, edit_photo  # noqa: E402
 
@@ -105,15 +105,7 @@ VERDICTS: dict[str, tuple[str, str]] = {
         "light or brown hair turns dark brown on photos and samples; on hair that is "
         "already dark (or a black hat) little changes",
     ),
-    "dark hair/remove": (
-        "weak",
-        "brown hair gets lighter on one photo of three (the astronaut); little elsewhere",
-    ),
     "blond hair/add": ("works", "hair turns golden blond on photos and samples"),
-    "blond hair/remove": (
-        "works on light hair",
-        "light hair turns dark (astronaut, samples); on short dark hair it paints skin",
-    ),
     "grey hair/add": (
         "works, moderate",
         "hair turns grey-white on photos, messier on samples",
@@ -181,17 +173,22 @@ def sample_edits(gen, concept, op: str, units, values, region: str, n: int = 3):
     tiles, effects = [], []
     for i in order:
         r = acts[i : i + 1]
-        before, after = gen.run(r, k + 1), gen.run(apply_edit(r, m, units, vals), k + 1)
+        if op == "remove" and concept.presence is not None:  # as the pipeline removes
+            r_e = remove_where_present(r, m, units, concept.presence)[0]
+        else:
+            r_e = apply_edit(r, m, units, vals)
+        before, after = gen.run(r, k + 1), gen.run(r_e, k + 1)
         tiles.append((outlined(to_pil(before), mask64), to_pil(after)))
         effects.append(effect(before, after, m))
     return order, tiles, effects
 
 
-def photo_edits(gen, op: str, units, values, region: str, cfg, caches, crops):
+def photo_edits(gen, concept, op: str, units, values, region: str, cfg, caches, crops):
     tiles, effects = [], []
+    spec = EditSpec(units, op, values, presence=concept.presence)
     for p, img in crops:
         mask = ellipse_mask(region, img.shape[0])
-        res = edit_photo(gen, img, mask, EditSpec(units, op, values), cfg, cache=caches[p.name])
+        res = edit_photo(gen, img, mask, spec, cfg, cache=caches[p.name])
         m = torch.from_numpy(mask / 255.0).float()[None, None]
         m = torch.nn.functional.interpolate(m, size=res.target.shape[-2:], mode="area")
         tiles.append((outlined(to_pil(img), mask), to_pil(res.image)))
@@ -277,7 +274,7 @@ def main(argv: list[str] | None = None) -> int:
             t0 = time.perf_counter()
             units, values = c.top(args.strength)
             order, s_tiles, s_eff = sample_edits(gen, c, op, units, values, region)
-            p_tiles, p_eff = photo_edits(gen, op, units, values, region, cfg, caches, crops)
+            p_tiles, p_eff = photo_edits(gen, c, op, units, values, region, cfg, caches, crops)
             stem = f"{c.name.replace(' ', '-')}-{op}"
             strip(
                 [p_tiles, s_tiles],

@@ -56,17 +56,20 @@ class Learned:
 
 # Sample indices read off the sheet of the first 96 samples (--samples-sheet).
 LEARNED: dict[str, Learned] = {
+    # No "remove" for the hair colours: the units' remove recoloured any hair (it changed
+    # faces without the colour 0.5-0.6x as much as faces with it), and gated by presence
+    # it keeps only 0.06-0.30 of that on held-out samples (docs/performance.md, session 7).
     "dark hair": Learned(
         (30, 36, 40, 46, 48, 70, 71, 74),
         "hair",
-        ("add", "remove"),
-        "the hair above a face: add darkens it, remove lightens it",
+        ("add",),
+        "the hair above a face: add darkens it",
     ),
     "blond hair": Learned(
         (3, 14, 24, 32, 33, 37, 47, 79, 87, 91),
         "hair",
-        ("add", "remove"),
-        "the hair above a face: add turns it golden blond, remove darkens it",
+        ("add",),
+        "the hair above a face: add turns it golden blond",
     ),
     "grey hair": Learned(
         (9, 17, 59, 85, 93, 94),

@@ -246,7 +246,9 @@ def resolve_edit(args: argparse.Namespace, gen):
     concept = ConceptLibrary(gen.model_id, generator=gen).get(args.concept)
     units, values = concept.top(args.strength, leave_out=parse_units(args.leave_out))
     args.strength = concept.brush(args.strength)  # reported: the brush actually used
-    return EditSpec(list(units), args.op, list(values), concept.layer), args.concept
+    presence = None if args.remove_all else concept.presence
+    spec = EditSpec(list(units), args.op, list(values), concept.layer, presence)
+    return spec, args.concept
 
 
 def parse_units(text: str | None) -> list[int]:
@@ -324,6 +326,12 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="UNITS",
         help="comma-separated units to skip in the concept's ranking, e.g. 418 (our option; "
         "the GANPaint demo keeps every ranked unit)",
+    )
+    p.add_argument(
+        "--remove-all",
+        action="store_true",
+        help="with --op remove: switch the units off in every selected cell, as the published "
+        "method does, also where the concept's presence probe sees none of it",
     )
     add_model_args(p)
     add_fit_args(p)

@@ -196,11 +196,14 @@ class Client:
         should_cancel: ShouldCancel | None = None,
         quality: str | None = None,
         leave_out: list[int] | None = None,
+        remove_all: bool = False,
     ) -> dict:
         """Add or remove a concept (by name, or as unit indices) inside the mask.
 
         strength None: the concept's default (else "high", the GANPaint demo's default);
-        leave_out: ranked units of the concept to skip (our option, e.g. [418]).
+        leave_out: ranked units of the concept to skip (our option, e.g. [418]);
+        remove_all: a remove switches the units off in every selected cell, also where the
+        concept's presence probe finds none of it (the published method).
 
         Returns {"image": RawImage like the input, "psnr_keep", "seconds", "session_reused",
         "model", "steps", "job", ...}; pixels where mask == 0 come back unchanged.
@@ -214,6 +217,8 @@ class Client:
         }
         if leave_out:
             fields["leave_out"] = [int(u) for u in leave_out]
+        if remove_all:
+            fields["remove_all"] = True
         if units is not None:
             fields["units"] = [int(u) for u in units]
         return self._job("edit", fields, [image.data, mask.data], progress, should_cancel)

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from ganpaint.core.concepts import ConceptError, ConceptLibrary
+from ganpaint.core.edit import Presence
 from ganpaint.core.progress import CancelFn, ProgressFn
 
 from .protocol import BAD_REQUEST, UNKNOWN_CONCEPT, ProtocolError
@@ -90,6 +91,7 @@ class ResolvedConcept:
     values: list[float] | None
     layer: str
     strength: str | int  # the brush used (the request's, else the concept's default)
+    presence: Presence | None = None  # where a remove acts (core.edit.remove_where_present)
 
 
 def resolve(
@@ -114,7 +116,7 @@ def resolve(
         units, values = concept.top(strength, leave_out=leave_out)
     except ConceptError as e:
         raise _bad(e) from e
-    return ResolvedConcept(units, values, concept.layer, concept.brush(strength))
+    return ResolvedConcept(units, values, concept.layer, concept.brush(strength), concept.presence)
 
 
 def learn(

@@ -61,6 +61,7 @@ class JobRequest(Request):
     units: list[int] = field(default_factory=list)
     strength: str | None = None  # None = the concept's default, else core.edit.DEFAULT_STRENGTH
     leave_out: list[int] = field(default_factory=list)  # with concept: ranked units to skip
+    remove_all: bool = False  # with concept and remove: ignore its presence probe
     name: str = ""  # learn_concept
     replace: bool = False  # learn_concept, discover: may overwrite concepts of that name
     discover: DiscoverSpec | None = None
@@ -152,6 +153,7 @@ def _job_request(
             if concept is None:
                 raise ProtocolError(BAD_REQUEST, "'leave_out' goes with 'concept', not 'units'")
             req.leave_out = _units(h, limits.max_units, "leave_out") or []
+        req.remove_all = _bool(h, "remove_all")
     elif kind == "learn_concept":
         req.name = _name(h, "name", 64, required=True)
         req.replace = _bool(h, "replace")

@@ -221,7 +221,8 @@ class JobRunner:
         cfg = self._pipeline_config(req, gen)
         if req.concept is not None:
             c = concept_store.resolve(gen, req.concept, req.strength, self.log, req.leave_out)
-            spec = EditSpec(c.units, req.op, c.values, c.layer)
+            presence = None if req.remove_all else c.presence
+            spec = EditSpec(c.units, req.op, c.values, c.layer, presence)
             extra = {"concept": req.concept, "units": c.units, "strength": c.strength}
         else:
             n_units = gen.out_shape(gen.edit_layer)[0]

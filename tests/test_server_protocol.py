@@ -215,3 +215,13 @@ def test_remote_bind_needs_consent_and_keys(tmp_path: Path):
         ServerConfig(bind="tcp://0.0.0.0:5570", allow_remote=True, curve=curve_files(tmp_path))
     )
     check_bind(ServerConfig(bind="tcp://127.0.0.1:5570"))
+
+
+def test_remove_all_is_an_optional_bool():
+    header, frames = edit_msg(units=None, concept="open mouth")
+    assert parse(header, frames).remove_all is False  # default: only where it is present
+    header, frames = edit_msg(units=None, concept="open mouth", remove_all=True)
+    assert parse(header, frames).remove_all is True
+    for bad in (1, "yes", 0):
+        header, frames = edit_msg(units=None, concept="open mouth", remove_all=bad)
+        assert code_of(header, frames) == "bad_request"

@@ -13,7 +13,9 @@ published ones included).
 What a concept is good for, as measured in its gallery (docs/concepts/): ``ops`` lists the
 operations that do what the name says ("add", "remove" or both), ``where`` says where on
 the picture they make sense ("the upper third of a face: the hair"), and ``hidden`` marks a
-concept nobody could name: it stays usable by name but menus leave it out.
+concept nobody could name: it stays usable by name but menus leave it out. ``presence``
+(concepts learned from examples) is a probe of where the concept is: a remove switches the
+units off only there (``edit.remove_where_present``).
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from typing import Any
 
-from ..edit import DEFAULT_STRENGTH, STRENGTHS
+from ..edit import DEFAULT_STRENGTH, STRENGTHS, Presence
 
 SOURCES = ("published", "learned", "discovered", "dissected")
 OPS = ("add", "remove")
@@ -77,6 +79,7 @@ class Concept:
     hidden: bool = False  # unnamed: left out of menus and listings unless all are asked for
     # The brush used when a request names none; None = edit.DEFAULT_STRENGTH (the demo's 15).
     default_strength: str | None = None
+    presence: Presence | None = None  # where the concept is; None: remove everywhere selected
 
     def __post_init__(self) -> None:
         self.validate()
@@ -134,6 +137,19 @@ class Concept:
                 f"concept {self.name!r}: default strength {self.default_strength!r} is not one "
                 f"of {', '.join(self.strengths)}"
             )
+        if self.presence is not None:
+            p = self.presence
+            if (
+                not isinstance(p, Presence)
+                or not p.direction
+                or not all(_is_number(v) for v in (*p.direction, p.threshold))
+                or not all(abs(v) <= MAX_VALUE for v in (*p.direction, p.threshold))
+                or not 0 < p.quantile < 1
+            ):
+                raise ConceptError(
+                    f"concept {self.name!r}: presence needs a direction of finite numbers, a "
+                    "finite threshold and a quantile in (0, 1)"
+                )
         return self
 
     def check_layer(self, channels: Mapping[str, int]) -> Concept:
@@ -149,6 +165,11 @@ class Concept:
             raise ConceptError(
                 f"concept {self.name!r}: units {bad[:8]} out of range: layer {self.layer} has "
                 f"units 0..{n - 1}"
+            )
+        if self.presence is not None and len(self.presence.direction) != n:
+            raise ConceptError(
+                f"concept {self.name!r}: its presence direction has "
+                f"{len(self.presence.direction)} units, layer {self.layer} has {n}"
             )
         return self
 
@@ -250,6 +271,12 @@ class Concept:
             d["hidden"] = True
         if self.default_strength is not None:
             d["default_strength"] = self.default_strength
+        if self.presence is not None:
+            d["presence"] = {
+                "direction": [_round(v) for v in self.presence.direction],
+                "threshold": _round(self.presence.threshold),
+                "quantile": self.presence.quantile,
+            }
         return d
 
     @classmethod
@@ -278,9 +305,18 @@ class Concept:
                 where=d.get("where") or "",
                 hidden=d.get("hidden", False),
                 default_strength=d.get("default_strength"),
+                presence=_presence(d.get("presence")),
             )
         except TypeError as e:  # e.g. units given as a number
             raise ConceptError(f"concept {d.get('name', '?')!r}: {e}") from None
+
+
+def _presence(d: Any) -> Presence | None:
+    if d is None:
+        return None
+    if not isinstance(d, Mapping) or not isinstance(d.get("direction"), list):
+        raise TypeError("presence must be an object with a direction list")
+    return Presence(tuple(d["direction"]), d.get("threshold"), d.get("quantile", 0.9))
 
 
 def _is_index(u: Any) -> bool:
