@@ -84,12 +84,16 @@ class Presence:
     quantile: float = 0.9
 
 
-def presence_map(r: torch.Tensor, presence: Presence) -> torch.Tensor:
-    """⟨r, direction⟩ per cell: r [B, C, h, w] -> [B, 1, h, w]."""
+def _direction(r: torch.Tensor, presence: Presence) -> torch.Tensor:
     d = torch.as_tensor(presence.direction, dtype=r.dtype, device=r.device)
     if d.numel() != r.shape[1]:
         raise ValueError(f"presence direction has {d.numel()} units, the layer {r.shape[1]}")
-    return torch.einsum("bchw,c->bhw", r, d)[:, None]
+    return d
+
+
+def presence_map(r: torch.Tensor, presence: Presence) -> torch.Tensor:
+    """⟨r, direction⟩ per cell: r [B, C, h, w] -> [B, 1, h, w]."""
+    return torch.einsum("bchw,c->bhw", r, _direction(r, presence))[:, None]
 
 
 def remove_where_present(
@@ -110,8 +114,8 @@ def remove_where_present(
         raise IndexError(f"unit index out of range 0..{r.shape[1] - 1}: {bad}")
     cells = edit_mask(mask, r.shape[-1]).to(r)
     idx = torch.as_tensor(list(units), dtype=torch.long, device=r.device)
-    d = torch.as_tensor(presence.direction, dtype=r.dtype, device=r.device)
-    p = presence_map(r, presence)
+    d = _direction(r, presence)
+    p = torch.einsum("bchw,c->bhw", r, d)[:, None]
     p_u = torch.einsum("bchw,c->bhw", r[:, idx], d[idx])[:, None]
     excess = (p - presence.threshold).clamp_min(0)
     g = torch.where(p_u > 0, excess / p_u.clamp_min(1e-12), (excess > 0).to(r))

@@ -393,6 +393,8 @@ def run_edit(procedure, run_mode, image, drawables, config, data):
     interactive = run_mode == Gimp.RunMode.INTERACTIVE
     title = "GANPaint: add a concept" if op == "add" else "GANPaint: remove a concept"
     fields = ["concept-choice", "strength", "steps", "fast", "model-choice"]
+    if op == "remove":
+        fields.insert(2, "everywhere")
     cfg, job, failed = begin(
         procedure, run_mode, image, drawables, config, True, fields, title, op=op
     )
@@ -435,6 +437,7 @@ def edit_on_server(procedure, interactive, image, job, cfg, config, op):
         )
     strength = config.get_property("strength")
     steps = config.get_property("steps") or None
+    everywhere = op == "remove" and bool(config.get_property("everywhere"))
     src, mask = raw_images(job)
     title = gs.layer_name(op, concept, units)
     name = gs.layer_name(op, concept, units, strength, quality(config))
@@ -452,11 +455,17 @@ def edit_on_server(procedure, interactive, image, job, cfg, config, op):
             steps=steps,
             quality=quality(config),
             progress=progress,
+            remove_all=everywhere,
         ),
     )
     if message:
         return fail(procedure, message)
+    note = gs.edit_note(op, concept, result.get("metrics"))
+    if note:
+        Gimp.message(note)
     settings = {"op": op, "concept": concept, "units": units, "strength": strength}
+    if everywhere:
+        settings["everywhere"] = True
     return finish(image, job, result, name, config, model, steps, settings)
 
 
@@ -661,6 +670,16 @@ class GANPaint(Gimp.PlugIn):
             )
             procedure.add_choice_argument(
                 "strength", "S_trength", "How strong the edit is", strength, "high", RW
+            )
+        if name == PROC_REMOVE:
+            procedure.add_boolean_argument(
+                "everywhere",
+                "Remove _everywhere selected",
+                "Switch the concept off in every part of the selection, as the published method "
+                "does. Off: only where the model finds the concept, so removing something the "
+                "selection does not show leaves it as it was",
+                False,
+                RW,
             )
         if name in (PROC_ADD, PROC_REMOVE, PROC_RECONSTRUCT):
             procedure.add_int_argument(

@@ -207,6 +207,19 @@ def layer_name(
     return f"GANPaint: {op}{tail}"
 
 
+def edit_note(op: str, concept: str | None, metrics: dict | None) -> str | None:
+    """What to tell the user after an edit that changed nothing because the concept was not
+    found (the server's ``present_fraction`` is 0), else None."""
+    if op != "remove" or not metrics or metrics.get("present_fraction") != 0:
+        return None
+    what = concept or "the concept"
+    return (
+        f"GANPaint: the model finds no {what} in the selection, so the new layer is the photo "
+        "as it was. To switch it off there anyway, run Remove Concept… with "
+        "'Remove everywhere selected'."
+    )
+
+
 PARASITE = "ganpaint-settings"  # on each result layer: what made it, as JSON
 
 

@@ -196,13 +196,22 @@ def test_remove_concept_16_bit(gimp, installed, photo, concept):
             "ellipse": ELLIPSE,
             "feather": 4,
             "procedure": "plug-in-ganpaint-remove",
-            "args": {**concept["args"], "steps": STEPS, "fast": True, "strength": "low"},
+            # Everywhere: the published remove, whether or not the model finds the concept
+            # in this synthetic photo (so that something changes to check).
+            "args": {
+                **concept["args"],
+                "steps": STEPS,
+                "fast": True,
+                "strength": "low",
+                "everywhere": True,
+            },
         },
     )
     new, under, sel = check_new_layer(info, f"GANPaint: remove {concept['label']} (low, fast)")
     # The "Fast" switch reached the server: the job ran the fast path.
     jobs = [ln for ln in Path(installed["log"]).read_text().splitlines() if ": edit " in ln]
     assert jobs and "quality=fast" in jobs[-1], jobs
+    assert json.loads(info["layers"][0]["parasite"]).get("everywhere") is True
     assert new.dtype == np.uint16
     assert np.array_equal(new[sel == 0], under[sel == 0])
     assert (new[..., :3] != under[..., :3]).any(axis=2)[sel == 255].mean() > 0.1

@@ -315,3 +315,13 @@ def test_invert_ahead_leaves_the_inversion_to_the_edit_and_stops_when_cancelled(
             gone.finish(wait_s=30)
             assert not gone._thread.is_alive() and gone.result is None
     assert sum(line.startswith("prepare ") for line in lines) >= 1
+
+
+def test_edit_note_speaks_only_when_a_remove_found_nothing():
+    note = gs.edit_note("remove", "open mouth", {"present_fraction": 0.0, "psnr_inside": None})
+    assert "no open mouth in the selection" in note and "Remove everywhere selected" in note
+    assert gs.edit_note("remove", None, {"present_fraction": 0})  # units: still a note
+    assert gs.edit_note("remove", "open mouth", {"present_fraction": 0.25}) is None
+    assert gs.edit_note("remove", "tree", {"psnr_inside": 30.0}) is None  # no probe: no claim
+    assert gs.edit_note("add", "tree", {"present_fraction": 0}) is None
+    assert gs.edit_note("remove", "tree", None) is None
