@@ -60,6 +60,15 @@ def ellipse(h: int, w: int, cy: float, cx: float, ry: float, rx: float) -> np.nd
     return inside.astype(np.uint8) * 255
 
 
+def photo_and_selection(name: str, places: dict = PLACES) -> tuple[np.ndarray, np.ndarray]:
+    """A cached real photo and its elliptical selection (``places``: relative centre and
+    radii, y then x; a centred ellipse for photos not listed)."""
+    photo = read_image(photo_path(name))
+    h, w = photo.shape[:2]
+    cy, cx, ry, rx = places.get(name, (0.5, 0.5, 0.16, 0.14))
+    return photo, ellipse(h, w, cy * h, cx * w, ry * h, rx * w)
+
+
 def legacy_paste(photo: np.ndarray, generated: torch.Tensor, mask: np.ndarray, box: Box):
     """The previous step 4: G′'s composite at R enlarged to the crop, blended over every
     selected pixel with weight min(m, blur(m)) (radius 0.02 × crop side)."""
@@ -120,10 +129,8 @@ def run(args) -> dict:
     out_dir.mkdir(parents=True, exist_ok=True)
     rows = []
     for name in args.photos:
-        photo = read_image(photo_path(name))
+        photo, mask = photo_and_selection(name)
         h, w = photo.shape[:2]
-        cy, cx, ry, rx = PLACES.get(name, (0.5, 0.5, 0.16, 0.14))
-        mask = ellipse(h, w, cy * h, cx * w, ry * h, rx * w)
         cache: dict = {}
         image, dt = null_edit(gen, photo, mask, cfg, cache)
         row = {"photo": name, "edit": "null (r_e = r)", "seconds": round(dt, 2)}

@@ -33,9 +33,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 sys.path.insert(0, str(Path(__file__).parents[1] / "scripts"))
 
-from bench_composite import PLACES, ellipse  # noqa: E402
+from bench_composite import PLACES, photo_and_selection  # noqa: E402
 from make_starter_concepts import EXAMPLE_SEED, EXAMPLES, LEARNED  # noqa: E402
-from photos import photo as photo_path  # noqa: E402
 
 from ganpaint.core.adapt import AdaptConfig  # noqa: E402
 from ganpaint.core.concepts.library import ConceptLibrary  # noqa: E402
@@ -45,7 +44,7 @@ from ganpaint.core.edit import Presence, apply_edit, remove_where_present  # noq
 from ganpaint.core.encoder import model_encoder  # noqa: E402
 from ganpaint.core.fast import FastConfig  # noqa: E402
 from ganpaint.core.generators import load_model  # noqa: E402
-from ganpaint.core.imageio import read_image, write_image  # noqa: E402
+from ganpaint.core.imageio import write_image  # noqa: E402
 from ganpaint.core.invert import default_config  # noqa: E402
 from ganpaint.core.pipeline import EditSpec, PipelineConfig, edit_photo  # noqa: E402
 
@@ -129,10 +128,8 @@ def photos(args) -> list[dict]:
         out_dir.mkdir(parents=True, exist_ok=True)
     rows = []
     for name in args.photos:
-        photo = read_image(photo_path(name))
-        h, w = photo.shape[:2]
-        cy, cx, ry, rx = SELECTIONS.get(name, (0.5, 0.5, 0.16, 0.14))
-        mask = ellipse(h, w, cy * h, cx * w, ry * h, rx * w)
+        photo, mask = photo_and_selection(name, SELECTIONS)
+        w = photo.shape[1]
         for concept in CONCEPTS:
             c = lib.get(concept)
             units = c.top("high")[0]
