@@ -109,10 +109,16 @@ def remove_where_present(
     (r·(1 − g) keeps the sign), and a cell with p ≤ t is left bit for bit.
     g: [B, 1, h, w] in [0, 1], how far each cell's units were switched off.
     """
+    return _remove_in_cells(r, edit_mask(mask, r.shape[-1]).to(r), units, presence)
+
+
+def _remove_in_cells(
+    r: torch.Tensor, cells: torch.Tensor, units: Sequence[int], presence: Presence
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """remove_where_present with the selected cells given: [B, 1, h, w] of 0/1."""
     bad = [u for u in units if not 0 <= u < r.shape[1]]
     if bad:
         raise IndexError(f"unit index out of range 0..{r.shape[1] - 1}: {bad}")
-    cells = edit_mask(mask, r.shape[-1]).to(r)
     idx = torch.as_tensor(list(units), dtype=torch.long, device=r.device)
     d = _direction(r, presence)
     p = torch.einsum("bchw,c->bhw", r, d)[:, None]
@@ -123,6 +129,28 @@ def remove_where_present(
     out = r.clone()
     out[:, idx] = r[:, idx] * (1 - g)  # × 1 exactly where g = 0
     return out, g
+
+
+def edit_representation(
+    r: torch.Tensor,
+    mask: torch.Tensor,
+    units: Sequence[int],
+    op: str,
+    values: torch.Tensor,
+    presence: Presence | None = None,
+) -> tuple[torch.Tensor, float | None]:
+    """Step 2 as every caller makes it: (r_e, present_fraction).
+
+    r: [B, C, h, w]; mask: [B, 1, H, W]; values: [len(units)] (zeros for a remove). A remove
+    with a ``presence`` probe acts only where the concept is (``remove_where_present``) and
+    reports the share of selected cells where it switched anything off; any other edit is
+    ``apply_edit`` and reports None.
+    """
+    if op == "remove" and presence is not None:
+        cells = edit_mask(mask, r.shape[-1]).to(r)
+        r_e, g = _remove_in_cells(r, cells, units, presence)
+        return r_e, float((g > 0).to(g).sum() / cells.sum().clamp_min(1))
+    return apply_edit(r, mask, units, values), None
 
 
 @torch.no_grad()

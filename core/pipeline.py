@@ -31,14 +31,7 @@ from .adapt import (
     run_gprime,
 )
 from .composite import CompositeConfig, Layers, composite
-from .edit import (
-    Presence,
-    apply_edit,
-    edit_mask,
-    edit_values,
-    remove_where_present,
-    unit_quantiles,
-)
+from .edit import Presence, edit_representation, edit_values, unit_quantiles
 from .fast import QUALITIES, FastConfig, base_fit, fast_adapt
 from .generators.base import LayeredGenerator
 from .invert import Encoder, Inversion, InvertConfig, invert
@@ -237,13 +230,9 @@ def edit_photo(
         values = edit_values(
             edit.units, edit.op, on_values if on_values is not None else torch.zeros(0)
         )
-    present = None
-    if edit.op == "remove" and edit.presence is not None:
-        r_e, g = remove_where_present(inv.r, prep.mask, list(edit.units), edit.presence)
-        cells = edit_mask(prep.mask, g.shape[-1]).to(g)
-        present = float((g > 0).to(g).sum() / cells.sum().clamp_min(1))
-    else:
-        r_e = apply_edit(inv.r, prep.mask, list(edit.units), values)
+    r_e, present = edit_representation(
+        inv.r, prep.mask, list(edit.units), edit.op, values, edit.presence
+    )
     keep = keep_mask(prep.mask, gen.resolution)
     z_h = _to_split(gen, r_e, cfg.adapt)
     if cfg.quality == "fast":

@@ -43,7 +43,7 @@ from photos import photo  # noqa: E402
 from ganpaint.core.adapt import AdaptConfig  # noqa: E402
 from ganpaint.core.concepts.library import ConceptLibrary  # noqa: E402
 from ganpaint.core.concepts.regions import ellipse_mask  # noqa: E402
-from ganpaint.core.edit import apply_edit, pool_mask, remove_where_present  # noqa: E402
+from ganpaint.core.edit import edit_representation, pool_mask  # noqa: E402
 from ganpaint.core.generators import DEFAULT_MODEL, load_model  # noqa: E402
 from ganpaint.core.pipeline import EditSpec, PipelineConfig, edit_photo  # noqa: E402
 
@@ -173,10 +173,7 @@ def sample_edits(gen, concept, op: str, units, values, region: str, n: int = 3):
     tiles, effects = [], []
     for i in order:
         r = acts[i : i + 1]
-        if op == "remove" and concept.presence is not None:  # as the pipeline removes
-            r_e = remove_where_present(r, m, units, concept.presence)[0]
-        else:
-            r_e = apply_edit(r, m, units, vals)
+        r_e = edit_representation(r, m, units, op, vals, concept.presence)[0]  # as the pipeline
         before, after = gen.run(r, k + 1), gen.run(r_e, k + 1)
         tiles.append((outlined(to_pil(before), mask64), to_pil(after)))
         effects.append(effect(before, after, m))
