@@ -12,9 +12,11 @@ core/edit.py ``remove_where_present``).
   positives (a real removal) and negatives (nothing to remove), the share of negatives
   that stay ≥ 35 dB there, and the share of the method's change kept on positives. The
   shipped probe was learned on these very samples, so ``presence held-out`` also learns
-  it on one half and measures on the other (2 folds).
+  it on one half and measures on the other (2 folds), calibrated on the same real photos
+  as the shipped one (make_starter_concepts.BACKGROUND_PHOTOS).
 - ``photos``: the first fast edit of each photo, through ``pipeline.edit_photo`` as the CLI
-  runs it, with core/metrics.py's numbers. Absent concepts count towards the target.
+  runs it, with core/metrics.py's numbers. Absent concepts count towards the target. None
+  of these photos calibrates the probes.
 
     python benchmarks/bench_remove.py samples
     python benchmarks/bench_remove.py photos [--photos Path Kite ...] [--out DIR]
@@ -34,9 +36,10 @@ sys.path.insert(0, str(Path(__file__).parent))
 sys.path.insert(0, str(Path(__file__).parents[1] / "scripts"))
 
 from bench_composite import PLACES, photo_and_selection  # noqa: E402
-from make_starter_concepts import EXAMPLE_SEED, EXAMPLES, LEARNED  # noqa: E402
+from make_starter_concepts import EXAMPLE_SEED, EXAMPLES, LEARNED, background_acts  # noqa: E402
 
 from ganpaint.core.adapt import AdaptConfig  # noqa: E402
+from ganpaint.core.concepts.background import calibrate  # noqa: E402
 from ganpaint.core.concepts.library import ConceptLibrary  # noqa: E402
 from ganpaint.core.concepts.rank import presence_probe  # noqa: E402
 from ganpaint.core.concepts.regions import box_mask  # noqa: E402
@@ -71,6 +74,7 @@ def samples(args) -> list[dict]:
     z = gen.sample_latent(EXAMPLES, torch.Generator().manual_seed(EXAMPLE_SEED))
     acts = gen.run(z, 0, k + 1)
     base = gen.run(acts, k + 1, None)
+    background = background_acts(gen)
     rows = []
     for name in CONCEPTS:
         c = lib.get(name)
@@ -84,6 +88,8 @@ def samples(args) -> list[dict]:
             train = torch.arange(EXAMPLES) % 2 == fold
             d, t = presence_probe(acts[train], region, pos[train], c.presence.quantile)
             probe = Presence(tuple(d.tolist()), t, c.presence.quantile)
+            if c.presence.background_quantile is not None:
+                probe = calibrate(probe, background, c.presence.background_quantile)
             held_out[~train] = remove_where_present(acts[~train], region, units, probe)[0]
         edits = {
             "method": method,

@@ -76,12 +76,15 @@ class Presence:
 
     direction: [C] floats of norm 1, the positives' minus the negatives' mean activation in
     the concept's region; threshold: the ``quantile`` of ⟨r, direction⟩ over the negatives'
-    cells in that region (so that share of "absent" cells lies at or under it).
+    cells in that region (so that share of "absent" cells lies at or under it), raised,
+    when ``background_quantile`` is set, to that quantile over the cells of real photos
+    without the concept (concepts/background.py says why).
     """
 
     direction: tuple[float, ...]
     threshold: float
     quantile: float = 0.9
+    background_quantile: float | None = None
 
 
 def _direction(r: torch.Tensor, presence: Presence) -> torch.Tensor:

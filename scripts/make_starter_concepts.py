@@ -11,6 +11,8 @@
   * learned from examples (LEARNED): GAN samples (seed 0, the first 96) that show a thing —
     glasses, dark hair, … picked by eye from ``--samples-sheet`` — against the samples that
     do not, in the region of the face where the thing is (learn.concept_from_examples);
+    their presence levels are calibrated on real photos without faces (BACKGROUND_PHOTOS,
+    fetched from the package registries on first use);
   * discovered (``ganpaint concept discover --groups 12 --samples 512 --seed 0``), the
     groups that a person could name from the contact sheet renamed (NAMES, keyed by a
     group's best unit so a different clustering never gets a wrong name); groups nobody
@@ -28,6 +30,7 @@ from pathlib import Path
 
 import torch
 
+from ganpaint.core.concepts.background import invert_windows, photo_windows
 from ganpaint.core.concepts.discover import contact_sheet, discover, sample_activations
 from ganpaint.core.concepts.files import dumps
 from ganpaint.core.concepts.learn import concept_from_examples
@@ -38,10 +41,15 @@ from ganpaint.core.concepts.quantiles import on_values
 from ganpaint.core.concepts.record import Concept
 from ganpaint.core.concepts.regions import box_mask
 from ganpaint.core.generators import DEFAULT_MODEL, load_model
+from ganpaint.core.imageio import read_image
 
 GROUPS, SAMPLES, SEED = 12, 512, 0
 CREATED = "2025-01-01T00:00:00Z"  # fixed: regenerating gives the same bytes
 EXAMPLES, EXAMPLE_SEED = 96, 0  # GAN samples the learned concepts' examples are taken from
+# Real photos without faces whose inverted windows calibrate the learned concepts' presence
+# levels (core/concepts/background.py): KDE wallpapers that no benchmark measures on, and
+# scikit-image's (benchmarks/photos.py fetches them; bench_remove's photos stay held out).
+BACKGROUND_PHOTOS = ("Autumn", "ColorfulCups", "summer_1am", "chelsea", "coffee", "motorcycle_left")
 
 
 @dataclass(frozen=True)
@@ -145,12 +153,26 @@ def sample_sheet(gen, path: Path) -> Path:
     return path
 
 
+def background_acts(gen) -> torch.Tensor:
+    """The edit layer's representation of BACKGROUND_PHOTOS' windows: [N, C, h, w]."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    from photos import photo as photo_path
+
+    acts = []
+    for name in BACKGROUND_PHOTOS:
+        photo = read_image(photo_path(name))
+        acts.append(invert_windows(gen, photo, photo_windows(*photo.shape[:2])))
+        print(f"inverted {len(acts[-1])} windows of {name}", file=sys.stderr)
+    return torch.cat(acts)
+
+
 def learned_concepts(gen) -> list[Concept]:
     k = gen.edit_index
     with torch.no_grad():
         z = gen.sample_latent(EXAMPLES, torch.Generator().manual_seed(EXAMPLE_SEED))
         acts = gen.run(z, 0, k + 1)
     scale = on_values(gen, k)
+    background = background_acts(gen)
     out = []
     for name, spec in LEARNED.items():
         positive = torch.zeros(EXAMPLES, dtype=torch.bool)
@@ -164,6 +186,7 @@ def learned_concepts(gen) -> list[Concept]:
             gen.infos[k].name,
             scale,
             gain=spec.gain,
+            background=background,
             description=(
                 f"learned from {len(spec.positives)} of {EXAMPLES} GAN samples (seed "
                 f"{EXAMPLE_SEED}) showing it in the {spec.region} region, against the others; "

@@ -10,11 +10,17 @@ import torch
 from samples import make_photo
 
 from ganpaint.core.concepts import ConceptError, ConceptLibrary
+from ganpaint.core.concepts.background import (
+    background_level,
+    calibrate,
+    invert_windows,
+    photo_windows,
+)
 from ganpaint.core.concepts.rank import presence_probe
 from ganpaint.core.concepts.record import Concept
 from ganpaint.core.concepts.regions import box_mask
 from ganpaint.core.edit import Presence, apply_edit, presence_map, remove_where_present
-from ganpaint.core.pipeline import EditSpec, edit_photo
+from ganpaint.core.pipeline import EditSpec, edit_photo, prepare
 
 SCRIPTS = Path(__file__).parents[1] / "scripts"
 
@@ -89,7 +95,12 @@ def test_presence_round_trips_and_is_checked():
     base = dict(name="x", model="m", layer="layer2", units=[1, 2], values=[1.0, 2.0])
     c = Concept(**base, source="learned", presence=Presence((0.6, 0.8, 0.0), 0.25, 0.9))
     back = Concept.from_dict(c.to_dict())
-    assert back.presence == c.presence
+    assert back.presence == c.presence and back.presence.background_quantile is None
+    assert "background_quantile" not in c.to_dict()["presence"]
+    calibrated = Concept(
+        **base, source="learned", presence=Presence((0.6, 0.8, 0.0), 0.5, 0.9, 0.99)
+    )
+    assert Concept.from_dict(calibrated.to_dict()).presence == calibrated.presence
     assert "presence" not in Concept(**base, source="learned").to_dict()  # old files unchanged
     back.check_layer({"layer2": 3})
     with pytest.raises(ConceptError, match="direction has 3 units"):
@@ -98,12 +109,53 @@ def test_presence_round_trips_and_is_checked():
         {"direction": [0.6, float("nan")], "threshold": 0.1},
         {"direction": [0.6, 0.8], "threshold": float("inf")},
         {"direction": [0.6, 0.8], "threshold": 0.1, "quantile": 1.5},
+        {"direction": [0.6, 0.8], "threshold": 0.1, "background_quantile": 0},
         {"direction": [], "threshold": 0.1},
         {"direction": "up", "threshold": 0.1},
         [0.6, 0.8],
     ):
         with pytest.raises(ConceptError, match="presence"):
             Concept.from_dict({**c.to_dict(), "presence": bad})
+
+
+def test_calibration_raises_the_level_to_what_the_background_reaches_and_never_lowers_it():
+    r, d, _ = random_case(1)
+    background = r * 2 + 0.5  # [2, 8, 6, 6]: 72 cells of "real photos without the thing"
+    p = torch.einsum("nchw,c->nhw", background, d).flatten()
+    low, high = Presence(tuple(d.tolist()), -1e3), Presence(tuple(d.tolist()), 1e3)
+    raised = calibrate(low, background, 0.9)
+    assert raised.threshold == pytest.approx(float(torch.quantile(p, 0.9)), abs=1e-5)
+    assert raised.background_quantile == 0.9 and raised.direction == low.direction
+    assert int((p > raised.threshold).sum()) <= 0.1 * p.numel() + 1  # ≈ 90 % is left alone
+    assert calibrate(high, background, 0.9).threshold == 1e3
+    assert background_level(background, d, 0.5) < background_level(background, d, 0.9)
+    with pytest.raises(ValueError, match="units"):
+        background_level(background[:, :4], d, 0.9)
+    with pytest.raises(ValueError, match="quantile"):
+        background_level(background, d, 1.0)
+
+
+def test_photo_windows_lie_inside_the_photo_at_every_scale_and_repeat_with_the_seed():
+    boxes = photo_windows(300, 500, per_scale=3, scales=(0.2, 0.5, 1.0), seed=4)
+    assert [b.size for b in boxes] == [60] * 3 + [150] * 3 + [300] * 3
+    for b in boxes:
+        assert 0 <= b.x0 <= 500 - b.size and 0 <= b.y0 <= 300 - b.size
+    assert boxes == photo_windows(300, 500, per_scale=3, scales=(0.2, 0.5, 1.0), seed=4)
+    assert boxes != photo_windows(300, 500, per_scale=3, scales=(0.2, 0.5, 1.0), seed=5)
+
+
+def test_background_windows_are_inverted_as_a_selection_region_is(dcgan, fast_cfg):
+    """invert_windows gives the representation pipeline.prepare gives the same region."""
+    photo = make_photo(200, 240, seed=5)
+    box = photo_windows(200, 240, per_scale=1, scales=(0.5,), seed=0)[0]  # 100 px
+    acts = invert_windows(dcgan, photo, [box], fast_cfg.invert)
+    assert acts.shape == (1, 256, 8, 8) and acts.device.type == "cpu"
+    mask = np.zeros(photo.shape[:2], np.uint8)  # a selection whose region is that window
+    q = box.size // 4
+    mask[box.y0 + q : box.y0 + 3 * q, box.x0 + q : box.x0 + 3 * q] = 255
+    prep = prepare(dcgan, photo, mask, fast_cfg)
+    assert prep.box == box
+    assert torch.allclose(acts, prep.session.inversion.r.cpu(), atol=1e-5)
 
 
 @torch.no_grad()
@@ -116,6 +168,7 @@ def test_shipped_open_mouth_remove_spares_faces_without_one(dcgan, monkeypatch):
 
     c = ConceptLibrary("digiface-dcgan64", user_dir=Path("/nonexistent/never")).get("open mouth")
     assert c.presence is not None and c.ops == ["remove"]
+    assert c.presence.background_quantile is not None  # calibrated on real photos
     units, _ = c.top("high")
     k = dcgan.index(c.layer)
     r = dcgan.run(

@@ -21,6 +21,7 @@ import torch
 
 from ..edit import Presence
 from ..progress import CancelFn, ProgressFn
+from .background import BACKGROUND_QUANTILE, calibrate
 from .quantiles import on_values as cached_on_values
 from .rank import contrast_scores, presence_probe, ranked, selection_scores
 from .record import Concept, ConceptError, check_name, now_iso
@@ -79,6 +80,8 @@ def concept_from_examples(
     gain: float = 1.0,
     description: str = "",
     presence_quantile: float = PRESENCE_QUANTILE,
+    background: torch.Tensor | None = None,
+    background_quantile: float = BACKGROUND_QUANTILE,
 ) -> Concept:
     """The concept shown in a region by the positive examples and not by the others.
 
@@ -87,7 +90,9 @@ def concept_from_examples(
     activation in the region on the positives (the mean is what a typical example shows;
     the gain makes up for the edit switching only k of the layer's units). The same
     examples give the concept's ``Presence`` probe (``rank.presence_probe``), so that a
-    remove leaves alone what looks like the negatives.
+    remove leaves alone what looks like the negatives. background: [N, C, h, w], the layer's
+    representation of real photos without the thing (``background.invert_windows``); when
+    given, the probe's level is raised to their ``background_quantile`` (``calibrate``).
     """
     check_name(name)
     if not gain > 0:
@@ -101,6 +106,9 @@ def concept_from_examples(
         raise ConceptError(f"cannot learn {name!r}: no unit fires more on the examples")
     try:
         direction, threshold = presence_probe(acts, mask, positive, presence_quantile)
+        presence = Presence(tuple(direction.tolist()), threshold, presence_quantile)
+        if background is not None:
+            presence = calibrate(presence, background, background_quantile)
     except ValueError as e:
         raise ConceptError(f"cannot learn {name!r}: {e}") from None
     return Concept(
@@ -113,7 +121,7 @@ def concept_from_examples(
         created=now_iso(),
         description=description,
         scores=[float(scores[u]) for u in units],
-        presence=Presence(tuple(direction.tolist()), threshold, presence_quantile),
+        presence=presence,
     )
 
 

@@ -15,7 +15,8 @@ operations that do what the name says ("add", "remove" or both), ``where`` says 
 the picture they make sense ("the upper third of a face: the hair"), and ``hidden`` marks a
 concept nobody could name: it stays usable by name but menus leave it out. ``presence``
 (concepts learned from examples) is a probe of where the concept is: a remove switches the
-units off only there (``edit.remove_where_present``).
+units off only there (``edit.remove_where_present``); its level may be calibrated on real
+photos without the concept (``background.py``).
 """
 
 from __future__ import annotations
@@ -145,10 +146,11 @@ class Concept:
                 or not all(_is_number(v) for v in (*p.direction, p.threshold))
                 or not all(abs(v) <= MAX_VALUE for v in (*p.direction, p.threshold))
                 or not 0 < p.quantile < 1
+                or not (p.background_quantile is None or 0 < p.background_quantile < 1)
             ):
                 raise ConceptError(
                     f"concept {self.name!r}: presence needs a direction of finite numbers, a "
-                    "finite threshold and a quantile in (0, 1)"
+                    "finite threshold and quantiles in (0, 1)"
                 )
         return self
 
@@ -277,6 +279,8 @@ class Concept:
                 "threshold": _round(self.presence.threshold),
                 "quantile": self.presence.quantile,
             }
+            if self.presence.background_quantile is not None:
+                d["presence"]["background_quantile"] = self.presence.background_quantile
         return d
 
     @classmethod
@@ -316,7 +320,12 @@ def _presence(d: Any) -> Presence | None:
         return None
     if not isinstance(d, Mapping) or not isinstance(d.get("direction"), list):
         raise TypeError("presence must be an object with a direction list")
-    return Presence(tuple(d["direction"]), d.get("threshold"), d.get("quantile", 0.9))
+    return Presence(
+        tuple(d["direction"]),
+        d.get("threshold"),
+        d.get("quantile", 0.9),
+        d.get("background_quantile"),
+    )
 
 
 def _is_index(u: Any) -> bool:
