@@ -14,9 +14,9 @@ core/edit.py ``remove_where_present``).
   shipped probe was learned on these very samples, so ``presence held-out`` also learns
   it on one half and measures on the other (2 folds), calibrated on the same real photos
   as the shipped one (make_starter_concepts.BACKGROUND_PHOTOS).
-- ``photos``: the first fast edit of each photo, through ``pipeline.edit_photo`` as the CLI
-  runs it, with core/metrics.py's numbers. Absent concepts count towards the target. None
-  of these photos calibrates the probes.
+- ``photos``: the first fast (``--quality``) edit of each photo, through
+  ``pipeline.edit_photo`` as the CLI runs it, with core/metrics.py's numbers. Absent
+  concepts count towards the target. None of these photos calibrates the probes.
 - ``places``: the presence remove only, the same way, at random selections of the
   wallpapers (none of them shows a face): how the target holds away from the one selection
   per photo that ``photos`` measures.
@@ -125,12 +125,12 @@ def samples(args) -> list[dict]:
     return rows
 
 
-def fast_config(gen, steps: int) -> PipelineConfig:
-    """The CLI's first fast edit."""
+def edit_config(gen, args) -> PipelineConfig:
+    """The CLI's first edit at ``--quality`` (fast by default)."""
     return PipelineConfig(
         invert=default_config(model_encoder(gen)),
-        adapt=AdaptConfig(steps=steps),
-        quality="fast",
+        adapt=AdaptConfig(steps=args.steps),
+        quality=args.quality,
         fast=FastConfig(),
     )
 
@@ -146,7 +146,7 @@ def places(args) -> list[dict]:
     (seeded; radii 3–16 % of the height, aspect 0.6–2), none of which the probes saw."""
     gen = load_model("digiface-dcgan64", "cpu")
     lib = ConceptLibrary(gen.model_id, generator=gen)
-    cfg = fast_config(gen, args.steps)
+    cfg = edit_config(gen, args)
     rng = np.random.default_rng(args.seed)
     rows = []
     for name in args.photos:
@@ -180,7 +180,7 @@ def places(args) -> list[dict]:
 def photos(args) -> list[dict]:
     gen = load_model("digiface-dcgan64", "cpu")
     lib = ConceptLibrary(gen.model_id, generator=gen)
-    cfg = fast_config(gen, args.steps)
+    cfg = edit_config(gen, args)
     out_dir = Path(args.out) if args.out else None
     if out_dir:
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -239,7 +239,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--per-photo", type=int, default=4, help="places: selections per photo")
     p.add_argument("--seed", type=int, default=123, help="places: where the selections lie")
-    p.add_argument("--steps", type=int, default=300)
+    p.add_argument("--steps", type=int, default=300, help="G′ steps (the CLI's faithful: 1000)")
+    p.add_argument("--quality", default="fast", choices=["fast", "faithful"])
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--out", default="")
     p.add_argument("--json", default="")

@@ -244,6 +244,12 @@ def resolve_edit(args: argparse.Namespace, gen):
     from ganpaint.core.concepts.library import ConceptLibrary
 
     concept = ConceptLibrary(gen.model_id, generator=gen).get(args.concept)
+    if not concept.supports(args.op):  # usable by name, but say what the gallery found
+        print(
+            f"ganpaint: note: {args.op} {args.concept!r} is not among the concept's operations "
+            f"({', '.join(concept.ops)}): it may not do what the name says",
+            file=sys.stderr,
+        )
     units, values = concept.top(args.strength, leave_out=parse_units(args.leave_out))
     args.strength = concept.brush(args.strength)  # reported: the brush actually used
     presence = None if args.remove_all else concept.presence
@@ -271,6 +277,12 @@ def cmd_edit(args: argparse.Namespace) -> int:
     spec, label = resolve_edit(args, gen)
     result = edit_photo(gen, photo, mask, spec, fit_config(args, gen), ProgressBar(not args.quiet))
     write_image(args.output, result.image)
+    if result.metrics.get("present_fraction") == 0:
+        print(
+            f"ganpaint: note: found no {label} in the selection, so the photo is unchanged; "
+            "--remove-all switches the units off anyway",
+            file=sys.stderr,
+        )
     extra = {"units": list(spec.units)}
     if args.concept is not None:
         extra["strength"] = args.strength

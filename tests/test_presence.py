@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +21,7 @@ from ganpaint.core.concepts.rank import presence_probe
 from ganpaint.core.concepts.record import Concept
 from ganpaint.core.concepts.regions import box_mask
 from ganpaint.core.edit import Presence, apply_edit, presence_map, remove_where_present
+from ganpaint.core.imageio import read_image, write_image
 from ganpaint.core.pipeline import EditSpec, edit_photo, prepare
 
 SCRIPTS = Path(__file__).parents[1] / "scripts"
@@ -220,3 +222,32 @@ def test_the_cli_removes_where_present_unless_told_remove_all(dcgan):
         build_parser().parse_args([*edit, "--op", "remove", "--remove-all"]), dcgan
     )
     assert spec.presence is None
+
+
+def test_the_cli_says_when_a_remove_found_nothing_or_an_op_is_not_the_concepts(
+    dcgan, tmp_path, capsys
+):
+    from ganpaint.server.cli import main
+
+    photo = make_photo(96, 96, seed=2)
+    mask = np.zeros(photo.shape[:2], np.uint8)
+    mask[30:60, 20:70] = 255
+    write_image(tmp_path / "p.png", photo)
+    write_image(tmp_path / "m.png", mask)
+
+    def edit(op: str, out: str) -> int:
+        return main(
+            ["edit", str(tmp_path / "p.png"), "--mask", str(tmp_path / "m.png"), "-o",
+             str(tmp_path / out), "--concept", "blond hair", "--op", op, "--quiet", "--json",
+             "--quality", "fast", "--steps", "20", "--invert-steps", "20"]
+        )  # fmt: skip
+
+    assert edit("remove", "a.png") == 0
+    out, err = capsys.readouterr()
+    assert "is not among the concept's operations (add)" in err
+    # a made-up picture, no face: the calibrated probe finds no blond hair (the photo back)
+    assert json.loads(out)["present_fraction"] == 0 and "found no blond hair" in err
+    assert np.array_equal(read_image(tmp_path / "a.png"), photo)
+    assert edit("add", "b.png") == 0
+    err = capsys.readouterr().err
+    assert "operations" not in err and "found no" not in err

@@ -24,7 +24,6 @@ from ..encoder import model_encoder
 from ..generators.base import LayeredGenerator
 from ..invert import InvertConfig, default_config, invert
 from ..photo import Box, check_photo, crop_scaled
-from ..progress import ProgressFn
 
 # The share of real cells without the concept that a remove leaves alone: 1 % may still
 # switch. The only level tried (docs/performance.md, session 8).
@@ -54,7 +53,6 @@ def invert_windows(
     photo: np.ndarray,
     boxes: Sequence[Box],
     cfg: InvertConfig | None = None,
-    progress: ProgressFn | None = None,
 ) -> torch.Tensor:
     """The edit-layer representation of each window, inverted as ``pipeline.prepare``
     inverts a selection's region: [len(boxes), C, h, w] on the CPU.
@@ -66,11 +64,9 @@ def invert_windows(
     dev = next(gen.parameters()).device
     cfg = cfg or default_config(model_encoder(gen))
     out = []
-    for i, box in enumerate(boxes):
+    for box in boxes:
         x = (crop_scaled(photo[..., :3], box, gen.resolution) * 2 - 1).to(dev)
         out.append(invert(gen, x, cfg).r.detach().float().cpu())
-        if progress is not None:
-            progress(i + 1, len(boxes), "inverting photo windows")
     return torch.cat(out)
 
 
