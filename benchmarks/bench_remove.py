@@ -135,6 +135,16 @@ def edit_config(gen, args) -> PipelineConfig:
     )
 
 
+def measured(m: dict) -> dict:
+    """psnr_inside, detail_ratio (rounded; None: nothing to measure) and present_fraction."""
+    psnr, detail = m["psnr_inside"], m["detail_ratio"]
+    return dict(
+        psnr_inside=None if psnr is None else round(psnr, 2),
+        detail_ratio=None if detail is None else round(detail, 3),
+        present_fraction=m.get("present_fraction"),
+    )
+
+
 def meets(m: dict) -> bool:
     """≥ 35 dB and detail ratio ≥ 0.9 inside the selection (None: nothing to measure)."""
     psnr, detail = m["psnr_inside"], m["detail_ratio"]
@@ -166,9 +176,7 @@ def places(args) -> list[dict]:
                     photo=name,
                     place=[round(v, 3) for v in (cy, cx, ry, rx)],
                     concept=concept,
-                    psnr_inside=None if m["psnr_inside"] is None else round(m["psnr_inside"], 2),
-                    detail_ratio=None if m["detail_ratio"] is None else round(m["detail_ratio"], 3),
-                    present_fraction=m.get("present_fraction"),
+                    **measured(m),
                     meets=meets(m),
                 )
                 rows.append(row)
@@ -196,16 +204,13 @@ def photos(args) -> list[dict]:
                 res = edit_photo(gen, photo, mask, spec, cfg, cache={})  # a first edit
                 m = res.metrics
                 present = (name, concept) in PRESENT
-                psnr = m["psnr_inside"]
                 row = dict(
                     photo=name,
                     width=w,
                     concept=concept,
                     present=present,
                     rule=rule,
-                    psnr_inside=None if psnr is None else round(psnr, 2),
-                    detail_ratio=None if m["detail_ratio"] is None else round(m["detail_ratio"], 3),
-                    present_fraction=m.get("present_fraction"),
+                    **measured(m),
                     meets=not present and meets(m),
                 )
                 rows.append(row)

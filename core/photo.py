@@ -114,6 +114,14 @@ def crop_scaled(arr: np.ndarray, box: Box, resolution: int) -> torch.Tensor:
     return out
 
 
+def region_to_model(
+    photo: np.ndarray, box: Box, resolution: int, device: torch.device | str = "cpu"
+) -> torch.Tensor:
+    """What the generator is fitted to for a region of the photo: [1, 3, R, R] in [-1, 1];
+    = to_model(crop(photo[..., :3], box)) without the crop at full size (alpha ignored)."""
+    return (crop_scaled(photo[..., :3], box, resolution) * 2 - 1).to(device)
+
+
 def to_model(rgb: np.ndarray, resolution: int, device: torch.device | str = "cpu") -> torch.Tensor:
     """[S, S, 3] uint8/16 -> [1, 3, R, R] float in [-1, 1] (area-averaged when shrinking)."""
     t = torch.from_numpy(rgb.astype(np.float32) / DTYPE_MAX[rgb.dtype]).permute(2, 0, 1)[None]

@@ -36,7 +36,7 @@ from .fast import QUALITIES, FastConfig, base_fit, fast_adapt
 from .generators.base import LayeredGenerator
 from .invert import Encoder, Inversion, InvertConfig, invert
 from .metrics import photo_metrics
-from .photo import Box, check_photo, crop_scaled, selection_box, whole_box
+from .photo import Box, check_photo, crop_scaled, region_to_model, selection_box, whole_box
 from .progress import CancelFn, ProgressFn
 
 
@@ -135,8 +135,8 @@ def prepare(
     dev, res = _device(gen), gen.resolution
     h, w = photo.shape[:2]
     box = whole_box(h, w) if mask is None else selection_box(mask, cfg.context, min_size=res)
-    # = to_model(crop(photo[..., :3], box)), mask_to_model(crop(mask, box)), without the crop
-    x = (crop_scaled(photo[..., :3], box, res) * 2 - 1).to(dev)
+    x = region_to_model(photo, box, res, dev)
+    # = mask_to_model(crop(mask, box)), without the crop at full size
     m = (
         torch.zeros(1, 1, res, res, device=dev)
         if mask is None

@@ -23,7 +23,7 @@ from ..edit import Presence
 from ..encoder import model_encoder
 from ..generators.base import LayeredGenerator
 from ..invert import InvertConfig, default_config, invert
-from ..photo import Box, check_photo, crop_scaled
+from ..photo import Box, check_photo, region_to_model
 
 # The share of real cells without the concept that a remove leaves alone: 1 % may still
 # switch. The only level tried (docs/performance.md, session 8).
@@ -65,7 +65,7 @@ def invert_windows(
     cfg = cfg or default_config(model_encoder(gen))
     out = []
     for box in boxes:
-        x = (crop_scaled(photo[..., :3], box, gen.resolution) * 2 - 1).to(dev)
+        x = region_to_model(photo, box, gen.resolution, dev)
         out.append(invert(gen, x, cfg).r.detach().float().cpu())
     return torch.cat(out)
 
