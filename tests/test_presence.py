@@ -130,11 +130,11 @@ def test_calibration_raises_the_level_to_what_the_background_reaches_and_never_l
     assert raised.background_quantile == 0.9 and raised.direction == low.direction
     assert int((p > raised.threshold).sum()) <= 0.1 * p.numel() + 1  # ≈ 90 % is left alone
     assert calibrate(high, background, 0.9).threshold == 1e3
-    assert background_level(background, d, 0.5) < background_level(background, d, 0.9)
+    assert background_level(background, low, 0.5) < background_level(background, low, 0.9)
     with pytest.raises(ValueError, match="units"):
-        background_level(background[:, :4], d, 0.9)
+        background_level(background[:, :4], low, 0.9)
     with pytest.raises(ValueError, match="quantile"):
-        background_level(background, d, 1.0)
+        background_level(background, low, 1.0)
 
 
 def test_photo_windows_lie_inside_the_photo_at_every_scale_and_repeat_with_the_seed():

@@ -19,7 +19,7 @@ from dataclasses import replace
 import numpy as np
 import torch
 
-from ..edit import Presence
+from ..edit import Presence, presence_map
 from ..encoder import model_encoder
 from ..generators.base import LayeredGenerator
 from ..invert import InvertConfig, default_config, invert
@@ -70,14 +70,12 @@ def invert_windows(
     return torch.cat(out)
 
 
-def background_level(acts: torch.Tensor, direction: torch.Tensor, quantile: float) -> float:
-    """The ``quantile`` of ⟨cell, direction⟩ over every cell of acts [N, C, h, w]; direction [C]."""
+def background_level(acts: torch.Tensor, presence: Presence, quantile: float) -> float:
+    """The ``quantile`` of ⟨cell, direction⟩ (``edit.presence_map``) over every cell of
+    acts [N, C, h, w]."""
     if not 0 < quantile < 1:
         raise ValueError(f"quantile must be in (0, 1), not {quantile}")
-    if acts.shape[1] != direction.numel():
-        raise ValueError(f"background has {acts.shape[1]} units, the direction {direction.numel()}")
-    p = torch.einsum("nchw,c->nhw", acts.float(), direction.float().to(acts.device))
-    return float(torch.quantile(p.flatten().cpu(), quantile))
+    return float(torch.quantile(presence_map(acts.float(), presence).flatten().cpu(), quantile))
 
 
 def calibrate(
@@ -85,6 +83,5 @@ def calibrate(
 ) -> Presence:
     """The probe with its level raised to ``background_level`` where that is higher (never
     lowered: the samples' negatives still bound it). background: [N, C, h, w]."""
-    d = torch.as_tensor(presence.direction)
-    level = background_level(background, d, quantile)
+    level = background_level(background, presence, quantile)
     return replace(presence, threshold=max(presence.threshold, level), background_quantile=quantile)
