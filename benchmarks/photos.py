@@ -8,7 +8,7 @@ the cache (``$GANPAINT_PHOTOS``, default ``~/.cache/ganpaint/photos``), fetched 
 - small photos from scikit-image's wheel (``pip download``; only the PNGs are read);
 - portraits (faces, for the default face model's gallery), all public-domain photos of the
   US government: Grace Hopper (US Navy) from matplotlib's wheel (``mpl-data/sample_data``),
-  Barack Obama (twice) and Joe Biden (White House) from the test images of
+  Barack Obama (three times) and Joe Biden (White House) from the test images of
   ``face_recognition``'s source archive (``pip download --no-binary``).
 
     python benchmarks/photos.py [NAME ...]     # fetch and print paths (all when no names)
@@ -55,7 +55,7 @@ PORTRAITS = {
             ["--no-binary", ":all:"],
             f"face_recognition-1.3.0/tests/test_images/{name}.jpg",
         )
-        for name in ("obama", "obama2", "biden")
+        for name in ("obama", "obama2", "obama3", "biden")
     },
 }
 

@@ -3,25 +3,35 @@
 G′ renders at the generator's resolution R (64 or 256 px), the photo's crop is S px (often
 1000–2000). Enlarging G′'s rendering and pasting it, as the method's step 4 does at R, blurs
 the whole selection. Instead, with E = G′(r_e) (edited), B = G′(r) (the same fit on the
-unedited representation) and x the photo's crop at R, all [1, 3, R, R] in [-1, 1]:
+unedited representation) and x the photo's crop at R, all [1, 3, R, R] in [-1, 1], the edit's
+change Δ = E − B reaches the photo P in one of two regimes:
 
-- Δ = E − B is what the edit changes; where it is small the content stays and the photo gets
-  only ``P + up(Δ)``: its own pixels and detail, with the edit's (smooth) change added.
-- α = smoothstep(blur(|Δ|)) marks content that is *replaced*. There the old content's detail
-  must not ghost through, so the photo's band above R (H = P − up(x)) is removed and the
-  low band becomes G′'s own, ``up(E)``. New content then gets grain N re-synthesised from
-  the photo where content stays (``grain``: per octave of a Laplacian pyramid, the band's
-  robust 3×3 colour covariance shapes white noise; like shot noise, ∝ √brightness), so it is not a
-  blurred patch and none of the old structure comes back.
-- Two bands, two feathers around one boundary: the low-band change fades in over
-  ``feather`` × S (at least two generator pixels) from exactly 0 at the selection's edge (an
-  eroded selection, not a blurred one cut at the edge); the high band switches within
-  ``fine_feather`` px of where the low band is half way, H to N with energy-preserving
-  weights cos/sin, so no band leaves a seam or a rim.
+- **Colour change** (most of what an edit does: hair turns blond, a wall darkens): Δ is
+  explained as a local colour transform of the photo (colour_grid.py: a bilateral grid of
+  affine colour changes fitted at R from x to x + Δ, applied to P's own pixels at full
+  resolution and sliced by P's luminance). Every strand and grain of the photo stays and
+  takes the new colour; the grid's smoothness keeps the 64-px rendering's colour blotches
+  out. A black-and-white photo gets the change's luminance only.
+- **New content**: where the transform cannot explain Δ (its residual ρ = Δ − explained is
+  large) or explains it only by flattening the photo (its luminance gain falls near 0),
+  G′ drew something new. There the old content's detail must not ghost through, so the
+  photo's band above R (H = P − up(x)) is removed and the low band becomes G′'s own,
+  ``up(E)``, with grain N re-synthesised from the photo where content stays (``grain``:
+  per octave of a Laplacian pyramid, the band's robust 3×3 colour covariance shapes white
+  noise; like shot noise, ∝ √brightness), so it is not a blurred patch.
 
-out = P + w_low·up(D) + (a − 1)·H + b·N with D = (Δ + α·(B − x))·(1 − keep),
-a = cos(π/2·w_high·α), b = sin(π/2·w_high·α). α = 0 gives P + w_low·up(Δ); α = 1 and w = 1
-give up(E) + N.
+α = smoothstep of the blurred |ρ| (and of the gain) marks new content; the regimes meet
+through it smoothly: the low band is (1 − α)·(colour change) + α·up(E − x).
+Two feathers around one boundary: the low-band change fades in over ``feather`` × S (at
+least two generator pixels) from exactly 0 at the selection's edge (an eroded selection,
+not a blurred one cut at the edge); the high band switches within ``fine_feather`` px of
+where the low band is half way, H to N with energy-preserving weights cos/sin, so no band
+leaves a seam or a rim.
+
+out = P + w_low·((1 − α)·C + up(α·(E − x))) + (a − 1)·H + b·N, with C the colour
+transform's change of P, a = cos(π/2·w_high·α), b = sin(π/2·w_high·α). α = 0 gives
+P + w_low·C (a null edit: C = 0, the photo bit for bit); α = 1 and w = 1 give up(E) + N.
+Reconstruct (``replace=False``) adds up(Δ) to the photo: G′'s error in its own band.
 
 Photo arrays are numpy [H, W, C] (C = 3 or 4, alpha untouched), uint8/uint16; masks [H, W]
 uint8. Only pixels with mask > 0 change; work happens on the selection's bounding box.
@@ -30,16 +40,18 @@ uint8. Only pixels with mask > 0 change; work happens on the selection's boundin
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from .adapt import gaussian_blur
+from .colour_grid import GridConfig, fit_grid, is_neutral, luminance, slice_grid
 from .photo import DTYPE_MAX, Box, mask_window
 
 Window = tuple[int, int, int, int]  # (y0, y1, x0, x1) in image coordinates, half-open
+GAIN_STEP = 0.02  # brightening at which colour_transform measures its luminance gain
 DARK = 0.05  # added to brightness before grain is scaled by it: shadows keep some grain
 
 
@@ -47,9 +59,12 @@ DARK = 0.05  # added to brightness before grain is scaled by it: shadows keep so
 class CompositeConfig:
     feather: float = 0.02  # low-band fade inside the selection, × crop side (≥ 2 gen. px)
     fine_feather: float = 3.0  # high-band transition width, px
-    change_low: float = 0.03  # |Δ| (channel mean, [-1, 1] units) up to which content stays
-    change_high: float = 0.12  # |Δ| from which content counts as replaced
-    change_blur: float = 1.0  # σ of the blur on |Δ|, generator px
+    change_low: float = 0.15  # |ρ| (channel mean, [-1, 1] units) up to which content stays
+    change_high: float = 0.40  # |ρ| from which content counts as replaced
+    change_blur: float = 1.0  # σ of the blur on |ρ|, generator px
+    gain_low: float = 0.15  # luminance gain of the colour transform from which ...
+    gain_high: float = 0.35  # ... to which content counts as replaced (texture flattened)
+    grid: GridConfig = field(default_factory=GridConfig)  # the colour transform
     grain_levels: int | None = None  # octaves of grain from 1 px; None: ≤ 3, < a model px
     seed: int = 0  # grain noise
 
@@ -76,13 +91,51 @@ def smoothstep(t: torch.Tensor) -> torch.Tensor:
     return t * t * (3 - 2 * t)
 
 
-def replaced_map(layers: Layers, cfg: CompositeConfig) -> torch.Tensor:
-    """α [1, 1, R, R] in [0, 1]: 0 where the edit leaves content as it was, 1 where G′
-    replaced it (a smoothed change magnitude, inside the free zone only)."""
-    mag = (layers.edited - layers.unedited).abs().mean(1, keepdim=True)
+def replaced_map(
+    layers: Layers,
+    cfg: CompositeConfig,
+    explained: torch.Tensor | None = None,
+    gain: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """α [1, 1, R, R] in [0, 1], inside the free zone only: 0 where the edit's change
+    Δ = E − B is a colour change of the photo, 1 where G′ drew new content. ``explained``
+    [1, 3, R, R] is the colour transform's change at R ([-1, 1] units; None: no transform,
+    all of Δ counts) and ``gain`` [1, 1, R, R] its luminance gain. New content is what the
+    transform leaves unexplained (the smoothed |Δ − explained|), and what it explains only
+    by flattening the photo (gain near 0: the old texture would be erased, not recoloured)."""
+    rho = layers.edited - layers.unedited
+    if explained is not None:
+        rho = rho - explained
+    mag = rho.abs().mean(1, keepdim=True)
     mag = gaussian_blur(mag, cfg.change_blur) if cfg.change_blur > 0 else mag
     span = max(cfg.change_high - cfg.change_low, 1e-6)
-    return smoothstep((mag - cfg.change_low) / span) * layers.free
+    alpha = smoothstep((mag - cfg.change_low) / span)
+    if gain is not None:
+        flat = smoothstep((cfg.gain_high - gain) / max(cfg.gain_high - cfg.gain_low, 1e-6))
+        alpha = torch.maximum(alpha, flat)
+    return alpha * layers.free
+
+
+def colour_transform(
+    layers: Layers, cfg: CompositeConfig
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The edit as a local colour transform of the photo (colour_grid.py), fitted at R from
+    x to x + Δ: (grid, its change at R [1, 3, R, R] in [-1, 1] units, its luminance gain
+    [1, 1, R, R]). Fitted twice: the second fit leaves out what the first could not explain
+    (new content), which would otherwise pull the colour changes of its neighbours."""
+    src = ((layers.x + 1) / 2).clamp(0, 1)
+    dst = src + (layers.edited - layers.unedited) / 2
+    res = src.shape[-1]
+    weight = torch.ones_like(layers.free)
+    for _ in range(2):
+        grid = fit_grid(src, dst, weight, cfg.grid)
+        explained = slice_grid(grid, src[0], res, (0, res), (0, res))[None]
+        # d(luminance out)/d(luminance in), from a uniform brightening by GAIN_STEP
+        bright = slice_grid(grid, src[0] + GAIN_STEP, res, (0, res), (0, res))[None]
+        gain = 1 + (luminance(bright) - luminance(explained)) / GAIN_STEP
+        explained = explained * 2
+        weight = 1 - replaced_map(layers, cfg, explained, gain)
+    return grid, explained, gain
 
 
 def interp_matrix(res: int, size: int, start: int, stop: int) -> torch.Tensor:
@@ -289,7 +342,13 @@ def composite(
     e, b, x, free = (
         t.detach().float().cpu() for t in (layers.edited, layers.unedited, layers.x, layers.free)
     )
-    alpha = replaced_map(Layers(x, e, b, free), cfg) if replace else torch.zeros_like(free)
+    grid = None
+    if replace:
+        grid, explained, gain = colour_transform(Layers(x, e, b, free), cfg)
+        alpha = replaced_map(Layers(x, e, b, free), cfg, explained, gain)
+        del explained, gain
+    else:
+        alpha = torch.zeros_like(free)
     if mask is None:
         w_low = w_high = torch.ones(y1 - y0, x1 - x0)
     else:
@@ -300,7 +359,8 @@ def composite(
         # a rim of the photo's low band without its detail, a blurred glow.
         k = max(1.0, r_low / max(cfg.fine_feather, 1e-3))
         w_high = smoothstep((w_low - 0.5) * k + 0.5)
-    a_up = up(alpha)[0].clamp_(0, 1).mul_(w_high)
+    a_low = up(alpha)[0].clamp_(0, 1)
+    a_up = a_low * w_high
     del w_high
     detail = None  # (cos θ − 1)·H + sin θ·N where content is replaced (made before `out`)
     if replace and bool((a_up > 1e-4).any()):
@@ -322,9 +382,18 @@ def composite(
         del theta
         detail.add_(noise)
         del noise
-    # Changes in [0, 1] units: half of the [-1, 1] ones. p + w_low·up(D), then the detail.
-    out = up(((e - b) + alpha * (b - x)) * free / 2).mul_(w_low).add_(window())
-    del w_low
+    # Changes in [0, 1] units: half of the [-1, 1] ones. p + w_low·(change), then the detail.
+    if grid is None:  # reconstruct: G′'s difference from the photo in its band
+        out = up((e - b) * free / 2).mul_(w_low).add_(window())
+    else:  # the colour transform where content stays, G′'s rendering where it is replaced
+        p = window()
+        change = slice_grid(grid, p, size, rows, cols)
+        if is_neutral((x + 1) / 2, cfg.grid):  # a black-and-white photo stays so
+            change = luminance(change[None])[0].expand(3, -1, -1).contiguous()
+        change.mul_(1 - a_low).add_(up(alpha * (e - x) * free / 2))
+        out = change.mul_(w_low).add_(p)
+        del change, p
+    del w_low, a_low
     if detail is not None:
         out += detail
         del detail

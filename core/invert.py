@@ -54,15 +54,23 @@ class InvertConfig:
         return self.z_steps + self.r_steps
 
 
+FAITHFUL_EVALUATIONS = 1000  # a faithful inversion's cap; it ends when the PSNR stalls
+FAITHFUL_PATIENCE = 100  # evaluations without a gain of FAITHFUL_MIN_GAIN dB that end it
+FAITHFUL_MIN_GAIN = 0.01
+
+
 def default_config(
     encoder: Encoder | None = None,
     total_steps: int | None = None,
     seed: int = 0,
     precision: str = "auto",
+    quality: str = "fast",
 ) -> InvertConfig:
     """The inversion a photo gets: short and early-stopped from the encoder's start when the
     model has one, fewer starts and early stopping without (docs/performance.md measures
-    each choice). ``total_steps`` caps the steps (all at the edit layer: no z phase)."""
+    each choice); with quality "faithful" it optimises until the PSNR stops improving
+    (FAITHFUL_*), not within the fast path's budget. ``total_steps`` caps the steps (all
+    at the edit layer: no z phase)."""
     # L-BFGS on the MSE straight at the edit layer, in one run: from the encoder's start
     # 120 evaluations with 20 pairs of history (on a small model the pairs cost as much to
     # read as G_F's evaluation does), from the best of 4 random ones 120 with 100 pairs (on
@@ -79,6 +87,9 @@ def default_config(
         cfg = InvertConfig(r_steps=120, history=20, patience=20, encoder=encoder, **lbfgs)
     else:
         cfg = InvertConfig(starts=4, r_steps=120, patience=20, **lbfgs)
+    if quality == "faithful":
+        cfg.r_steps, cfg.patience = FAITHFUL_EVALUATIONS, FAITHFUL_PATIENCE
+        cfg.min_gain, cfg.history = FAITHFUL_MIN_GAIN, 100
     if total_steps is not None:
         cfg.r_steps = max(1, total_steps)
     return cfg
@@ -91,6 +102,7 @@ class Inversion:
     layer: int  # 0-based index of the edit layer
     psnr: float  # dB of G(r) against the target, whole frame
     steps: int = 0  # optimisation steps taken (z + r)
+    budget: int = 0  # the steps its config allowed (z + r): a larger one may refine it
 
     def nbytes(self) -> int:
         return self.z.numel() * self.z.element_size() + self.r.numel() * self.r.element_size()
@@ -276,12 +288,14 @@ def invert(
     encoder: Encoder | None = None,
     progress: ProgressFn | None = None,
     cancel: CancelFn | None = None,
+    start: Inversion | None = None,
 ) -> Inversion:
     """Find z and the edit-layer representation r with G(r) ≈ x.
 
     x: [1, 3, R, R] in [-1, 1] at the generator's resolution. weight: optional [1, 1, R, R]
     pixel weights (1 = must match). encoder: image → latent map giving the start
-    (default: cfg.encoder; None = random starts).
+    (default: cfg.encoder; None = random starts). start: an inversion of the same x to
+    refine (its r is optimised further, for cfg.r_steps; no z phase).
     """
     cfg = cfg or InvertConfig()
     if cfg.optimizer not in OPTIMIZERS or cfg.loss not in LOSSES or cfg.precision not in PRECISIONS:
@@ -293,14 +307,21 @@ def invert(
     cfg = dataclasses.replace(cfg, precision="bf16" if bf16 else "fp32")
     encoder = encoder or cfg.encoder
     k = gen.edit_index
+    if start is not None:
+        cfg = dataclasses.replace(cfg, z_steps=0)
+        z, nz, r0 = start.z, start.steps, start.r
     rep = Reporter("invert", cfg.total_steps, progress, cancel)
-    z0 = start_latent(gen, x, cfg, weight, encoder)
-    z, nz = _optimise(gen, z0, 0, x, weight, cfg.z_steps, cfg.lr_z, cfg, rep, 0)
-    with torch.no_grad():
-        r0 = gen.run(z, 0, k + 1)
+    if start is None:
+        z0 = start_latent(gen, x, cfg, weight, encoder)
+        z, nz = _optimise(gen, z0, 0, x, weight, cfg.z_steps, cfg.lr_z, cfg, rep, 0)
+        with torch.no_grad():
+            r0 = gen.run(z, 0, k + 1)
     r, nr = _optimise(gen, r0, k + 1, x, weight, cfg.r_steps, cfg.lr_r, cfg, rep, cfg.z_steps)
     with torch.no_grad():
         final = psnr(gen.run(r, k + 1), x)
-    if nz + nr < cfg.total_steps and progress is not None:
+    if (nr if start is not None else nz + nr) < cfg.total_steps and progress is not None:
         rep.step(cfg.total_steps - 1, final)  # early stop: the bar ends at 100 %
-    return Inversion(z, r, k, final, nz + nr)
+    if start is not None and final < start.psnr:  # L-BFGS keeps its best; G(r) may differ
+        return dataclasses.replace(start, budget=max(start.budget, cfg.total_steps))
+    budget = cfg.total_steps if start is None else max(start.budget, cfg.total_steps)
+    return Inversion(z, r, k, final, nz + nr, budget)

@@ -6,6 +6,7 @@ import math
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from .photo import mask_window
 
@@ -133,6 +134,121 @@ def edge_gradient_ratio(
     return gradient_energy(result, band) / b if b > 0 else float("nan")
 
 
+def fine_structure(img: np.ndarray, sigma: float = 1.0) -> np.ndarray:
+    """[H, W] float32: the luma's Laplacian of Gaussian (σ px): the photo's fine structure
+    (strands, pores, grain) without its shading."""
+    lum = torch.from_numpy(_luma(img).astype(np.float32))[None, None]
+    r = max(1, math.ceil(3 * sigma))
+    k = torch.exp(-0.5 * (torch.arange(-r, r + 1, dtype=torch.float32) / sigma) ** 2)
+    k /= k.sum()
+    pad = F.pad(lum, (r, r, r, r), mode="replicate")
+    blur = F.conv2d(F.conv2d(pad, k.view(1, 1, 1, -1)), k.view(1, 1, -1, 1))
+    lap = torch.tensor([[0.0, 1, 0], [1, -4, 1], [0, 1, 0]]).view(1, 1, 3, 3)
+    return F.conv2d(F.pad(blur, (1, 1, 1, 1), mode="replicate"), lap)[0, 0].numpy()
+
+
+def structure_correlation(result: np.ndarray, photo: np.ndarray, where: np.ndarray) -> float:
+    """Correlation of the result's fine structure (``fine_structure``) with the photo's over
+    ``where``: 1 keeps every strand, ≈ 0 is a smear or structure of its own (synthetic grain
+    adds detail but not this correlation). nan when empty or flat."""
+    if where.sum() < 2:
+        return float("nan")
+    a, b = fine_structure(result)[where], fine_structure(photo)[where]
+    if a.std() == 0 or b.std() == 0:
+        return float("nan")
+    return float(np.corrcoef(a, b)[0, 1])
+
+
+def cielab(img: np.ndarray) -> np.ndarray:
+    """[..., 3|4] sRGB uint8/uint16 -> [..., 3] float64 CIELab (D65)."""
+    top = 65535.0 if img.dtype == np.uint16 else 255.0
+    c = img[..., :3].astype(np.float64) / top
+    c = np.where(c <= 0.04045, c / 12.92, ((c + 0.055) / 1.055) ** 2.4)
+    xyz = c @ SRGB_TO_XYZ.T / D65
+    f = np.where(xyz > (6 / 29) ** 3, np.cbrt(xyz), xyz / (3 * (6 / 29) ** 2) + 4 / 29)
+    return np.stack(
+        [116 * f[..., 1] - 16, 500 * (f[..., 0] - f[..., 1]), 200 * (f[..., 1] - f[..., 2])], -1
+    )
+
+
+SRGB_TO_XYZ = np.array(
+    [[0.4124, 0.3576, 0.1805], [0.2126, 0.7152, 0.0722], [0.0193, 0.1192, 0.9505]]
+)
+D65 = np.array([0.95047, 1.0, 1.08883])
+
+
+def chroma_spread(img: np.ndarray, where: np.ndarray) -> float:
+    """Mean distance in (a*, b*) from the region's mean chroma: blotches of colour raise it."""
+    ab = cielab(img[where])[:, 1:]
+    return float(np.hypot(*(ab - ab.mean(0)).T).mean()) if len(ab) else float("nan")
+
+
+def relative_structure(img: np.ndarray) -> np.ndarray:
+    """[H, W] float32: fine-structure energy relative to the local brightness (the LoG's square
+    over the squared local mean luma, σ = 4 px): a tone change leaves it as it was, a smear
+    lowers it, grain raises it."""
+    lum = torch.from_numpy(_luma(img).astype(np.float32))[None, None]
+    r = 12
+    k = torch.exp(-0.5 * (torch.arange(-r, r + 1, dtype=torch.float32) / 4) ** 2)
+    k /= k.sum()
+    pad = F.pad(lum, (r, r, r, r), mode="replicate")
+    local = F.conv2d(F.conv2d(pad, k.view(1, 1, 1, -1)), k.view(1, 1, -1, 1))[0, 0].numpy()
+    return fine_structure(img) ** 2 / (local + 0.02) ** 2
+
+
+def seam_steps(
+    photo: np.ndarray,
+    result: np.ndarray,
+    boundary: np.ndarray,
+    width: int = 8,
+    within: np.ndarray | None = None,
+) -> tuple[float, float]:
+    """How much colour and texture step across a boundary ([H, W] bool: the pixels on one
+    side), compared with the photo's own: (colour, texture).
+
+    colour: the largest CIELab ΔE between the mean change (result − photo) just inside and
+    just outside, over windows of 2·``width`` px along the boundary (the two sides' pixels
+    lie about ``width`` px apart): a change that jumps at the boundary gives its full size,
+    one that fades in over F px about its size × width / F. texture: the largest |log2| of
+    (relative fine-structure energy, result ÷ photo, inside) ÷ (the same, outside) over those
+    windows (``relative_structure``): 0 when both sides keep as much of the photo's texture,
+    1 when one side has twice the other's. ``within``: only windows whose outside pixels all
+    lie in it (e.g. a boundary inside the selection, away from its edge)."""
+    inner = boundary & ~_dilate(~boundary, width // 2)
+    outer = _dilate(boundary, width) & ~_dilate(boundary, width // 2)
+    if not inner.any() or not outer.any():
+        return float("nan"), float("nan")
+    change = cielab(result) - cielab(photo)
+    fr, fp = relative_structure(result), relative_structure(photo)
+    # Windows centred on the boundary: one edge pixel per 2·width square cell.
+    edge = boundary & _dilate(~boundary, 1)
+    ys, xs = np.nonzero(edge)
+    cells = (ys // (2 * width)) * (edge.shape[1] // (2 * width) + 1) + xs // (2 * width)
+    _, first = np.unique(cells, return_index=True)
+    colour, texture = float("nan"), float("nan")
+    for y, x in zip(ys[first], xs[first], strict=True):
+        sl = (slice(max(y - width, 0), y + width), slice(max(x - width, 0), x + width))
+        i, o = inner[sl], outer[sl]
+        if i.sum() < width or o.sum() < width or (within is not None and not within[sl][o].all()):
+            continue
+        step = change[sl][i].mean(0) - change[sl][o].mean(0)
+        colour = np.nanmax([colour, float(np.sqrt((step**2).sum()))])
+        ri = (fr[sl][i].mean() + 1e-9) / (fp[sl][i].mean() + 1e-9)
+        ro = (fr[sl][o].mean() + 1e-9) / (fp[sl][o].mean() + 1e-9)
+        texture = np.nanmax([texture, abs(math.log2(ri / ro))])
+    return float(colour), float(texture)
+
+
+def in_frame(values: np.ndarray, window: tuple[int, int, int, int], shape) -> np.ndarray:
+    """A window's map ([y1−y0, x1−x0], e.g. the composite's ``replaced``) placed in a
+    zero [H, W] float32 frame of ``shape``."""
+    out = np.zeros(shape[:2], np.float32)
+    y0, y1, x0, x1 = window
+    if values.size:
+        out[y0:y1, x0:x1] = values
+    return out
+
+
 def photo_metrics(
     photo: np.ndarray,
     result: np.ndarray,
@@ -147,7 +263,7 @@ def photo_metrics(
     "content replaced" map), None = nothing replaced. Returns psnr_inside and detail_ratio
     over the selection; psnr_kept and detail_ratio_kept where replaced < kept_below (the
     content the edit leaves as it was); edge_gradient_ratio over the 6 px edge band;
-    replaced_fraction of the selection.
+    structure_correlation over the selection; replaced_fraction of the selection.
     """
     sel_all = mask >= 128
     win = mask_window(sel_all, 8)
@@ -155,7 +271,7 @@ def photo_metrics(
         nan = float("nan")
         return dict.fromkeys(
             ("psnr_inside", "psnr_kept", "detail_ratio", "detail_ratio_kept"), nan
-        ) | {"edge_gradient_ratio": nan, "replaced_fraction": 0.0}
+        ) | {"edge_gradient_ratio": nan, "structure_correlation": nan, "replaced_fraction": 0.0}
     y0, y1, x0, x1 = win
     p, r, sel = photo[y0:y1, x0:x1], result[y0:y1, x0:x1], sel_all[y0:y1, x0:x1]
     rep = np.zeros(sel.shape, np.float32)
@@ -175,5 +291,6 @@ def photo_metrics(
         "detail_ratio": detail_ratio(r, p, sel),
         "detail_ratio_kept": detail_ratio(r, p, kept),
         "edge_gradient_ratio": edge_gradient_ratio(r, p, sel),
+        "structure_correlation": structure_correlation(r, p, sel),
         "replaced_fraction": float(rep[sel].mean()) if sel.any() else 0.0,
     }

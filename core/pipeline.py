@@ -150,6 +150,12 @@ def prepare(
         session = FitSession(key, inv)
         if cache is not None:
             cache[key] = session
+    elif session.inversion.budget < cfg.invert.total_steps:
+        # A faithful edit of a region inverted within the fast path's budget (e.g. while
+        # the plug-in's dialog was open): the inversion goes on from where it stopped.
+        session.inversion = invert(
+            gen, x, cfg.invert, progress=progress, cancel=cancel, start=session.inversion
+        )
     return Prepared(x, m, box, session, reused)
 
 

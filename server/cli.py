@@ -146,7 +146,7 @@ def fit_config(args: argparse.Namespace, gen=None):
         raise UserError("--steps must be at least 1 and --invert-steps at least 2")
     # The model's encoder start when it has one (core/encoder.py), else random starts.
     encoder = model_encoder(gen) if gen is not None else None
-    inv = default_config(encoder, args.invert_steps, args.seed, args.invert_precision)
+    inv = default_config(encoder, args.invert_steps, args.seed, args.invert_precision, args.quality)
     return PipelineConfig(
         invert=inv,
         adapt=AdaptConfig(steps=args.steps, variant=args.variant, seed=args.seed),

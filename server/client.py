@@ -229,14 +229,20 @@ class Client:
         mask: RawImage,
         *,
         model: str | None = None,
+        quality: str | None = None,
         progress: ProgressFn | None = None,
         should_cancel: ShouldCancel | None = None,
     ) -> dict:
         """Invert the selection's region ahead of an edit of the same image and mask (e.g.
-        while a dialog is open), so that the edit starts from the inversion:
+        while a dialog is open), so that the edit starts from the inversion (within the
+        budget of ``quality``; a faithful edit refines a fast one's):
         {"psnr_inversion", "session_reused", "steps", "seconds", "model", "job"}."""
         self._check_selection_job(image, mask)
-        fields = {"image": image.meta(), "mask": mask.meta(), **_given(model=model)}
+        fields = {
+            "image": image.meta(),
+            "mask": mask.meta(),
+            **_given(model=model, quality=quality),
+        }
         return self._job("prepare", fields, [image.data, mask.data], progress, should_cancel)
 
     def learn_concept(

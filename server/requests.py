@@ -127,6 +127,7 @@ def _job_request(
     req = JobRequest(kind, request_id, model=_model(h, models))
     if kind in ("reconstruct", "edit"):
         req.steps = _int(h, "steps", 1, limits.max_steps)
+    if kind in ("reconstruct", "edit", "prepare"):  # prepare: the inversion's budget
         req.quality = _choice(h, "quality", QUALITIES)
     mask_meta = None
     if kind in FRAMES:

@@ -186,13 +186,14 @@ class JobRunner:
         if gen.model_id not in self._encoders:
             self._encoders[gen.model_id] = model_encoder(gen)
         # The model's encoder start when it has one; invert_steps caps z + r steps.
+        quality = req.quality or self.cfg.quality
         invert = default_config(
             self._encoders[gen.model_id],
             self.cfg.invert_steps,
             precision=self.cfg.invert_precision,
+            quality=quality,
         )
         cfg = PipelineConfig(invert=invert, adapt=AdaptConfig(steps=req.steps or self.cfg.steps))
-        quality = req.quality or self.cfg.quality
         if hasattr(cfg, "quality"):
             cfg.quality = quality
             fast = getattr(cfg, "fast", None)

@@ -88,14 +88,18 @@ def test_small_change_keeps_the_photos_detail_and_adds_the_change():
     assert psnr_photo(out, photo, inner) > 30
 
 
-def test_replaced_content_does_not_ghost_the_old_detail_but_gets_grain():
+def test_new_structure_is_replaced_without_ghosting_the_old_detail_but_gets_grain():
     photo = textured(256, 256, seed=1)
     yy, xx = np.mgrid[0:256, 0:256]
     stripes = (np.sin(xx / 1.5) > 0)[..., None] * 80  # sharp old content G cannot render
     photo = np.clip(photo.astype(int) + stripes - 40, 0, 255).astype(np.uint8)
     mask = make_mask(256, 256, (64, 64, 192, 192))
     box = selection_box(mask, context=0.5, min_size=R)
-    layers = layers_for(photo, box, lambda b: square(b, 0.2, 0.8, 0.2, 0.8, 0.3))
+    # G′ draws a checkerboard of 4-px blocks: structure no colour transform of the photo makes.
+    check = torch.from_numpy(np.indices((R, R)).sum(0) // 4 % 2 * 1.2 - 0.6).float()
+    layers = layers_for(
+        photo, box, lambda b: torch.where(square(b, 0.2, 0.8, 0.2, 0.8, 9.0) == 9.0, check, b)
+    )
     res = composite(photo, mask, box, layers)
     out = res.image
     inner = np.zeros(mask.shape, bool)
@@ -105,9 +109,72 @@ def test_replaced_content_does_not_ghost_the_old_detail_but_gets_grain():
     old = photo[inner][:, 0].astype(float) - photo[inner][:, 0].mean()
     new = out[inner][:, 0].astype(float) - out[inner][:, 0].mean()
     assert abs(np.corrcoef(old, new)[0, 1]) < 0.05  # nothing of the stripes left
-    # Not a blurred patch: grain of the photo's strength, roughly.
-    assert 0.3 < detail_ratio(out, photo, inner) < 3
-    assert np.abs(out[inner].astype(float).mean() - (0.3 + 1) / 2 * 255) < 8  # G′'s content
+    # G′'s checkerboard, at its size: the block means follow it.
+    crop_px = box.size / R
+    centre = [
+        (round(box.y0 + (i + 0.5) * crop_px), round(box.x0 + (j + 0.5) * crop_px))
+        for i, j in ((13, 13), (13, 17))
+    ]
+    a, b = (out[y - 2 : y + 3, x - 2 : x + 3].mean() for y, x in centre)
+    assert abs(a - b) > 0.4 * 255
+
+
+def log_band(img: np.ndarray) -> np.ndarray:
+    """The photo's fine structure: a Laplacian of its luminance after a σ = 1 px blur."""
+    lum = torch.from_numpy(img[..., :3].astype(np.float32).mean(-1))[None, None]
+    k = torch.exp(-0.5 * torch.arange(-4, 5).float() ** 2)
+    k /= k.sum()
+    blur = F.conv2d(
+        F.conv2d(lum, k.view(1, 1, 1, -1), padding=(0, 4)), k.view(1, 1, -1, 1), padding=(4, 0)
+    )
+    lap = torch.tensor([[0.0, 1, 0], [1, -4, 1], [0, 1, 0]]).view(1, 1, 3, 3)
+    return F.conv2d(blur, lap, padding=1)[0, 0].numpy()
+
+
+def test_a_recolour_keeps_every_fine_structure_and_moves_the_colour():
+    photo = textured(256, 256, seed=4)
+    yy, xx = np.mgrid[0:256, 0:256]
+    strands = (np.sin(xx / 1.2 + yy / 7) > 0.3)[..., None] * 60  # above what G renders
+    photo = np.clip(photo.astype(int) + strands - 30, 0, 255).astype(np.uint8)
+    mask = make_mask(256, 256, (64, 64, 192, 192))
+    box = selection_box(mask, context=0.5, min_size=R)
+    tint = torch.tensor([0.3, 0.1, -0.2]).view(1, 3, 1, 1)
+    res = composite(photo, mask, box, layers_for(photo, box, lambda b: 0.7 * b + tint))
+    inner = np.zeros(mask.shape, bool)
+    inner[90:166, 90:166] = True
+    assert res.replaced.max() < 0.05
+    corr = np.corrcoef(log_band(photo)[inner], log_band(res.image)[inner])[0, 1]
+    assert corr > 0.9  # every strand is still there
+    x = (to_model(crop(photo, box), R) + 1) / 2  # the generator's change, in [0, 1]
+    want = ((0.7 * (2 * x - 1) + tint) + 1) / 2 - x
+    got = (res.image[inner].astype(float) - photo[inner]).mean(0) / 255
+    inside = want[..., R // 3 : 2 * R // 3, R // 3 : 2 * R // 3].mean((0, 2, 3)).numpy()
+    assert np.abs(got - inside).max() < 0.03
+
+
+def test_the_colour_change_follows_the_photos_edges():
+    # Dark left, bright right; the edit darkens only what is dark at R, right up to the edge.
+    photo = textured(256, 256, seed=5)
+    photo[:, :128] //= 4
+    mask = make_mask(256, 256, (32, 32, 224, 224))
+    box = selection_box(mask, context=0.5, min_size=R)
+    res = composite(
+        photo, mask, box, layers_for(photo, box, lambda b: torch.where(b < -0.5, b - 0.3, b))
+    )
+    change = res.image[96:160].astype(float).mean(-1) - photo[96:160].astype(float).mean(-1)
+    assert change[:, 112:126].mean() < -0.1 * 255  # dark side, just left of the edge
+    assert abs(change[:, 130:144].mean()) < 0.02 * 255  # bright side, in the same grid cell
+
+
+def test_a_black_and_white_photo_stays_black_and_white():
+    grey = textured(200, 200, seed=6)[..., :1].repeat(3, axis=2)
+    mask = make_mask(200, 200, (50, 50, 150, 150))
+    box = selection_box(mask, context=0.5, min_size=R)
+    tint = torch.tensor([0.2, -0.1, -0.3]).view(1, 3, 1, 1)
+    res = composite(grey, mask, box, layers_for(grey, box, lambda b: b + tint))
+    assert not np.array_equal(res.image, grey)
+    assert np.array_equal(res.image[..., 0], res.image[..., 1])
+    assert np.array_equal(res.image[..., 1], res.image[..., 2])
 
 
 def test_edge_of_a_replaced_selection_shows_no_seam():

@@ -11,11 +11,14 @@ from samples import make_mask
 
 from ganpaint.core.adapt import gaussian_blur
 from ganpaint.core.metrics import (
+    cielab,
     detail_ratio,
     edge_band,
     edge_gradient_ratio,
     photo_metrics,
     psnr_photo,
+    seam_steps,
+    structure_correlation,
 )
 
 
@@ -70,6 +73,45 @@ def test_edge_gradient_ratio_sees_a_seam():
     smooth = photo.copy()
     smooth[sel] = blurred(photo, 3.0)[sel]  # a blurred patch loses the edge's energy
     assert edge_gradient_ratio(smooth, photo, sel) < 0.8
+
+
+def test_structure_correlation_keeps_strands_and_is_not_fooled_by_grain():
+    photo = noisy(seed=3)
+    where = np.ones(photo.shape[:2], bool)
+    assert structure_correlation(photo, photo, where) == pytest.approx(1.0)
+    recoloured = np.clip(photo.astype(int) * [0.6, 0.8, 1.0] + [90, 40, 0], 0, 255)
+    assert structure_correlation(recoloured.astype(np.uint8), photo, where) > 0.95
+    grain = noisy(seed=4)  # as much fine detail as the photo, none of its structure
+    smear = blurred(photo, 3.0)
+    assert abs(structure_correlation(grain, photo, where)) < 0.1
+    assert detail_ratio(grain, photo, where) > 0.8  # the detail ratio would pass it
+    assert structure_correlation(smear, photo, where) < 0.5
+
+
+def test_cielab_of_known_colours():
+    rgb = np.array([[[255, 255, 255], [0, 0, 0], [255, 0, 0]]], np.uint8)
+    lab = cielab(rgb)[0]
+    assert lab[0] == pytest.approx([100, 0, 0], abs=0.1)
+    assert lab[1] == pytest.approx([0, 0, 0], abs=0.1)
+    assert lab[2] == pytest.approx([53.24, 80.09, 67.20], abs=0.2)
+
+
+def test_seam_steps_see_a_step_and_not_a_fade():
+    photo = noisy(seed=5)
+    sel = make_mask(120, 160, (30, 40, 90, 120)) > 0
+    assert seam_steps(photo, photo, sel) == (0.0, 0.0)
+    step = photo.copy()  # a tone change (×1.3) that stops at the edge: texture kept
+    step[sel] = np.clip(step[sel].astype(float) * 1.3, 0, 255).round().astype(np.uint8)
+    colour, texture = seam_steps(step, photo, sel)
+    assert colour > 10 and texture < 0.2
+    yy, xx = np.mgrid[0:120, 0:160]  # the same ×1.3 faded in over 30 px from the edge
+    depth = np.minimum.reduce([yy - 30, 89 - yy, xx - 40, 119 - xx])
+    ramp = np.clip(depth / 30, 0, 1)[..., None] * sel[..., None] * 0.3
+    faded = np.clip(photo * (1 + ramp), 0, 255).round().astype(np.uint8)
+    assert seam_steps(faded, photo, sel)[0] < colour / 3
+    smooth = photo.copy()
+    smooth[sel] = blurred(photo, 2.0)[sel]  # the texture stops at the edge
+    assert seam_steps(smooth, photo, sel)[1] > 1
 
 
 def test_photo_metrics_split_kept_and_replaced_content():
