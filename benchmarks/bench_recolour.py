@@ -18,9 +18,11 @@ were chosen. Per edit, inside the selection eroded by 12 px (core/metrics.py):
   boundary of replaced content (metrics.seam_steps; "–" where nothing is replaced);
 - ``replaced``: the share of the selection drawn anew.
 
-    python benchmarks/bench_recolour.py [--quality fast|faithful] [--out DIR] [CASE ...]
+    python benchmarks/bench_recolour.py [--quality fast|faithful] [--feather PX]
+        [--out DIR [--format jpg]] [CASE ...]
 
-``--out`` writes, per edit, a 100 % crop of photo | result (PNG) to look at.
+``--out`` writes, per edit, a 100 % crop of photo | result to look at (``--format jpg``: the
+gallery's, docs/concepts/img/at100-*).
 """
 
 from __future__ import annotations
@@ -65,18 +67,26 @@ CASES = {
 }
 
 
-def ellipse(h: int, w: int, cx: float, cy: float, rx: float, ry: float) -> np.ndarray:
+def ellipse(
+    h: int, w: int, cx: float, cy: float, rx: float, ry: float, feather: float = 0
+) -> np.ndarray:
+    """[h, w] uint8 elliptical selection; ``feather`` px: fading to 0 over that many px
+    outside the ellipse (as GIMP's Select › Feather does, roughly)."""
     yy, xx = np.mgrid[0:h, 0:w]
-    return ((((xx - cx) / rx) ** 2 + ((yy - cy) / ry) ** 2 <= 1) * 255).astype(np.uint8)
+    d = np.sqrt(((xx - cx) / rx) ** 2 + ((yy - cy) / ry) ** 2)
+    if feather <= 0:
+        return ((d <= 1) * 255).astype(np.uint8)
+    out = np.clip(1 - (d - 1) * min(rx, ry) / feather, 0, 1)
+    return (out * 255).round().astype(np.uint8)
 
 
-def head(case: Case) -> tuple[np.ndarray, np.ndarray]:
+def head(case: Case, feather: float = 0) -> tuple[np.ndarray, np.ndarray]:
     """The enlarged head [H, W, 3] uint8 and its hair selection [H, W] uint8."""
     im = Image.open(photo(case.photo)).convert("RGB").crop(case.crop)
     im = im.resize((round(im.width * case.scale), round(im.height * case.scale)), Image.LANCZOS)
     rgb = np.asarray(im).copy()
     cx, cy, rx, ry = (v * case.scale for v in case.hair)
-    return rgb, ellipse(*rgb.shape[:2], cx, cy, rx, ry)
+    return rgb, ellipse(*rgb.shape[:2], cx, cy, rx, ry, feather)
 
 
 def erode(sel: np.ndarray, r: int) -> np.ndarray:
@@ -131,7 +141,7 @@ def measure(rgb, mask, res, seen) -> dict:
         )
     )
     replaced = in_frame(seen["replaced"], seen["window"], mask.shape)
-    seam_sel = seam_steps(rgb, out, mask >= 128)
+    seam_sel = seam_steps(rgb, out, mask > 0)
     rep = (replaced >= 0.5) & (mask >= 128)
     inside = erode(mask >= 128, 8)  # replaced content's boundary away from the selection's edge
     seam_rep = seam_steps(rgb, out, rep, within=inside) if rep.sum() > 400 else (float("nan"),) * 2
@@ -148,11 +158,12 @@ def measure(rgb, mask, res, seen) -> dict:
 
 
 def save_crop(rgb, out, mask, path: Path) -> None:
+    """photo | result, 600×400 px each at 100 %, around the top of the selection."""
     ys, xs = np.nonzero(mask)
     cy, cx = int(ys.min() + 0.2 * (ys.max() - ys.min())), int(xs.mean())
     y0, x0 = max(cy - 200, 0), max(cx - 300, 0)
     pair = np.concatenate([rgb[y0 : y0 + 400, x0 : x0 + 600], out[y0 : y0 + 400, x0 : x0 + 600]], 1)
-    Image.fromarray(pair).save(path)
+    Image.fromarray(pair).save(path, quality=88)
 
 
 def fmt(v) -> str:
@@ -164,12 +175,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("cases", nargs="*", default=list(CASES))
     ap.add_argument("--quality", default="fast", choices=("fast", "faithful"))
     ap.add_argument("--out", type=Path)
+    ap.add_argument("--feather", type=float, default=0, help="px of selection feather")
+    ap.add_argument("--format", default="png", choices=("png", "jpg"), help="of --out's crops")
     args = ap.parse_args(argv)
     torch.manual_seed(0)
     gen = load_model("digiface-dcgan64", "cpu")
     if args.out:
         args.out.mkdir(parents=True, exist_ok=True)
-    print(f"quality {args.quality}; portraits enlarged to >= 1500 px; inside the hair selection")
+    print(
+        f"quality {args.quality}, selection feather {args.feather:g} px; portraits enlarged "
+        "to >= 1500 px; inside the hair selection"
+    )
     print(
         "case        held  concept     corr  dLab (L*, a*, b*)   gen (L*, a*, b*)    ok  "
         "spread        seam sel (dE, tex)  seam repl   replaced  s"
@@ -177,7 +193,7 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     for name in args.cases:
         case = CASES[name]
-        rgb, mask = head(case)
+        rgb, mask = head(case, args.feather)
         for concept in CONCEPTS:
             res, seen, seconds = run_edit(gen, rgb, mask, concept, args.quality)
             m = measure(rgb, mask, res, seen)
@@ -195,9 +211,8 @@ def main(argv: list[str] | None = None) -> int:
             ]
             print(" ".join(cells), flush=True)
             if args.out:
-                save_crop(
-                    rgb, res.image, mask, args.out / f"{name}-{concept.replace(' ', '_')}.png"
-                )
+                stem = f"{name}-{concept.replace(' ', '-')}"
+                save_crop(rgb, res.image, mask, args.out / f"{stem}.{args.format}")
     keep = sum(r["corr"] >= 0.7 for r in rows)
     ok = sum(r["colour_ok"] for r in rows)
     calm = sum(r["spread"][1] <= r["spread"][0] + 2 for r in rows)

@@ -89,7 +89,8 @@ LEARNED: dict[str, Learned] = {
         (5, 6, 10, 13, 14, 24, 29, 36, 42, 50, 53, 58, 83, 86),
         "mouth",
         ("remove",),
-        "an open or smiling mouth: remove closes it (weak: blurs the teeth)",
+        "an open or smiling mouth; on real photos its probe finds no open mouth to close",
+        hidden=True,
     ),
     "glasses": Learned(
         (5, 8, 25, 42, 51, 53, 62, 68, 83, 90),
@@ -122,9 +123,24 @@ class Named:
 # nothing on photos) and 133 ("eyes": add draws brow- or frame-like smudges, never eyes)
 # were named before and are hidden now.
 NAMES: dict[int, Named] = {
-    219: Named("bright background", ("add",), "the background beside a face: paints it white"),
-    173: Named("dark background", ("add",), "the background beside a face: paints it black"),
-    63: Named("yellow background", ("add",), "the background beside a face: sunlit foliage"),
+    219: Named(
+        "bright background",
+        ("add",),
+        "the background beside a face; on photos a white glow or a brightening",
+        hidden=True,
+    ),
+    173: Named(
+        "dark background",
+        ("add",),
+        "the background beside a face; on photos a flat black patch",
+        hidden=True,
+    ),
+    63: Named(
+        "yellow background",
+        ("add",),
+        "the background beside a face; on photos a yellow tint",
+        hidden=True,
+    ),
     104: Named(
         "highlight",
         ("add", "remove"),

@@ -178,7 +178,8 @@ def report(args: argparse.Namespace, result, out: Path, **extra) -> None:
         if "detail_ratio" in info:
             print(
                 f"  in the selection at full size: psnr_inside {info['psnr_inside']} dB, "
-                f"detail_ratio {info['detail_ratio']}, edge_gradient_ratio "
+                f"detail_ratio {info['detail_ratio']}, structure_correlation "
+                f"{info['structure_correlation']}, edge_gradient_ratio "
                 f"{info['edge_gradient_ratio']}, replaced {info['replaced_fraction']}"
             )
 

@@ -202,10 +202,17 @@ def bench_model(
     }
 
 
-def composite_seconds(res: int, fn: Callable | None = None, size: int = 2000, repeat: int = 3):
+def composite_seconds(
+    res: int,
+    fn: Callable | None = None,
+    size: int = 2000,
+    repeat: int = 3,
+    recolour: bool = False,
+):
     """Median seconds of step 4 at the photo's resolution (``core.composite.composite``, or
     fn(photo, generated, mask, box)) on a size×size crop with a size/2-wide round selection
-    whose content is all replaced (the most work: grain everywhere)."""
+    whose content is all replaced (the most work: grain everywhere), or with ``recolour``
+    all carried by the colour transform (a tone and tint change of G's rendering)."""
     import numpy as np
 
     from ..core.composite import Layers, composite
@@ -216,7 +223,11 @@ def composite_seconds(res: int, fn: Callable | None = None, size: int = 2000, re
     yy, xx = np.mgrid[0:size, 0:size]
     mask = ((np.hypot(yy - size / 2, xx - size / 2) <= size / 4) * 255).astype(np.uint8)
     x = to_model(photo, res)
-    e = (x + 0.3 * torch.randn(x.shape, generator=torch.Generator().manual_seed(0))).clamp(-1, 1)
+    if recolour:
+        e = (0.7 * x + torch.tensor([0.3, 0.1, -0.2]).view(1, 3, 1, 1)).clamp(-1, 1)
+    else:
+        noise = torch.randn(x.shape, generator=torch.Generator().manual_seed(0))
+        e = (x + 0.3 * noise).clamp(-1, 1)
     layers, box = Layers(x, e, x, torch.ones(1, 1, res, res)), Box(0, 0, size)
     times = []
     for _ in range(repeat):
@@ -240,7 +251,11 @@ def cmd_bench(args: argparse.Namespace) -> int:
             )
             res = out[-1]["resolution"]
             out[-1]["composite_2000_s"] = t = composite_seconds(res)
-            print(f"  composite at photo resolution (2000×2000 crop, R={res}): {t:.3f} s")
+            out[-1]["composite_recolour_2000_s"] = tc = composite_seconds(res, recolour=True)
+            print(
+                f"  composite at photo resolution (2000×2000 crop, R={res}): {t:.3f} s all "
+                f"replaced, {tc:.3f} s all recoloured"
+            )
         if args.first_edit or args.first_edit_only:
             out.append(bench_first_edit(name, args.first_qualities, print, not args.one_off))
     if args.json:

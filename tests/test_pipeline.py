@@ -1,9 +1,12 @@
 """The method end to end on photos of real sizes, with the real default model."""
 
+import dataclasses
+
 import numpy as np
 import pytest
 from samples import make_mask, make_photo
 
+from ganpaint.core.invert import InvertConfig, default_config
 from ganpaint.core.pipeline import EditSpec, edit_photo, prepare, reconstruct_photo
 
 UNITS = [3, 17, 42, 99]
@@ -50,6 +53,30 @@ def test_session_key_follows_the_content(dcgan, fast_cfg):
     other[40, 40] ^= 0xFF
     c = prepare(dcgan, other, mask, fast_cfg, cache=cache)
     assert b.reused and not c.reused and a.session.key == b.session.key != c.session.key
+
+
+def test_a_larger_budget_refines_the_sessions_inversion(dcgan, fast_cfg):
+    # A region inverted within a small budget (the plug-in's prepare with a fast edit in
+    # mind) and then edited faithfully: the inversion goes on from where it stopped.
+    photo = make_photo(100, 100, seed=3)
+    mask = make_mask(100, 100, (30, 30, 60, 60))
+    cache: dict = {}
+    short = dataclasses.replace(fast_cfg, invert=InvertConfig(starts=2, z_steps=0, r_steps=5))
+    first = prepare(dcgan, photo, mask, short, cache=cache).session.inversion
+    assert first.budget == 5 and first.steps <= 5
+    longer = dataclasses.replace(short, invert=dataclasses.replace(short.invert, r_steps=40))
+    prep = prepare(dcgan, photo, mask, longer, cache=cache)
+    refined = prep.session.inversion
+    assert prep.reused and refined.budget == 40 and refined.steps > first.steps
+    assert refined.psnr > first.psnr + 0.1
+    again = prepare(dcgan, photo, mask, short, cache=cache).session.inversion
+    assert again is refined  # a smaller budget takes what is there
+
+
+def test_faithful_inversion_runs_until_it_stalls():
+    fast, faithful = default_config(None), default_config(None, quality="faithful")
+    assert faithful.r_steps > fast.r_steps and faithful.patience > fast.patience
+    assert default_config(None, 30, quality="faithful").r_steps == 30  # the cap still caps
 
 
 def test_reconstruct_fits_the_whole_frame(dcgan, fast_cfg):
