@@ -13,13 +13,13 @@
 #   Result layers stack. An edit's layer is opaque exactly where the selection is above 0 (its
 #   alpha there is the source's) and transparent elsewhere, and its colour is the server's
 #   result. The server already fades the edit by the selection's softness (only pixels with
-#   mask > 0 change, by at most the mask's weight), so this layer over what the edit read
+#   mask > 0 change, faded in from the selection's edge), so this layer over what the edit read
 #   shows exactly what the server computed, in every pixel: no seam where its rectangle ends,
 #   nothing hidden outside the selection. A layer whose alpha were the selection's value
 #   would fade the change twice (alpha × the server's fade); dividing the fade back out,
-#   colour = (result − (1 − a)·below)/a, needs clamping, rounds to 8 bits with an error
-#   multiplied by 1/a, and GIMP's Normal mode blends in linear light, where that formula does
-#   not hold (measured in the plug-in's README). An edit reads the source layer with the
+#   colour = (result − (1 − a)·below)/a, is exact only where nothing needs clamping and the
+#   blend is in perceptual values, and GIMP's Normal mode blends in linear light (figures in
+#   the plug-in's README, scripts/measure_layer_alpha.py). An edit reads the source layer with the
 #   visible add/remove results of that source laid over it (what the user sees of the
 #   stack) and goes above the topmost of them, so a later edit never hides an earlier one
 #   and hiding a layer takes exactly its pixels away.
