@@ -8,7 +8,7 @@
 # files, and the flattened image as after.png. With "edits" (a list of {"ellipse", "feather"})
 # it runs the procedure once per selection instead, and also writes each edit's selection
 # (selection<i>.raw), the canvas after each edit (after<i>.png) and, at the end, the canvas
-# with each top-level layer hidden in turn (hidden<i>.png, i = the layer's position).
+# with each layer beside the source hidden in turn (hidden<i>.png, i = the layer's position).
 import json
 import os
 import time
@@ -67,10 +67,13 @@ if P.get("ellipse"):
 if P.get("select_all"):
     Gimp.Selection.all(img)
 target = src
-if P.get("group"):
-    target = Gimp.GroupLayer.new(img, "Group")
-    img.insert_layer(target, None, 0)
-    img.reorder_item(src, target, 0)
+group = None
+if P.get("group"):  # True: the group is the target; "source": the layer in it is
+    group = Gimp.GroupLayer.new(img, "Group")
+    img.insert_layer(group, None, 0)
+    img.reorder_item(src, group, 0)
+    target = src if P["group"] == "source" else group
+stack = group.get_children if group else img.get_layers  # where results go
 img.set_selected_layers([target])
 
 
@@ -105,7 +108,7 @@ if P.get("edits"):
         save_selection(f"selection{i}.raw")
         runs.append(run_once(list(img.get_selected_layers())))  # as the menu would
         save_canvas(f"after{i}.png")
-    for i, layer in enumerate(img.get_layers()):
+    for i, layer in enumerate(stack()):
         layer.set_visible(False)
         save_canvas(f"hidden{i}.png")
         layer.set_visible(True)
@@ -140,13 +143,13 @@ def dump(drawable, name):
 info["format"] = fmt
 info["image"] = {"w": img.get_width(), "h": img.get_height()}
 info["layers"] = [
-    dump(layer, f"layer{i}.raw") for i, layer in enumerate(img.get_layers()) if not P.get("group")
+    dump(layer, f"layer{i}.raw") for i, layer in enumerate(stack()) if P.get("group") is not True
 ]
 info["source_index"] = img.get_item_position(src)
 info["selected"] = [layer.get_name() for layer in img.get_selected_layers()]
 info["top_level"] = [layer.get_name() for layer in img.get_layers()]
-if P.get("group"):
-    info["in_group"] = [layer.get_name() for layer in target.get_children()]
+if group:
+    info["in_group"] = [layer.get_name() for layer in group.get_children()]
 info["source_name"] = src.get_name()
 save_selection("selection.raw")
 info["undo_enabled"] = img.undo_is_enabled()

@@ -616,17 +616,20 @@ STACKS = {
 }
 
 
-@pytest.mark.parametrize("case", sorted(STACKS))
+@pytest.mark.parametrize("case", [*sorted(STACKS), "neighbouring, in a layer group"])
 def test_result_layers_stack(gimp, installed, photo, concept, case):
     """Two edits, as a user makes them: each result layer holds only its edit (transparent
-    outside its selection) and goes above the earlier one, the canvas shows both without a
-    seam, and hiding a layer takes exactly that edit away."""
+    outside its selection) and goes above the earlier one, in the source's layer group; the
+    canvas shows both without a seam, and hiding a layer takes exactly that edit away."""
+    grouped = case.endswith("group")
+    case = case.split(",")[0]
     info = run_batch(
         gimp,
-        f"stack-{case}",
+        f"stack-{case}{'-grouped' if grouped else ''}",
         {
             "photo": photo["inside"],
             "canvas_offset": OFFSET,
+            "group": "source" if grouped else None,
             "edits": [
                 {"ellipse": ELLIPSE, "feather": 8},
                 {"ellipse": STACKS[case], "feather": 8},
@@ -638,6 +641,9 @@ def test_result_layers_stack(gimp, installed, photo, concept, case):
     assert [r["status"] for r in info["runs"]] == ["success", "success"], info["runs"]
     second, first, src = info["layers"]
     assert src["name"] == info["source_name"] and info["source_index"] == 2
+    if grouped:
+        assert info["top_level"] == ["Group"]
+        assert info["in_group"] == [second["name"], first["name"], src["name"]]
     assert info["selected"] == [info["source_name"]]
     sel1, sel2 = on_photo(info, "selection0.raw"), on_photo(info, "selection1.raw")
     if case == "neighbouring":
