@@ -25,6 +25,7 @@ from gimp_env import (
     RootBuildFailed,
     RootUnavailable,
     ensure_root,
+    free_port,
     make_photo,
     run_batch_script,
 )
@@ -70,9 +71,9 @@ def concept(installed) -> dict:
     return {"args": {"units": "3,17,42,57,99"}, "label": "units 3,17,42,57,99"}
 
 
-def run_batch(gimp, name: str, params: dict, timeout: float = 600) -> dict:
+def run_batch(gimp, name: str, params: dict, timeout: float = 600, env=None) -> dict:
     out_inside = f"/tmp/ganpaint-test/{name}"
-    info, run = run_batch_script(gimp, {"out": out_inside, **params}, timeout)
+    info, run = run_batch_script(gimp, {"out": out_inside, **params}, timeout, env)
     assert info is not None, f"GIMP run failed (exit {run.returncode}):\n{run.output}"
     info["dir"], info["log"], info["seconds"] = gimp.path(out_inside), run.output, run.seconds
     return info
@@ -289,6 +290,27 @@ def test_server_down_says_how_to_start_it(gimp, installed, photo):
     assert info["status"] == "execution-error"
     assert "no server answers at tcp://127.0.0.1:9" in info["message"]
     assert "ganpaint serve" in info["message"]
+
+
+def test_server_down_at_the_address_in_use(gimp, installed, photo):
+    """GANPAINT_ADDRESS in GIMP's environment overrides the installed address: the message
+    names a server there and how to start one there, not at the installed port."""
+    address = f"tcp://127.0.0.1:{free_port()}"
+    info = run_batch(
+        gimp,
+        "down-env",
+        {
+            "photo": photo["inside"],
+            "ellipse": ELLIPSE,
+            "procedure": "plug-in-ganpaint-add",
+            "args": {"concept": "tree", "steps": STEPS},
+        },
+        env={"GANPAINT_ADDRESS": address},
+    )
+    assert info["status"] == "execution-error"
+    assert f"no server answers at {address}" in info["message"], info["message"]
+    assert f"ganpaint serve --bind {address}" in info["message"], info["message"]
+    assert installed["address"] not in info["message"]
 
 
 def test_installer_check_in_the_chroot(gimp, installed):
