@@ -23,7 +23,7 @@ from .common import (
     InstallError,
     run,
 )
-from .copying import plugin_files, read_config, start_problem
+from .copying import plugin_files, read_config, rebind, start_problem
 from .dependencies import apt_command, is_debian_like, probe_python
 from .finding import GimpInstall, assumed, by_folder, find_gimp, python_for
 
@@ -272,7 +272,14 @@ def check(
             first_config, first_folder = config, folder
     config = first_config or {}
     folder = first_folder or (next(iter(folders), Path(".")) / PLUGIN_NAME)
-    address = address or config.get("address") or DEFAULT_ADDRESS
+    configured = config.get("address") or DEFAULT_ADDRESS
+    # As the plug-in does: GANPAINT_ADDRESS overrides the configured address.
+    address = address or os.environ.get("GANPAINT_ADDRESS") or configured
+    if address != configured:  # how to start a server there, not at the configured one
+        hint = shlex.split(config.get("serve_hint") or "ganpaint serve")
+        config = {**config, "serve_hint": shlex.join(rebind(hint, configured, address)[0])}
+        if config.get("start_command"):
+            config["start_command"] = rebind(config["start_command"], configured, address)[0]
     server, reply = check_server(folder, config, runner, address, timeout_s)
     results.append(server)
     results.append(check_model(reply, model, config.get("serve_hint") or "ganpaint serve"))

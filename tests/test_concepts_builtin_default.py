@@ -106,6 +106,14 @@ def test_hidden_concepts_left_out_of_listings_unless_all(tmp_path, monkeypatch, 
     assert all(name in out for name in hidden) and "(hidden)" in out
     # still usable by name
     assert cli_main(["concept", "show", sorted(hidden)[0], "--json"]) == 0
+    # The unknown-concept error (the server's, the CLI's) lists what menus offer and only
+    # counts the hidden ones.
+    with pytest.raises(ConceptError) as e:
+        ConceptLibrary("digiface-dcgan64").get("no-such-concept")
+    known = str(e.value).split("known: ", 1)[1]
+    assert known.startswith(", ".join(c["name"] for c in listed))
+    assert not any(name in known for name in hidden), known
+    assert f"and {len(hidden)} hidden: `ganpaint concept list --all`" in known
 
 
 @torch.no_grad()

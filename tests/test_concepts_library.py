@@ -262,6 +262,24 @@ def test_unknown_lists_known(dirs):
     assert str(e.value) == "unknown concept 'door' for test-model; known: tree, sky"
 
 
+def test_unknown_lists_only_what_menus_offer(dirs):
+    """Unnamed (hidden) concepts stay usable by name, but the unknown-concept error lists
+    only the named ones, as menus and `concept list` do, and says how to see the others."""
+    lib_ = lib(dirs)
+    lib_.add(concept("group-07", hidden=True))
+    assert lib_.get("group-07").hidden
+    expected = (
+        "unknown concept '{}' for test-model; known: {} "
+        "(and 1 hidden: `ganpaint concept list --all`)"
+    )
+    with pytest.raises(ConceptError) as e:
+        lib_.get("door")
+    assert str(e.value) == expected.format("door", "tree, sky")
+    with pytest.raises(ConceptError) as e:
+        lib_.delete("door")
+    assert str(e.value) == expected.format("door", "sky, tree")
+
+
 def test_generator_of_another_model_is_refused(dirs):
     class Other:
         model_id = "other"

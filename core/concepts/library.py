@@ -181,8 +181,15 @@ class ConceptLibrary:
         for c in visible:
             if c.name == name:
                 return self._filled([c])[0]
-        known = ", ".join(c.name for c in visible) or "none"
-        raise ConceptError(f"unknown concept {name!r} for {self.model_id}; known: {known}")
+        raise self._unknown_error(name, visible)
+
+    def _unknown_error(self, name: str, visible: list[Concept]) -> ConceptError:
+        """The error for a name not among ``visible``: it lists the concepts menus offer,
+        and only counts the unnamed ones (usable by name, listed by ``--all``)."""
+        known = ", ".join(c.name for c in visible if not c.hidden) or "none"
+        unnamed = sum(c.hidden for c in visible)
+        more = f" (and {unnamed} hidden: `ganpaint concept list --all`)" if unnamed else ""
+        return ConceptError(f"unknown concept {name!r} for {self.model_id}; known: {known}{more}")
 
     def is_builtin(self, name: str) -> bool:
         return any(c.name == name for c in self.builtins())
@@ -358,8 +365,9 @@ class ConceptLibrary:
         return self.get(name)
 
     def _unknown(self, name: str, concepts: list[Concept], hidden: list[str]) -> None:
-        known = ", ".join(sorted(self._visible_names(concepts, hidden))) or "none"
-        raise ConceptError(f"unknown concept {name!r} for {self.model_id}; known: {known}")
+        names = self._visible_names(concepts, hidden)
+        visible = {c.name: c for c in self.builtins() + concepts if c.name in names}
+        raise self._unknown_error(name, sorted(visible.values(), key=lambda c: c.name))
 
     # -- sharing -----------------------------------------------------------------------
     def export(self, path: Path, names: Iterable[str] | None = None) -> list[str]:

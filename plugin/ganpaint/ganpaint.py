@@ -5,9 +5,24 @@
 #   Selection…, Reconstruct (test the fit)…, Server Status….
 #
 #   The heavy lifting happens in a local server (`ganpaint serve`); this plug-in sends it the
-#   selected part of the active layer (plus some context) and puts the answer in a new layer
-#   above the source, in one undo group. It imports only the standard library, gi, and
-#   ganpaint_client (zmq + msgpack), which the installer puts next to this file.
+#   selected part of the active layer as the user sees it (plus some context) and puts the
+#   answer in a new layer above the earlier results, in one undo group. It imports only the
+#   standard library, gi, and ganpaint_client (zmq + msgpack), which the installer puts next to
+#   this file.
+#
+#   Result layers stack. An edit's layer is opaque exactly where the selection is above 0 (its
+#   alpha there is the source's) and transparent elsewhere, and its colour is the server's
+#   result. The server already fades the edit by the selection's softness (only pixels with
+#   mask > 0 change, faded in from the selection's edge), so this layer over what the edit read
+#   shows exactly what the server computed, in every pixel: no seam where its rectangle ends,
+#   nothing hidden outside the selection. A layer whose alpha were the selection's value
+#   would fade the change twice (alpha × the server's fade); dividing the fade back out,
+#   colour = (result − (1 − a)·below)/a, is exact only where nothing needs clamping and the
+#   blend is in perceptual values, and GIMP's Normal mode blends in linear light (figures in
+#   the plug-in's README, scripts/measure_layer_alpha.py). An edit reads the source layer with the
+#   visible add/remove results of that source laid over it (what the user sees of the
+#   stack) and goes above the topmost of them, so a later edit never hides an earlier one
+#   and hiding a layer takes exactly its pixels away.
 
 import os
 import sys
@@ -114,6 +129,65 @@ def read_pixels(image, layer, rect, fmt, dtype):
     return bytes(buf.get(r, 1.0, fmt, Gegl.AbyssPolicy.CLAMP))
 
 
+def earlier_results(image, source):
+    """GANPaint's layers made from ``source``: those above it in its layer group whose
+    settings name it, topmost first, as (layer, settings) pairs."""
+    parent = source.get_parent()
+    siblings = parent.get_children() if parent is not None else image.get_layers()
+    out = []
+    for layer in siblings[: image.get_item_position(source)]:
+        parasite = layer.get_parasite(gs.PARASITE)
+        settings = gs.read_settings(bytes(parasite.get_data())) if parasite else None
+        if settings is not None and settings.get("source_layer") == source.get_name():
+            out.append((layer, settings))
+    return out
+
+
+def read_visible(image, layer, rect, fmt, dtype):
+    """The source layer over rect as the user sees it: its visible add/remove results laid
+    over it (bottom to top, each with its opacity; GEGL's "over", the composite GIMP's Normal
+    mode gives for the results' 0/opaque alpha). Without such results: the layer itself."""
+    shown = [
+        r
+        for r, settings in earlier_results(image, layer)
+        if settings.get("op") in gs.EDIT_OPS and r.get_visible()
+    ]
+    if not shown:
+        return read_pixels(image, layer, rect, fmt, dtype)
+    Gegl.init(None)
+    graph = Gegl.Node()
+
+    def placed(drawable):
+        src = graph.create_child("gegl:buffer-source")
+        src.set_property("buffer", drawable.get_buffer())
+        _, x, y = drawable.get_offsets()
+        moved = graph.create_child("gegl:translate")
+        moved.set_property("x", float(x))
+        moved.set_property("y", float(y))
+        src.link(moved)
+        return moved
+
+    below = placed(layer)
+    for result in reversed(shown):
+        top = placed(result)
+        if result.get_opacity() < 100.0:
+            faded = graph.create_child("gegl:opacity")
+            faded.set_property("value", result.get_opacity() / 100.0)
+            top.link(faded)
+            top = faded
+        over = graph.create_child("gegl:over")
+        below.link(over)
+        top.connect_to("output", over, "aux")
+        below = over
+    out = Gegl.Buffer.new(fmt, rect.x, rect.y, rect.w, rect.h)
+    sink = graph.create_child("gegl:write-buffer")
+    sink.set_property("buffer", out)
+    below.link(sink)
+    sink.process()
+    r = Gegl.Rectangle.new(rect.x, rect.y, rect.w, rect.h)
+    return bytes(out.get(r, 1.0, fmt, Gegl.AbyssPolicy.NONE))
+
+
 def read_mask(image, rect):
     """The selection, soft values included, over rect (image coordinates) as 'Y u8'."""
     r = Gegl.Rectangle.new(rect.x, rect.y, rect.w, rect.h)
@@ -154,10 +228,15 @@ def keep_settings(layer, record):
     layer.attach_parasite(Gimp.Parasite.new(gs.PARASITE, flags, list(record)))
 
 
-def add_result_layer(image, source, rect, raw, fmt, name, record=None):
-    """Put the server's answer in a new layer above ``source`` (one undo group). ``source``
-    stays the active layer, so that a next edit works on the photo again, not on this
-    cropped result."""
+def add_result_layer(image, source, rect, raw, fmt, name, record=None, mask=None):
+    """Put the server's answer in a new layer above ``source`` and the earlier results made
+    from it (one undo group), transparent where ``mask`` (the selection over rect, 'Y u8') is
+    0; without a mask (a reconstruction) the whole rect. ``source`` stays the active layer,
+    so that a next edit works on the photo and its results, not on this cropped layer."""
+    position = min(
+        [image.get_item_position(source)]
+        + [image.get_item_position(r) for r, _ in earlier_results(image, source)]
+    )
     image.undo_group_start()
     try:
         if image.get_base_type() == Gimp.ImageBaseType.GRAY:
@@ -165,9 +244,10 @@ def add_result_layer(image, source, rect, raw, fmt, name, record=None):
         else:
             kind = Gimp.ImageType.RGBA_IMAGE
         layer = Gimp.Layer.new(image, name, rect.w, rect.h, kind, 100.0, Gimp.LayerMode.NORMAL)
-        image.insert_layer(layer, source.get_parent(), image.get_item_position(source))
+        image.insert_layer(layer, source.get_parent(), position)
         layer.set_offsets(rect.x, rect.y)
-        data = raw.data if raw.dtype == "u8" else gs.u16_from_little_endian(raw.data)
+        data = raw.data if mask is None else gs.clear_unselected(raw.data, mask, raw.dtype)
+        data = data if raw.dtype == "u8" else gs.u16_from_little_endian(data)
         buf = layer.get_buffer()
         buf.set(Gegl.Rectangle.new(0, 0, rect.w, rect.h), fmt, data)
         buf.flush()
@@ -316,7 +396,7 @@ def prepare(procedure, image, drawables, need_selection):
         rect = selection_region(image, layer)[0] if non_empty else None
         rect = rect or layer_rect(layer)
         mask = None
-    pixels = read_pixels(image, layer, rect, fmt, dtype)
+    pixels = read_visible(image, layer, rect, fmt, dtype)
     if dtype == "u16":
         pixels = gs.u16_to_little_endian(pixels)
     return {
@@ -483,7 +563,10 @@ def finish(image, job, result, name, config, model, steps, settings):
         source_layer=job["layer"].get_name(),
         box=[r.x, r.y, r.w, r.h],
     )
-    layer = add_result_layer(image, job["layer"], r, result["image"], job["fmt"], name, record)
+    mask = job["mask"] if settings["op"] in gs.EDIT_OPS else None
+    layer = add_result_layer(
+        image, job["layer"], r, result["image"], job["fmt"], name, record, mask
+    )
     return success((Gimp.Layer, layer), (GObject.TYPE_DOUBLE, psnr))
 
 

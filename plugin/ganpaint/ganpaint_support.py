@@ -69,9 +69,22 @@ def load_config(path: Path | None = None, environ: dict | None = None) -> Config
             setattr(cfg, key, float(value))
     if isinstance(raw.get("serve_hint"), str) and raw["serve_hint"].strip():
         cfg.serve_hint = raw["serve_hint"].strip()
-    if env.get("GANPAINT_ADDRESS"):
+    if env.get("GANPAINT_ADDRESS") and env["GANPAINT_ADDRESS"] != cfg.address:
+        cfg.serve_hint = " ".join(listening_on(cfg.serve_hint.split(" "), cfg.address, env))
+        if cfg.start_command:
+            cfg.start_command = listening_on(cfg.start_command, cfg.address, env)
         cfg.address = env["GANPAINT_ADDRESS"]
     return cfg
+
+
+def listening_on(command: list[str], configured: str, env: dict) -> list[str]:
+    """A `ganpaint serve` command (hint or start command) made to listen where
+    GANPAINT_ADDRESS points instead of the configured address: every mention of that address
+    is replaced; a `serve` that names none gets ``--bind``."""
+    address = env["GANPAINT_ADDRESS"]
+    if any(configured in word for word in command):
+        return [word.replace(configured, address) for word in command]
+    return command + ["--bind", address] if "serve" in command else command
 
 
 def add_vendor_path() -> None:
@@ -221,6 +234,7 @@ def edit_note(op: str, concept: str | None, metrics: dict | None) -> str | None:
 
 
 PARASITE = "ganpaint-settings"  # on each result layer: what made it, as JSON
+EDIT_OPS = ("add", "remove")  # results that stack: a later edit reads them with the photo
 
 
 def settings_record(**settings) -> bytes:
@@ -229,6 +243,33 @@ def settings_record(**settings) -> bytes:
     return json.dumps(
         {"version": 1, **{k: v for k, v in settings.items() if v is not None}}, sort_keys=True
     ).encode("utf-8")
+
+
+def read_settings(data: bytes) -> dict | None:
+    """A result layer's kept settings (``settings_record``), or None for anything else."""
+    try:
+        settings = json.loads(data.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError):
+        return None
+    return settings if isinstance(settings, dict) else None
+
+
+def clear_unselected(data: bytes, mask: bytes, dtype: str) -> bytes:
+    """RGBA pixels ("u8", or little-endian "u16" channels) with alpha set to 0 where ``mask``
+    ('Y u8', one byte a pixel) is 0; alpha elsewhere and all colours as they were.
+
+    A result layer is transparent outside the selection: whatever the server sent there (the
+    photo) then never covers the layers below."""
+    size = bytes_per_channel(dtype)
+    if len(data) != len(mask) * 4 * size:
+        raise ValueError(f"{len(data)} bytes of {dtype} RGBA do not match a {len(mask)}-pixel mask")
+    keep = mask.translate(bytes([0]) + bytes([255]) * 255)  # 0 stays 0, anything else 0xff
+    out = bytearray(data)
+    for byte in range(3 * size, 4 * size):  # the alpha channel's bytes
+        alpha = out[byte :: 4 * size]
+        kept = int.from_bytes(alpha, "little") & int.from_bytes(keep, "little")
+        out[byte :: 4 * size] = kept.to_bytes(len(alpha), "little")
+    return bytes(out)
 
 
 def concepts_for(concepts: list[dict], op: str) -> list[dict]:

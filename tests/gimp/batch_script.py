@@ -5,7 +5,10 @@
 # non-interactively ("repeat" times, each on the layers then selected, as a user's next click
 # would), and writes what happened to PARAMS["out"]: result.json (status, message, layers with
 # their GANPaint parasite, the selected layers), the layers' pixels and the selection as raw
-# files, and the flattened image as after.png.
+# files, and the flattened image as after.png. With "edits" (a list of {"ellipse", "feather"})
+# it runs the procedure once per selection instead, and also writes each edit's selection
+# (selection<i>.raw), the canvas after each edit (after<i>.png) and, at the end, the canvas
+# with each layer beside the source hidden in turn (hidden<i>.png, i = the layer's position).
 import json
 import os
 import time
@@ -27,18 +30,50 @@ if P.get("indexed"):
         Gimp.ConvertDitherType.NONE, Gimp.ConvertPaletteType.GENERATE, 64, False, False, ""
     )
 fmt = "R'G'B'A u16" if P.get("precision") == "u16" else "R'G'B'A u8"
-if P.get("ellipse"):
-    x, y, w, h = P["ellipse"]
+
+
+def select(ellipse, feather):
+    x, y, w, h = ellipse
     img.select_ellipse(Gimp.ChannelOps.REPLACE, x, y, w, h)
-    if P.get("feather"):
-        Gimp.Selection.feather(img, P["feather"])
+    if feather:
+        Gimp.Selection.feather(img, feather)
+
+
+def save_selection(name):
+    sel = (
+        img.get_selection()
+        .get_buffer()
+        .get(
+            Gegl.Rectangle.new(0, 0, img.get_width(), img.get_height()),
+            1.0,
+            "Y u8",
+            Gegl.AbyssPolicy.NONE,
+        )
+    )
+    with open(os.path.join(out, name), "wb") as f:
+        f.write(bytes(sel))
+
+
+def save_canvas(name):
+    flat = img.duplicate()
+    flat.flatten()
+    path = Gio.File.new_for_path(os.path.join(out, name))
+    Gimp.file_save(Gimp.RunMode.NONINTERACTIVE, flat, path, None)
+    flat.delete()
+
+
+if P.get("ellipse"):
+    select(P["ellipse"], P.get("feather"))
 if P.get("select_all"):
     Gimp.Selection.all(img)
 target = src
-if P.get("group"):
-    target = Gimp.GroupLayer.new(img, "Group")
-    img.insert_layer(target, None, 0)
-    img.reorder_item(src, target, 0)
+group = None
+if P.get("group"):  # True: the group is the target; "source": the layer in it is
+    group = Gimp.GroupLayer.new(img, "Group")
+    img.insert_layer(group, None, 0)
+    img.reorder_item(src, group, 0)
+    target = src if P["group"] == "source" else group
+stack = group.get_children if group else img.get_layers  # where results go
 img.set_selected_layers([target])
 
 
@@ -66,9 +101,21 @@ def run_once(drawables):
     return run
 
 
-runs = [run_once([target])]
-for _ in range(P.get("repeat", 1) - 1):  # the next edit, on what is selected now
-    runs.append(run_once(list(img.get_selected_layers())))
+if P.get("edits"):
+    runs = []
+    for i, edit in enumerate(P["edits"]):
+        select(edit["ellipse"], edit.get("feather"))
+        save_selection(f"selection{i}.raw")
+        runs.append(run_once(list(img.get_selected_layers())))  # as the menu would
+        save_canvas(f"after{i}.png")
+    for i, layer in enumerate(stack()):
+        layer.set_visible(False)
+        save_canvas(f"hidden{i}.png")
+        layer.set_visible(True)
+else:
+    runs = [run_once([target])]
+    for _ in range(P.get("repeat", 1) - 1):  # the next edit, on what is selected now
+        runs.append(run_once(list(img.get_selected_layers())))
 info = {**runs[-1], "runs": runs}
 
 
@@ -96,33 +143,17 @@ def dump(drawable, name):
 info["format"] = fmt
 info["image"] = {"w": img.get_width(), "h": img.get_height()}
 info["layers"] = [
-    dump(layer, f"layer{i}.raw") for i, layer in enumerate(img.get_layers()) if not P.get("group")
+    dump(layer, f"layer{i}.raw") for i, layer in enumerate(stack()) if P.get("group") is not True
 ]
 info["source_index"] = img.get_item_position(src)
 info["selected"] = [layer.get_name() for layer in img.get_selected_layers()]
 info["top_level"] = [layer.get_name() for layer in img.get_layers()]
-if P.get("group"):
-    info["in_group"] = [layer.get_name() for layer in target.get_children()]
+if group:
+    info["in_group"] = [layer.get_name() for layer in group.get_children()]
 info["source_name"] = src.get_name()
-sel = (
-    img.get_selection()
-    .get_buffer()
-    .get(
-        Gegl.Rectangle.new(0, 0, img.get_width(), img.get_height()),
-        1.0,
-        "Y u8",
-        Gegl.AbyssPolicy.NONE,
-    )
-)
-with open(os.path.join(out, "selection.raw"), "wb") as f:
-    f.write(bytes(sel))
+save_selection("selection.raw")
 info["undo_enabled"] = img.undo_is_enabled()
-flat = img.duplicate()
-flat.flatten()
-Gimp.file_save(
-    Gimp.RunMode.NONINTERACTIVE, flat, Gio.File.new_for_path(os.path.join(out, "after.png")), None
-)
-flat.delete()
+save_canvas("after.png")
 with open(os.path.join(out, "result.json"), "w") as f:
     json.dump(info, f, indent=1)
 print("GANPAINT-TEST-DONE", json.dumps(info))

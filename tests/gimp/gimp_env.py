@@ -167,26 +167,30 @@ class Gimp:
             timeout=timeout,
         )
 
-    def batch(self, script: str, timeout: float = 600) -> GimpRun:
-        """Run a python-fu-eval batch script in gimp-console-3.x."""
+    def batch(self, script: str, timeout: float = 600, env: dict | None = None) -> GimpRun:
+        """Run a python-fu-eval batch script in gimp-console-3.x (``env``: added to GIMP's
+        environment, which its plug-ins inherit)."""
         t0 = time.monotonic()
         r = self.run(
             [GIMP_CONSOLE, "-i", "--batch-interpreter=python-fu-eval", "-b", "-", "--quit"],
             timeout=timeout,
             stdin=script,
+            env=env,
         )
         lines = [ln for ln in (r.stdout + r.stderr).splitlines() if not is_noise(ln)]
         return GimpRun(r.returncode, "\n".join(lines), time.monotonic() - t0)
 
 
-def run_batch_script(gimp: Gimp, params: dict, timeout: float = 600) -> tuple[dict | None, GimpRun]:
+def run_batch_script(
+    gimp: Gimp, params: dict, timeout: float = 600, env: dict | None = None
+) -> tuple[dict | None, GimpRun]:
     """Run batch_script.py in GIMP with ``params`` (its "out" folder, inside the chroot, is
     emptied first): (its result.json, or None when GIMP wrote none; the run)."""
     out = gimp.path(params["out"])
     if out.exists():
         shutil.rmtree(out)
     script = f"PARAMS = {json.dumps(params)!r}\nimport json\nPARAMS = json.loads(PARAMS)\n"
-    run = gimp.batch(script + (HERE / "batch_script.py").read_text(), timeout=timeout)
+    run = gimp.batch(script + (HERE / "batch_script.py").read_text(), timeout=timeout, env=env)
     result = out / "result.json"
     return (json.loads(result.read_text()) if result.exists() else None), run
 

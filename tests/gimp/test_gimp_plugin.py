@@ -25,6 +25,7 @@ from gimp_env import (
     RootBuildFailed,
     RootUnavailable,
     ensure_root,
+    free_port,
     make_photo,
     run_batch_script,
 )
@@ -70,9 +71,9 @@ def concept(installed) -> dict:
     return {"args": {"units": "3,17,42,57,99"}, "label": "units 3,17,42,57,99"}
 
 
-def run_batch(gimp, name: str, params: dict, timeout: float = 600) -> dict:
+def run_batch(gimp, name: str, params: dict, timeout: float = 600, env=None) -> dict:
     out_inside = f"/tmp/ganpaint-test/{name}"
-    info, run = run_batch_script(gimp, {"out": out_inside, **params}, timeout)
+    info, run = run_batch_script(gimp, {"out": out_inside, **params}, timeout, env)
     assert info is not None, f"GIMP run failed (exit {run.returncode}):\n{run.output}"
     info["dir"], info["log"], info["seconds"] = gimp.path(out_inside), run.output, run.seconds
     return info
@@ -90,8 +91,9 @@ def selection(info: dict) -> np.ndarray:
 
 
 def check_new_layer(info: dict, name: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The new layer sits right above the source, inside it, named ``name``; returns (new
-    layer's pixels, the source's pixels under it, the selection under it)."""
+    """The new layer sits right above the source, inside it, named ``name``, opaque as the
+    source where the selection is above 0 and transparent elsewhere; returns (new layer's
+    pixels, the source's pixels under it, the selection under it)."""
     assert info["status"] == "success", info.get("message") or info["log"]
     layers = info["layers"]
     assert len(layers) == 2, layers
@@ -107,6 +109,8 @@ def check_new_layer(info: dict, name: str) -> tuple[np.ndarray, np.ndarray, np.n
     y0, x0 = new["y"] - src["y"], new["x"] - src["x"]
     under = a_src[y0 : y0 + new["h"], x0 : x0 + new["w"]]
     sel = selection(info)[new["y"] : new["y"] + new["h"], new["x"] : new["x"] + new["w"]]
+    assert (a_new[..., 3][sel == 0] == 0).all()
+    assert np.array_equal(a_new[..., 3][sel > 0], under[..., 3][sel > 0])
     return a_new, under, sel
 
 
@@ -138,8 +142,8 @@ def test_add_concept_makes_a_new_layer(gimp, installed, photo, concept):
     src = layer_array(info, info["layers"][1])
     # The source layer is never modified.
     assert np.array_equal(src[..., :3], photo["array"])
-    # Outside the selection: bit-identical to the source; inside: changed.
-    assert np.array_equal(new[sel == 0], under[sel == 0])
+    # Outside the selection the colour stays the source's (under alpha 0); inside: changed.
+    assert np.array_equal(new[..., :3][sel == 0], under[..., :3][sel == 0])
     changed = (new[..., :3] != under[..., :3]).any(axis=2)
     assert changed[sel == 255].mean() > 0.3, changed[sel == 255].mean()
     assert not changed[sel == 0].any()
@@ -213,7 +217,7 @@ def test_remove_concept_16_bit(gimp, installed, photo, concept):
     assert jobs and "quality=fast" in jobs[-1], jobs
     assert json.loads(info["layers"][0]["parasite"]).get("everywhere") is True
     assert new.dtype == np.uint16
-    assert np.array_equal(new[sel == 0], under[sel == 0])
+    assert np.array_equal(new[..., :3][sel == 0], under[..., :3][sel == 0])
     assert (new[..., :3] != under[..., :3]).any(axis=2)[sel == 255].mean() > 0.1
 
 
@@ -288,6 +292,27 @@ def test_server_down_says_how_to_start_it(gimp, installed, photo):
     assert "ganpaint serve" in info["message"]
 
 
+def test_server_down_at_the_address_in_use(gimp, installed, photo):
+    """GANPAINT_ADDRESS in GIMP's environment overrides the installed address: the message
+    names a server there and how to start one there, not at the installed port."""
+    address = f"tcp://127.0.0.1:{free_port()}"
+    info = run_batch(
+        gimp,
+        "down-env",
+        {
+            "photo": photo["inside"],
+            "ellipse": ELLIPSE,
+            "procedure": "plug-in-ganpaint-add",
+            "args": {"concept": "tree", "steps": STEPS},
+        },
+        env={"GANPAINT_ADDRESS": address},
+    )
+    assert info["status"] == "execution-error"
+    assert f"no server answers at {address}" in info["message"], info["message"]
+    assert f"ganpaint serve --bind {address}" in info["message"], info["message"]
+    assert installed["address"] not in info["message"]
+
+
 def test_installer_check_in_the_chroot(gimp, installed):
     r = gimp.run(
         [
@@ -358,8 +383,8 @@ def test_host_start_command_cannot_reach_the_chroot_gimp(gimp, tmp_path):
 
 def test_second_edit_works_on_the_photo(gimp, installed, photo, concept):
     """After one edit the photo stays the active layer: a second Add on the same selection
-    (run on whatever is selected then, as the menu does) edits the photo again, not the
-    first, cropped result."""
+    (run on whatever is selected then, as the menu does) edits the photo with the first
+    result over it, not the first layer alone, and its layer goes above the first."""
     info = run_batch(
         gimp,
         "twice",
@@ -579,3 +604,105 @@ def test_installer_finds_missing_modules_and_installs_them_with_apt(gimp, instal
         gimp.run(apt + ["install", "-y", "--no-install-recommends", "python3-zmq"], timeout=300)
     r = gimp.run(["python3", "-c", "import zmq"])
     assert r.returncode == 0
+
+
+def canvas(info: dict, name: str) -> np.ndarray:
+    """A flattened canvas the batch script saved, cropped to the photo ([SIZE, SIZE, 3])."""
+    ox, oy = OFFSET
+    full = np.asarray(Image.open(info["dir"] / name).convert("RGB"))
+    return full[oy : oy + SIZE, ox : ox + SIZE].astype(int)
+
+
+def on_photo(info: dict, name: str) -> np.ndarray:
+    """An edit's selection (selection<i>.raw) over the photo, [SIZE, SIZE] uint8."""
+    ox, oy = OFFSET
+    raw = (info["dir"] / name).read_bytes()
+    sel = np.frombuffer(raw, np.uint8).reshape(info["image"]["h"], info["image"]["w"])
+    return sel[oy : oy + SIZE, ox : ox + SIZE]
+
+
+def layer_on_photo(info: dict, layer: dict) -> np.ndarray:
+    """A result layer's RGBA placed over the photo's area (transparent where it has none)."""
+    ox, oy = OFFSET
+    out = np.zeros((SIZE, SIZE, 4), int)
+    x, y = layer["x"] - ox, layer["y"] - oy
+    out[y : y + layer["h"], x : x + layer["w"]] = layer_array(info, layer)
+    return out
+
+
+# Two edits: the second ellipse overlaps the first, or lies beside it (disjoint selections
+# whose crops, selection plus context, overlap).
+STACKS = {
+    "overlapping": [ELLIPSE[0] + 28, ELLIPSE[1] + 14, ELLIPSE[2], ELLIPSE[3]],
+    "neighbouring": [ELLIPSE[0] + ELLIPSE[2] + 24, ELLIPSE[1], 56, ELLIPSE[3]],
+}
+
+
+@pytest.mark.parametrize("case", [*sorted(STACKS), "neighbouring, in a layer group"])
+def test_result_layers_stack(gimp, installed, photo, concept, case):
+    """Two edits, as a user makes them: each result layer holds only its edit (transparent
+    outside its selection) and goes above the earlier one, in the source's layer group; the
+    canvas shows both without a seam, and hiding a layer takes exactly that edit away."""
+    grouped = case.endswith("group")
+    case = case.split(",")[0]
+    info = run_batch(
+        gimp,
+        f"stack-{case}{'-grouped' if grouped else ''}",
+        {
+            "photo": photo["inside"],
+            "canvas_offset": OFFSET,
+            "group": "source" if grouped else None,
+            "edits": [
+                {"ellipse": ELLIPSE, "feather": 8},
+                {"ellipse": STACKS[case], "feather": 8},
+            ],
+            "procedure": "plug-in-ganpaint-add",
+            "args": {**concept["args"], "steps": STEPS, "fast": True, "strength": "high"},
+        },
+    )
+    assert [r["status"] for r in info["runs"]] == ["success", "success"], info["runs"]
+    second, first, src = info["layers"]
+    assert src["name"] == info["source_name"] and info["source_index"] == 2
+    if grouped:
+        assert info["top_level"] == ["Group"]
+        assert info["in_group"] == [second["name"], first["name"], src["name"]]
+    assert info["selected"] == [info["source_name"]]
+    sel1, sel2 = on_photo(info, "selection0.raw"), on_photo(info, "selection1.raw")
+    if case == "neighbouring":
+        assert not ((sel1 > 0) & (sel2 > 0)).any()
+        assert first["x"] + first["w"] > second["x"]  # the crops overlap
+    else:
+        assert ((sel1 == 255) & (sel2 == 255)).sum() > 500
+    l1, l2 = layer_on_photo(info, first), layer_on_photo(info, second)
+    # Each layer is opaque exactly on its selection, transparent elsewhere.
+    assert np.array_equal(l1[..., 3] > 0, sel1 > 0) and (l1[..., 3][sel1 > 0] == 255).all()
+    assert np.array_equal(l2[..., 3] > 0, sel2 > 0) and (l2[..., 3][sel2 > 0] == 255).all()
+    image = photo["array"].astype(int)
+    after1, both = canvas(info, "after0.png"), canvas(info, "after1.png")
+    # No seam: outside both selections the canvas is the photo, bit for bit, also where
+    # the first layer's rectangle ends inside the second one's.
+    outside = (sel1 == 0) & (sel2 == 0)
+    assert np.array_equal(both[outside], image[outside])
+    # The canvas shows exactly what each edit computed: the second on its selection, the
+    # first elsewhere; both edits are visible.
+    assert np.array_equal(both[sel2 > 0], l2[..., :3][sel2 > 0])
+    assert np.array_equal(both[sel2 == 0], after1[sel2 == 0])
+    only1 = (sel1 == 255) & (sel2 == 0)
+    assert (both[only1] != image[only1]).any(axis=1).mean() > 0.3
+    full2 = sel2 == 255
+    assert (both[full2] != after1[full2]).any(axis=1).mean() > 0.3
+    # Hiding the second layer gives the canvas after the first edit; hiding the first
+    # gives the photo wherever the second edit did not paint.
+    assert np.array_equal(canvas(info, "hidden0.png"), after1)
+    hidden1 = canvas(info, "hidden1.png")
+    assert np.array_equal(hidden1[sel2 == 0], image[sel2 == 0])
+    assert np.array_equal(hidden1[sel2 > 0], l2[..., :3][sel2 > 0])
+    if case == "overlapping":
+        # The second edit read what the user saw (the photo with the first edit): at its
+        # soft rim, where it changes little, its layer shows the first edit, not the photo.
+        rim = (sel1 == 255) & (sel2 > 0) & (sel2 < 40)
+        to_first = np.abs(l2[..., :3][rim] - after1[rim]).mean()
+        to_photo = np.abs(l2[..., :3][rim] - image[rim]).mean()
+        print(f"rim {rim.sum()} px: second - first edit {to_first:.2f}, - photo {to_photo:.2f}")
+        assert to_first < to_photo / 2
+    print(f"{case}: {info['seconds']:.1f} s in GIMP")

@@ -135,6 +135,23 @@ def test_cli_install_check_uninstall(tmp_path, client_file, capsys):
     assert not (pdir / "ganpaint").exists()
 
 
+def test_check_says_how_to_start_a_server_at_the_address_in_use(tmp_path, monkeypatch):
+    """--address, or GANPAINT_ADDRESS as the plug-in reads it, overrides the installed
+    address: the fix names a server there, not at the installed port."""
+    client = Path(installer.__file__).resolve().parents[1] / "server" / "client.py"
+    pdir = tmp_path / "p"
+    install(pdir, address="tcp://127.0.0.1:9", start_command=None, deps=False, client_src=client)
+    used = "tcp://127.0.0.1:53805"
+    for address, env in ((None, used), (used, "")):
+        monkeypatch.setenv("GANPAINT_ADDRESS", env)
+        results = installer.check(
+            pdir, gimps=[], python=[sys.executable], address=address, timeout_s=0.5
+        )
+        server = next(c for c in results if c.name == "server reachable")
+        assert not server.ok and server.detail.startswith(f"{used}: unavailable"), server
+        assert server.fix == f"start it: ganpaint serve --bind {used}", server
+
+
 def test_install_sh_wrapper(tmp_path, client_file):
     sh = Path(installer.__file__).parent / "install.sh"
     assert os.access(sh, os.X_OK)

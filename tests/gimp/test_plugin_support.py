@@ -101,6 +101,57 @@ def test_messages_name_the_fix():
     assert "selection" in gs.NO_SELECTION and "Select" in gs.NO_SELECTION
 
 
+def test_address_from_the_environment_moves_the_start_hint(tmp_path):
+    """GANPAINT_ADDRESS overrides the installed address: "no server answers" then says how
+    to start a server there, and a configured start command listens there."""
+    p = tmp_path / "ganpaint.json"
+    installed = "tcp://127.0.0.1:55481"
+    p.write_text(
+        json.dumps({"address": installed, "serve_hint": f"ganpaint serve --bind {installed}"})
+    )
+    env = {"GANPAINT_ADDRESS": "tcp://127.0.0.1:53805"}
+    message = gs.unavailable_message(gs.load_config(p, env))
+    assert "no server answers at tcp://127.0.0.1:53805" in message
+    assert "ganpaint serve --bind tcp://127.0.0.1:53805" in message
+    assert "55481" not in message
+    p.write_text(
+        json.dumps(
+            {
+                "address": installed,
+                "start_command": ["/venv/bin/ganpaint", "serve", f"--bind={installed}"],
+                "serve_hint": "ganpaint serve",  # a hint without the address
+            }
+        )
+    )
+    cfg = gs.load_config(p, env)
+    assert cfg.start_command == ["/venv/bin/ganpaint", "serve", "--bind=tcp://127.0.0.1:53805"]
+    assert cfg.serve_hint == "ganpaint serve --bind tcp://127.0.0.1:53805"
+    same = gs.load_config(p, {"GANPAINT_ADDRESS": installed})
+    assert same.serve_hint == "ganpaint serve" and same.start_command[-1] == f"--bind={installed}"
+
+
+def test_clear_unselected_keeps_colour_and_clears_alpha_outside():
+    mask = bytes([0, 1, 255, 0])
+    u8 = bytes([10, 20, 30, 255, 11, 21, 31, 128, 12, 22, 32, 255, 13, 23, 33, 200])
+    assert gs.clear_unselected(u8, mask, "u8") == bytes(
+        [10, 20, 30, 0, 11, 21, 31, 128, 12, 22, 32, 255, 13, 23, 33, 0]
+    )
+    import array
+
+    px = array.array("H", [1000, 2000, 3000, 65535, 4, 5, 6, 0x1234])
+    out = array.array("H", gs.clear_unselected(px.tobytes(), bytes([0, 7]), "u16"))
+    assert list(out) == [1000, 2000, 3000, 0, 4, 5, 6, 0x1234]
+    with pytest.raises(ValueError):
+        gs.clear_unselected(u8, mask[:3], "u8")
+
+
+def test_read_settings_takes_only_a_json_object():
+    record = gs.settings_record(op="add", concept="tree", source_layer="Background")
+    assert gs.read_settings(record)["source_layer"] == "Background"
+    assert gs.read_settings(b"\xff\xfe") is None
+    assert gs.read_settings(b"[1, 2]") is None
+
+
 @pytest.fixture
 def real_client(tmp_path, monkeypatch):
     """server/client.py importable as ganpaint_client, as the installer arranges."""
