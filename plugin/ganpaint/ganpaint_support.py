@@ -350,8 +350,9 @@ INDEXED_IMAGE = (
 # and the result is the generator's own picture at its resolution (64 px for the default
 # model) enlarged to the photo's size.
 MAX_SELECTED_FRACTION = 0.9
-# Warn above this: less than half of the photo is left to fit to, and the repainted area is
-# drawn at the generator's resolution, so it will look soft next to the photo.
+# Warn above this: less than half of the photo is left to fit to. A colour change keeps the
+# photo's detail, but whatever the edit draws anew in so large an area is drawn at the
+# generator's resolution (64 px for the default model).
 WARN_SELECTED_FRACTION = 0.5
 
 
@@ -371,9 +372,10 @@ def selection_size_check(selected: int, layer_pixels: int) -> tuple[str | None, 
         )
     if frac >= WARN_SELECTED_FRACTION:
         return None, (
-            f"GANPaint: the selection covers {frac:.0%} of the layer. The area is repainted at "
-            "the model's resolution, so a large area looks soft; a smaller selection gives a "
-            "sharper result."
+            f"GANPaint: the selection covers {frac:.0%} of the layer, so less than half of the "
+            "photo is left to fit the model to. Colour changes keep the photo's detail, but "
+            "what the edit draws anew is drawn at the model's resolution and looks soft at "
+            "this size; a smaller selection keeps more of the photo."
         )
     return None, None
 
