@@ -2,8 +2,8 @@
 the colour the way the generator does, without blotches or seams?
 
 Each case is a head from a real portrait (benchmarks/photos.py; never committed), enlarged
-to ≥ 1500 px wide as a photographer's crop would be, with an elliptical selection of the
-hair; each edit is the CLI's (default model, the concept's default brush, --quality as
+to ≥ 1500 px wide as a photographer's crop would be, with a selection of the hair (the
+head's ellipse less the face's); each edit is the CLI's (default model, the concept's default brush, --quality as
 given). Portraits marked ``held_out`` were never looked at while the composite's settings
 were chosen. Per edit, inside the selection eroded by 12 px (core/metrics.py):
 
@@ -55,15 +55,24 @@ class Case:
     photo: str
     crop: tuple[int, int, int, int]  # (x0, y0, x1, y1) of the head in the photo
     scale: float  # enlargement of the crop
-    hair: tuple[float, float, float, float]  # ellipse (cx, cy, rx, ry) in crop px
+    head: tuple[float, float, float, float]  # ellipse (cx, cy, rx, ry) around the head, crop px
+    face: tuple[float, float, float, float]  # ellipse of the face: the hair is head − face
     held_out: bool
 
 
 CASES = {
-    "obama": Case("obama", (300, 0, 680, 380), 4.0, (190, 70, 125, 42), False),
-    "astronaut": Case("astronaut", (130, 0, 370, 240), 6.5, (125, 62, 85, 40), False),
-    "biden": Case("biden", (280, 0, 760, 480), 3.3, (285, 165, 170, 75), True),
-    "obama2": Case("obama2", (150, 100, 550, 500), 4.0, (225, 110, 125, 42), True),
+    "obama": Case(
+        "obama", (300, 0, 680, 380), 4.0, (190, 150, 138, 124), (190, 222, 128, 128), False
+    ),
+    "astronaut": Case(
+        "astronaut", (130, 0, 370, 240), 6.5, (118, 115, 103, 100), (128, 175, 62, 100), False
+    ),
+    "biden": Case(
+        "biden", (280, 0, 760, 480), 3.3, (290, 300, 200, 215), (300, 370, 175, 215), True
+    ),
+    "obama2": Case(
+        "obama2", (150, 100, 550, 500), 4.0, (225, 220, 150, 160), (215, 300, 150, 185), True
+    ),
 }
 
 
@@ -71,22 +80,25 @@ def ellipse(
     h: int, w: int, cx: float, cy: float, rx: float, ry: float, feather: float = 0
 ) -> np.ndarray:
     """[h, w] uint8 elliptical selection; ``feather`` px: fading to 0 over that many px
-    outside the ellipse (as GIMP's Select › Feather does, roughly)."""
+    outside the ellipse (as GIMP's Select › Feather does, roughly; negative: inside it)."""
     yy, xx = np.mgrid[0:h, 0:w]
     d = np.sqrt(((xx - cx) / rx) ** 2 + ((yy - cy) / ry) ** 2)
-    if feather <= 0:
+    if feather == 0:
         return ((d <= 1) * 255).astype(np.uint8)
-    out = np.clip(1 - (d - 1) * min(rx, ry) / feather, 0, 1)
+    edge = 1 if feather > 0 else 1 + feather / min(rx, ry)
+    out = np.clip(1 - (d - edge) * min(rx, ry) / abs(feather), 0, 1)
     return (out * 255).round().astype(np.uint8)
 
 
 def head(case: Case, feather: float = 0) -> tuple[np.ndarray, np.ndarray]:
-    """The enlarged head [H, W, 3] uint8 and its hair selection [H, W] uint8."""
+    """The enlarged head [H, W, 3] uint8 and its hair selection [H, W] uint8: the head's
+    ellipse less the face's (a crescent over the hair; feathered on both edges)."""
     im = Image.open(photo(case.photo)).convert("RGB").crop(case.crop)
     im = im.resize((round(im.width * case.scale), round(im.height * case.scale)), Image.LANCZOS)
     rgb = np.asarray(im).copy()
-    cx, cy, rx, ry = (v * case.scale for v in case.hair)
-    return rgb, ellipse(*rgb.shape[:2], cx, cy, rx, ry, feather)
+    head_ = ellipse(*rgb.shape[:2], *(v * case.scale for v in case.head), feather)
+    face = ellipse(*rgb.shape[:2], *(v * case.scale for v in case.face), -feather)
+    return rgb, np.minimum(head_, 255 - face)
 
 
 def erode(sel: np.ndarray, r: int) -> np.ndarray:
