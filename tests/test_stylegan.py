@@ -118,7 +118,8 @@ def test_layers_compose_and_bind_fixes_the_styles(files):
         # Unbound, the later layers use the mean w: another image from the same features.
         k = gen.edit_index + 1
         assert not torch.allclose(gen.run(gen.run(w, 0, k), k), x)
-        assert gen.styles is None and bound.layers is gen.layers  # a view, same weights
+        # A view: the same weights, the original left unbound.
+        assert bound.layers[1].conv is gen.layers[1].conv and gen.layers[1].ws is None
 
 
 def test_gradients_reach_w_plus_and_the_edit_layer(files):
@@ -283,3 +284,62 @@ def test_catalogue_entries_download_only_when_asked():
         load_model("stylegan2-ffhq", device="cpu", download=False)
     msg = str(e.value)
     assert "downloads are off" in msg and spec.url in msg and "--checkpoint FILE" in msg
+
+
+# -- the method on StyleGAN2 -----------------------------------------------------------------
+@pytest.fixture
+def added(files, tmp_path) -> str:
+    """The small pickle added as "tiny-sg2" (in this test's private data folder)."""
+    from ganpaint.core.generators import model_specs
+    from ganpaint.core.generators.user_models import add_model
+
+    add_model(files["pkl"], "tiny-sg2", {s.id for s in model_specs() if not s.added})
+    return "tiny-sg2"
+
+
+@pytest.mark.parametrize("quality", ["fast", "faithful"])
+def test_edit_end_to_end_on_an_added_stylegan2(added, quality, tmp_path):
+    import numpy as np
+    from samples import make_mask, make_photo
+
+    from ganpaint.core.imageio import read_image, write_image
+
+    photo, mask = make_photo(40, 48), make_mask(40, 48, (10, 12, 26, 30))
+    write_image(tmp_path / "p.png", photo)
+    write_image(tmp_path / "m.png", mask[..., None])
+    r = ganpaint(
+        "edit", tmp_path / "p.png", "--mask", tmp_path / "m.png", "-o", tmp_path / "o.png",
+        "--model", added, "--units", "1,4,7", "--op", "add", "--quality", quality,
+        "--steps", "3", "--invert-steps", "3", "--json", "--quiet",
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    info = json.loads(r.stdout)
+    assert info["model"] == added and info["steps"] <= 3
+    out = read_image(tmp_path / "o.png")
+    assert np.array_equal(out[mask == 0], photo[mask == 0])
+    assert (out[mask == 255] != photo[mask == 255]).any()
+
+
+def test_edit_through_the_server_and_hello_lists_the_added_model(added):
+    import numpy as np
+    from samples import make_mask, make_photo
+    from test_server_jobs import array, raw
+
+    from ganpaint.server.client import Client
+    from ganpaint.server.config import ServerConfig
+    from ganpaint.server.testing import running_server
+
+    photo, mask = make_photo(40, 48), make_mask(40, 48, (10, 12, 26, 30))
+    cfg = ServerConfig(bind="tcp://127.0.0.1:*", device="cpu", steps=3, invert_steps=3)
+    with running_server(cfg) as srv:
+        client = Client(srv.endpoint, timeout_s=10.0, retries=2)
+        try:
+            hello = client.hello()
+            listed = {m["id"]: m for m in hello["models"]}
+            assert listed[added]["family"] == "stylegan2" and listed[added]["resolution"] == 16
+            res = client.edit(raw(photo), raw(mask), op="add", units=[1, 4], model=added)
+        finally:
+            client.close()
+    out = array(res["image"])
+    assert res["model"] == added
+    assert np.array_equal(out[mask == 0], photo[mask == 0])

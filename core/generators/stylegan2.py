@@ -166,8 +166,29 @@ class StyleConv(nn.Module):
 class OutputRGB(nn.Module):
     """The packed representation's RGB part: [B, C + 3, R, R] → [B, 3, R, R]."""
 
-    def forward(self, packed: torch.Tensor, ws: torch.Tensor) -> torch.Tensor:
+    def forward(self, packed: torch.Tensor, ws: torch.Tensor | None = None) -> torch.Tensor:
         return packed[:, -RGB:]
+
+
+class Styled(nn.Module):
+    """A synthesis layer with its styles, callable as ``layer(x)`` (the layered interface).
+
+    Styles: ``ws`` [1 or B, n_ws, w_dim] when the generator is bound (StyleGAN2.bind), else
+    the file's mean w; ``layer(x, ws)`` overrides both (a run from the latent).
+    """
+
+    def __init__(self, conv: nn.Module, mapping: Mapping, ws: torch.Tensor | None = None):
+        super().__init__()
+        self.conv = conv
+        object.__setattr__(self, "mapping", mapping)  # not a submodule: its weights live once
+        self.ws = ws
+
+    def forward(self, x: torch.Tensor | None, ws: torch.Tensor | None = None) -> torch.Tensor:
+        if ws is None:
+            ws = self.ws if self.ws is not None else self.mapping.mean_ws()
+        if x is not None and len(ws) == 1 and len(x) > 1:
+            ws = ws.expand(len(x), -1, -1)
+        return self.conv(x, ws)
 
 
 class Mapping(nn.Module):
@@ -179,6 +200,11 @@ class Mapping(nn.Module):
         dims = [cfg.z_dim] + [cfg.w_dim] * cfg.map_layers
         self.fc = nn.ModuleList(nn.Linear(a, b) for a, b in zip(dims[:-1], dims[1:], strict=True))
         self.register_buffer("w_avg", torch.zeros(cfg.w_dim))
+        self.num_ws = cfg.num_ws
+
+    def mean_ws(self) -> torch.Tensor:
+        """The mean w as W+: [1, n_ws, w_dim]."""
+        return self.w_avg[None, None].expand(1, self.num_ws, -1)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         x = z * torch.rsqrt(z.square().mean(dim=1, keepdim=True) + 1e-8)
@@ -190,6 +216,9 @@ class Mapping(nn.Module):
 
 class StyleGAN2(LayeredGenerator):
     """A StyleGAN2 generator, W+ [B, n_ws, w_dim] → RGB [B, 3, R, R] (see module docstring)."""
+
+    # The constant noise and the skip image are frame-sized: G_F runs on whole frames only.
+    local_layers = False
 
     def __init__(self, cfg: StyleGAN2Config, model_id: str = "stylegan2"):
         layers: list[nn.Module] = []
@@ -210,14 +239,14 @@ class StyleGAN2(LayeredGenerator):
             ]
         layers.append(OutputRGB())
         infos.append(LayerInfo("output", RGB, cfg.resolution))
-        super().__init__(layers, infos)
+        mapping = Mapping(cfg)
+        super().__init__([Styled(layer, mapping) for layer in layers], infos)
         self.cfg = cfg
-        self.mapping = Mapping(cfg)
+        self.mapping = mapping
         self.model_id = model_id
         self.latent_shape = (cfg.num_ws, cfg.w_dim)
         self.edit_layer = default_edit_layer(cfg.resolution)
         self.truncation = 1.0
-        self.styles: torch.Tensor | None = None  # [1 or B, n_ws, w_dim], set by bind()
 
     # -- latents and styles -----------------------------------------------------------
     def map(self, z: torch.Tensor, psi: float | None = None) -> torch.Tensor:
@@ -235,24 +264,24 @@ class StyleGAN2(LayeredGenerator):
             return self.map(z).contiguous()
 
     def bind(self, latent: torch.Tensor) -> StyleGAN2:
-        """A view (same weights) whose layers take their styles from ``latent`` [1 or B,
-        n_ws, w_dim] when run from a layer after the first."""
+        """A view (same weights, same modules) whose layers take their styles from
+        ``latent`` [1 or B, n_ws, w_dim] when run from a layer after the first."""
         view = copy.copy(self)
-        view.styles = latent.detach()
+        view._modules = dict(self._modules)  # the copy's own, so the original keeps its layers
+        ws = latent.detach()
+        view.layers = nn.ModuleList(Styled(s.conv, self.mapping, ws) for s in self.layers)
         return view
-
-    def _styles(self, batch: int) -> torch.Tensor:
-        if self.styles is not None:
-            return self.styles.expand(batch, -1, -1) if len(self.styles) == 1 else self.styles
-        return self.mapping.w_avg[None, None].expand(batch, self.cfg.num_ws, -1)
 
     # -- running ----------------------------------------------------------------------
     def run(self, x: torch.Tensor, start: int = 0, stop: int | None = None) -> torch.Tensor:
+        """From layer 0, x is W+ and gives every layer its styles; from a later layer, x
+        is that layer's input and the styles are the bound ones (or the mean w)."""
         stop = self.n_layers if stop is None else stop
-        ws = x if start == 0 else self._styles(x.shape[0])
-        h: torch.Tensor | None = None if start == 0 else x
-        for layer in self.layers[start:stop]:
-            h = layer(h, ws)
+        if start > 0:
+            return super().run(x, start, stop)
+        h = None
+        for layer in self.layers[:stop]:
+            h = layer(h, x)
         return x if h is None else h
 
     # -- the published layout ---------------------------------------------------------
@@ -262,10 +291,11 @@ class StyleGAN2(LayeredGenerator):
         for i in range(self.cfg.map_layers):
             names[f"mapping.fc{i}.weight"] = f"mapping.fc.{i}.weight"
             names[f"mapping.fc{i}.bias"] = f"mapping.fc.{i}.bias"
-        for i, (info, layer) in enumerate(zip(self.infos, self.layers, strict=True)):
+        for i, (info, styled) in enumerate(zip(self.infos, self.layers, strict=True)):
+            layer = styled.conv
             if not isinstance(layer, StyleConv):
                 continue
-            ours = f"layers.{i}."
+            ours = f"layers.{i}.conv."
             theirs = f"synthesis.{info.name}."
             if layer.first:
                 names["synthesis.b4.const"] = ours + "const"
