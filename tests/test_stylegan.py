@@ -343,3 +343,27 @@ def test_edit_through_the_server_and_hello_lists_the_added_model(added):
     out = array(res["image"])
     assert res["model"] == added
     assert np.array_equal(out[mask == 0], photo[mask == 0])
+
+
+@pytest.mark.parametrize("command", ["discover", "learn", "encoder"])
+def test_concepts_and_the_encoder_work_on_an_added_stylegan2(added, command, tmp_path):
+    from samples import make_mask, make_photo
+
+    from ganpaint.core.imageio import write_image
+
+    if command == "discover":
+        args = ["concept", "discover", "-o", tmp_path / "sheet.png", "--groups", "2"]
+        args += ["--samples", "24"]
+    elif command == "learn":
+        write_image(tmp_path / "p.png", make_photo(40, 48))
+        write_image(tmp_path / "m.png", make_mask(40, 48, (10, 12, 26, 30))[..., None])
+        args = ["concept", "learn", tmp_path / "p.png", "--mask", tmp_path / "m.png"]
+        args += ["--name", "thing", "--invert-steps", "3"]
+    else:
+        args = ["encoder", "train", "--out", tmp_path / "enc", "--steps", "2", "--batch", "4"]
+    r = ganpaint(*args, "--model", added, "--quiet")
+    assert r.returncode == 0, r.stderr
+    if command == "discover":
+        assert (tmp_path / "sheet.png").stat().st_size > 0
+    if command == "encoder":
+        assert (tmp_path / "enc" / "encoder.pt").is_file()
