@@ -24,6 +24,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
@@ -54,11 +55,39 @@ def row(name: str, t0: float, mem: PeakRSS, steps: int = 0, default: int = 0) ->
     return out
 
 
+def evaluation_cost(gen, name: str, start: int, reps: int = 3) -> dict:
+    """G_F from layer ``start``, forward and backward to its input (an inversion step at the
+    edit layer; about a G′ step at the split, without R's own cost): the median of reps."""
+    w = gen.sample_latent(1, torch.Generator().manual_seed(0))
+    bound = gen.bind(w)
+    with torch.no_grad():
+        r = gen.run(w, 0, start)
+    times = []
+    with PeakRSS() as mem:
+        for _ in range(reps):
+            v = r.clone().requires_grad_(True)
+            t0 = time.perf_counter()
+            bound.run(v, start).square().mean().backward()
+            times.append(time.perf_counter() - t0)
+    out = {"row": f"G_F from the {name} ({gen.layer_names[start]}), fwd+bwd",
+           "seconds": round(sorted(times)[reps // 2], 2), "rss_mib": round(mem.peak),
+           "load": round(os.getloadavg()[0], 1)}  # fmt: skip
+    print(out, flush=True)
+    return out
+
+
+def finish(rows: list[dict], path: Path | None) -> int:
+    if path:
+        path.write_text(json.dumps(rows, indent=2))
+    return 0
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--steps", type=int, default=4)
     p.add_argument("--invert-steps", type=int, default=4)
     p.add_argument("--json", type=Path)
+    p.add_argument("--per-step-only", action="store_true", help="only the fwd+bwd rows")
     args = p.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="bench-stylegan-"))
     os.environ["GANPAINT_DATA"] = str(tmp / "data")
@@ -74,6 +103,10 @@ def main() -> int:
         gen = load_model("ffhq-shaped", device="cpu")
     rows.append(row("models add + load", t0, mem))
     rows[-1]["file_mib"] = pkl.stat().st_size / 2**20
+    for name, start in (("edit layer", gen.edit_index + 1), ("split", gen.default_split())):
+        rows.append(evaluation_cost(gen, name, start))
+    if args.per_step_only:
+        return finish(rows, args.json)
     photo = make_photo(1024, 1024)
     mask = make_mask(1024, 1024, (384, 384, 640, 640))
     spec = EditSpec([1, 4, 7, 10], "add")
@@ -101,9 +134,7 @@ def main() -> int:
         rows[-1]["outside_bit_identical"] = bool(
             np.array_equal(res.image[mask == 0], photo[mask == 0])
         )
-    if args.json:
-        args.json.write_text(json.dumps(rows, indent=2))
-    return 0
+    return finish(rows, args.json)
 
 
 if __name__ == "__main__":

@@ -320,20 +320,25 @@ def test_edit_end_to_end_on_an_added_stylegan2(added, quality, tmp_path):
     assert (out[mask == 255] != photo[mask == 255]).any()
 
 
-def test_edit_through_the_server_and_hello_lists_the_added_model(added):
+def test_a_running_server_lists_and_serves_a_model_added_after_it_started(files):
     import numpy as np
     from samples import make_mask, make_photo
     from test_server_jobs import array, raw
 
+    from ganpaint.core.generators import model_specs
+    from ganpaint.core.generators.user_models import add_model
     from ganpaint.server.client import Client
     from ganpaint.server.config import ServerConfig
     from ganpaint.server.testing import running_server
 
+    added = "tiny-sg2"
     photo, mask = make_photo(40, 48), make_mask(40, 48, (10, 12, 26, 30))
     cfg = ServerConfig(bind="tcp://127.0.0.1:*", device="cpu", steps=3, invert_steps=3)
     with running_server(cfg) as srv:
         client = Client(srv.endpoint, timeout_s=10.0, retries=2)
         try:
+            assert added not in {m["id"] for m in client.hello()["models"]}
+            add_model(files["pkl"], added, {s.id for s in model_specs() if not s.added})
             hello = client.hello()
             listed = {m["id"]: m for m in hello["models"]}
             assert listed[added]["family"] == "stylegan2" and listed[added]["resolution"] == 16
