@@ -93,6 +93,7 @@ def null_edit(gen, photo, mask, cfg, cache) -> tuple[np.ndarray, float]:
     edit: (image, seconds)."""
     t0 = time.perf_counter()
     prep = prepare(gen, photo, mask, cfg, cache=cache)
+    gen = gen.bind(prep.session.inversion.z)
     keep = keep_mask(prep.mask, gen.resolution)
     z_h = gen.run(prep.session.inversion.r, gen.edit_index + 1, gen.default_split())
     fit = base_fit(gen, z_h, prep.x, cfg.adapt, cfg.fast, keep=keep)

@@ -157,6 +157,8 @@ def fast_adapt(
     if target is None:
         ring = round(fcfg.ring * res / 256)
         target = edit_window(keep, ring) if base is not None else region.full(res)
+    if not gen.local_layers:
+        target = region.full(res)
     wins = region.plan(gen, h, target)  # computed: target plus receptive-field margin
     pwins = region.interior(gen, h, target)  # trainable: δ there only reaches target
     base_full = _deltas(base)

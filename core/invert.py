@@ -314,6 +314,8 @@ def invert(
     if start is None:
         z0 = start_latent(gen, x, cfg, weight, encoder)
         z, nz = _optimise(gen, z0, 0, x, weight, cfg.z_steps, cfg.lr_z, cfg, rep, 0)
+    gen = gen.bind(z)  # the layers after the edit layer keep z's styles (StyleGAN)
+    if start is None:
         with torch.no_grad():
             r0 = gen.run(z, 0, k + 1)
     r, nr = _optimise(gen, r0, k + 1, x, weight, cfg.r_steps, cfg.lr_r, cfg, rep, cfg.z_steps)

@@ -176,6 +176,7 @@ def reconstruct_photo(
     _check_quality(cfg)
     t0 = time.perf_counter()
     prep = prepare(gen, photo, None, cfg, progress, cancel, cache)
+    gen = gen.bind(prep.session.inversion.z)
     inv = prep.session.inversion
     keep = torch.ones_like(prep.mask)
     z_h = _to_split(gen, inv.r, cfg.adapt)
@@ -215,6 +216,7 @@ def edit_photo(
     t0 = time.perf_counter()
     prep = prepare(gen, photo, mask, cfg, progress, cancel, cache)
     inv = prep.session.inversion
+    gen = gen.bind(inv.z)  # G_F and G′ run with the inversion's styles fixed (StyleGAN)
     layer = gen.edit_index if edit.layer is None else gen.index(edit.layer)
     if layer != inv.layer:
         raise ValueError(

@@ -203,6 +203,22 @@ def cmd_models(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_models_add(args: argparse.Namespace) -> int:
+    from ganpaint.core.generators import model_specs
+    from ganpaint.core.generators.user_models import add_model
+
+    builtin = {s.id for s in model_specs() if not s.added}
+    rec = add_model(args.file, args.name, builtin)
+    if args.json:
+        print(json.dumps(rec))
+    else:
+        print(
+            f"added {rec['id']}: {rec['format']}, {rec['resolution']}px, SHA-256 "
+            f"{rec['sha256'][:16]}…, edit layer {rec['edit_layer']} (see `ganpaint models`)"
+        )
+    return 0
+
+
 def cmd_reconstruct(args: argparse.Namespace) -> int:
     from ganpaint.core.imageio import read_image, write_image
     from ganpaint.core.pipeline import reconstruct_photo
@@ -309,9 +325,18 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"ganpaint {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("models", help="list the models")
+    p = sub.add_parser("models", help="list the models; `models add FILE` adds a StyleGAN file")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_models)
+    msub = p.add_subparsers(dest="models_command")
+    a = msub.add_parser(
+        "add",
+        help="add a StyleGAN2 file (NVIDIA .pkl or rosinality .pt), read without running its code",
+    )
+    a.add_argument("file", type=Path)
+    a.add_argument("--name", help="model id (default: from the file name)")
+    a.add_argument("--json", action="store_true")
+    a.set_defaults(func=cmd_models_add)
 
     p = sub.add_parser("reconstruct", help="fit G′ to a photo and render it (tests the fit)")
     p.add_argument("image", type=Path)

@@ -99,7 +99,7 @@ def make_case(gen: LayeredGenerator, selection: float = 0.25, seed: int = 1):
     with torch.no_grad():
         z = gen.sample_latent(1, g)
         r = gen.run(z, 0, k + 1)
-        img = gen.run(r, k + 1)
+        img = gen.bind(z).run(r, k + 1)
         img = img / img.abs().amax().clamp_min(1e-6) * 0.9
         yy, xx = torch.meshgrid(torch.arange(res), torch.arange(res), indexing="ij")
         detail = 0.15 * torch.sin(xx / 3.0) * torch.cos(yy / 5.0)  # fine texture G lacks
@@ -397,9 +397,10 @@ def bench_first_edit(
                     prep = prepare(gen, photo, mask, cfg, cache=cache)
                 t_inv = time.perf_counter() - t0
                 if server and quality == "fast" and way.base_fit_first:
+                    bound = gen.bind(prep.session.inversion.z)
                     with torch.no_grad():
-                        z_h = gen.run(prep.session.inversion.r, k + 1, gen.default_split())
-                    prep.session.base = base_fit(gen, z_h, prep.x, cfg.adapt, cfg.fast).fit
+                        z_h = bound.run(prep.session.inversion.r, k + 1, gen.default_split())
+                    prep.session.base = base_fit(bound, z_h, prep.x, cfg.adapt, cfg.fast).fit
                 res = edit_photo(gen, photo, mask, spec, cfg, cache=cache, on_values=on)
                 dt = time.perf_counter() - t0
                 ref_s = ref_s or dt

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 
 import zmq
 
-from ganpaint.core.generators import resolve_device
+from ganpaint.core.generators import ModelError, resolve_device
 
 from . import concept_store
 from .config import ServerConfig
@@ -279,7 +279,7 @@ class EditServer:
                 [p.buffer for p in parts[2:]],
                 header,
                 self.cfg.limits,
-                self.known_models,
+                self._known_models(),
                 admit=self._admit,
             )
             if isinstance(req, JobRequest) and req.id:
@@ -325,6 +325,16 @@ class EditServer:
         return sum(j.input_bytes() for j in self.jobs.values()) + sum(
             f.nbytes for f in self.finished.values()
         )
+
+    def _known_models(self) -> set[str]:
+        """The registered models now: one added with `ganpaint models add` while the server
+        runs counts at once (as it is listed at once); a broken models config keeps the
+        last good set."""
+        try:
+            self.known_models = ModelPool.known()
+        except ModelError:
+            pass
+        return self.known_models
 
     def _dispatch(self, owner: Owner, req: Request) -> None:
         identity = owner.identity

@@ -105,7 +105,7 @@ def dissect(
     for i, start in enumerate(range(0, n_samples, batch)):
         z = gen.sample_latent(min(batch, n_samples - start), rng)
         acts = gen.run(z, 0, k + 1)
-        images = gen.run(acts, k + 1)
+        images = gen.bind(z).run(acts, k + 1)
         lm = torch.as_tensor(segmenter.segment(images)).to(acts.device)
         for j in range(acts.shape[0]):  # one image at a time: 512 units × 256² is 128 MB
             lmasks = label_masks(lm[j : j + 1], len(labels))

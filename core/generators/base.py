@@ -35,6 +35,9 @@ class LayeredGenerator(nn.Module):
     model_id: str
     latent_shape: tuple[int, ...]
     edit_layer: str
+    # Whether a window of each layer's output depends only on a window of its input (the
+    # fast path's windows, region.py); False runs G_F on whole frames.
+    local_layers: bool = True
 
     def __init__(self, layers: list[nn.Module], infos: list[LayerInfo]):
         super().__init__()
@@ -106,6 +109,13 @@ class LayeredGenerator(nn.Module):
         device = next(self.parameters()).device
         z = torch.randn((n, *self.latent_shape), generator=generator)
         return z.to(device)
+
+    def bind(self, latent: torch.Tensor) -> LayeredGenerator:
+        """This generator with its later layers' side inputs taken from ``latent``
+        [1 or B, *latent_shape]. Layers of ProGAN and the DCGAN read only the tensor they
+        are given: they return themselves. StyleGAN's layers also need their styles: a view
+        with the latent's styles fixed (stylegan2.py)."""
+        return self
 
     def describe(self) -> dict:
         return {

@@ -75,7 +75,12 @@ def read_config(path: Path | None = None) -> dict:
         isinstance(k, str) and isinstance(v, str) for k, v in checkpoints.items()
     ):
         raise ModelError(f"{path}: 'checkpoints' must map model ids to file paths")
-    return {"mirrors": mirrors, "checkpoints": checkpoints}
+    added = data.get("added", {})
+    if not isinstance(added, dict) or not all(
+        isinstance(v, dict) and isinstance(v.get("file"), str) for v in added.values()
+    ):
+        raise ModelError(f"{path}: 'added' must map model ids to {{\"file\": …}} records")
+    return {"mirrors": mirrors, "checkpoints": checkpoints, "added": added}
 
 
 def mirrors() -> list[str]:

@@ -17,13 +17,14 @@ DEFAULT_MODEL = DCGAN_ID
 @dataclass(frozen=True)
 class ModelSpec:
     id: str
-    family: str  # "dcgan64" | "progan256"
+    family: str  # "dcgan64" | "progan256" | "progan1024" | "stylegan2"
     resolution: int
     source: str  # where the weights come from, for humans
     file_name: str = ""
     urls: tuple[str, ...] = ()  # published download places, in order (mirrors go first)
     sha256_prefix: str = ""  # what the file name promises; see download.py
     encoder: str = ""  # shipped encoder, a file in ganpaint/core/data/encoders/ ("" = none)
+    added: bool = False  # a user's file (ganpaint models add): file_name is its path
 
     @property
     def url(self) -> str:
@@ -39,6 +40,8 @@ class ModelSpec:
 
 def _specs() -> dict[str, ModelSpec]:
     from .progan import PROGAN_SPECS  # local: keeps the DCGAN path import-light
+    from .stylegan_files import STYLEGAN_SPECS
+    from .user_models import added_models
 
     specs = {
         DCGAN_ID: ModelSpec(
@@ -51,6 +54,18 @@ def _specs() -> dict[str, ModelSpec]:
         ),
     }
     specs.update(PROGAN_SPECS)
+    specs.update(STYLEGAN_SPECS)
+    for model_id, rec in added_models().items():
+        if model_id not in specs:  # models add refuses built-in names; a hand edit is ignored
+            specs[model_id] = ModelSpec(
+                model_id,
+                str(rec.get("family", "stylegan2")),
+                int(rec.get("resolution", 0)),
+                f"added from {rec['file']} ({rec.get('format', '?')})",
+                rec["file"],
+                sha256_prefix=str(rec.get("sha256", "")),
+                added=True,
+            )
     return specs
 
 
@@ -94,8 +109,24 @@ def load_model(
     dev = device if isinstance(device, torch.device) else resolve_device(device)
     if spec.family == "dcgan64":
         gen = load_dcgan64(checkpoint, verify=checkpoint is None)
+    elif spec.family == "stylegan2":
+        gen = _load_stylegan(spec, checkpoint, download)
     else:
         from .progan import load_progan
 
         gen = load_progan(spec, checkpoint=checkpoint, download=download)
     return freeze(gen.to(dev))
+
+
+def _load_stylegan(spec: ModelSpec, checkpoint: Path | None, download: bool) -> LayeredGenerator:
+    """A catalogue StyleGAN (downloaded when missing) or a user's added file (SHA-256
+    checked again); ``checkpoint`` overrides either, unchecked."""
+    from .download import ensure_weights
+    from .stylegan_files import load_stylegan
+    from .user_models import added_models, verified_file
+
+    if checkpoint is None and spec.added:
+        checkpoint = verified_file(spec.id, added_models()[spec.id])
+    elif checkpoint is None:
+        checkpoint = ensure_weights(spec.id, spec.file_name, spec.urls, download)
+    return load_stylegan(Path(checkpoint), spec.id)

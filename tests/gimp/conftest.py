@@ -60,17 +60,18 @@ def server(tmp_path_factory):
     address = f"tcp://127.0.0.1:{free_port()}"
     log = tmp_path_factory.mktemp("server") / "serve.log"
     invert_steps = os.environ.get("GANPAINT_TEST_INVERT_STEPS", "40")
+    data = tmp_path_factory.mktemp("data")
     try:
         proc = start_server(
             address,
             log,
             ["--steps", "50", "--invert-steps", invert_steps],
-            env={"GANPAINT_DATA": str(tmp_path_factory.mktemp("data"))},
+            env={"GANPAINT_DATA": str(data)},
         )
     except RuntimeError as e:
         pytest.fail(str(e))
     try:
-        yield {"address": address, "log": log, "pid": proc.pid}
+        yield {"address": address, "log": log, "pid": proc.pid, "data": data}
     finally:
         stop_server(proc)
 

@@ -1,0 +1,141 @@
+"""One fast and one faithful edit of a 1024² photo with a StyleGAN2 of FFHQ's shape.
+
+The weights are random (seeded; the architecture is FFHQ-1024's: channel base 32768, max
+512, 8 mapping layers, conv_clamp 256, 4 FP16 resolutions), written as an NVIDIA pickle,
+added with ``models add`` and edited through core/pipeline.py as ``ganpaint edit`` does.
+Image quality means nothing here; this sizes time and memory. A full-length edit takes
+hours on a 2-core CPU, so each phase runs a capped number of steps and the row gives its
+seconds per step (fixed costs included: the random starts' renders, the final renders and
+the composite, so an over-estimate), then the default-length time it implies (inversion:
+120 evaluations; faithful: 1000 G′ steps; fast: at most 300, usually fewer). Peak RSS is the
+process's, sampled every 5 ms.
+
+    python benchmarks/bench_stylegan.py [--steps 4] [--invert-steps 4] [--json out.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests"))
+
+from samples import make_mask, make_photo  # noqa: E402
+from stylegan_layouts import ada_state_dict, init_kwargs, write_nvidia_pickle  # noqa: E402
+
+from ganpaint.core.edit import unit_quantiles  # noqa: E402
+from ganpaint.core.generators import load_model, model_specs  # noqa: E402
+from ganpaint.core.pipeline import EditSpec, edit_photo, prepare  # noqa: E402
+from ganpaint.server.cli import build_parser, fit_config  # noqa: E402
+from ganpaint.server.cli_bench import PeakRSS  # noqa: E402
+
+FFHQ = dict(res=1024, z_dim=512, w_dim=512, maps=8, base=32768, cmax=512, clamp=256.0)
+DEFAULTS = {"invert": 120, "faithful": 1000, "fast": 300}
+
+
+def row(name: str, t0: float, mem: PeakRSS, steps: int = 0, default: int = 0) -> dict:
+    """One result line (printed as it comes): seconds, steps, peak RSS, and for a capped
+    phase its seconds per step times the default number of steps."""
+    dt = time.perf_counter() - t0
+    out = {"row": name, "seconds": round(dt, 1), "rss_mib": round(mem.peak)}
+    if steps:
+        out.update(steps=steps, s_per_step=round(dt / steps, 2))
+        out["at_default_length_s"] = round(dt / steps * default)
+    out["load"] = round(os.getloadavg()[0], 1)
+    print(out, flush=True)
+    return out
+
+
+def evaluation_cost(gen, name: str, start: int, reps: int = 3) -> dict:
+    """G_F from layer ``start``, forward and backward to its input (an inversion step at the
+    edit layer; about a G′ step at the split, without R's own cost): the median of reps."""
+    w = gen.sample_latent(1, torch.Generator().manual_seed(0))
+    bound = gen.bind(w)
+    with torch.no_grad():
+        r = gen.run(w, 0, start)
+    times = []
+    with PeakRSS() as mem:
+        for _ in range(reps):
+            v = r.clone().requires_grad_(True)
+            t0 = time.perf_counter()
+            bound.run(v, start).square().mean().backward()
+            times.append(time.perf_counter() - t0)
+    out = {"row": f"G_F from the {name} ({gen.layer_names[start]}), fwd+bwd",
+           "seconds": round(sorted(times)[reps // 2], 2), "rss_mib": round(mem.peak),
+           "load": round(os.getloadavg()[0], 1)}  # fmt: skip
+    print(out, flush=True)
+    return out
+
+
+def finish(rows: list[dict], path: Path | None) -> int:
+    if path:
+        path.write_text(json.dumps(rows, indent=2))
+    return 0
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--steps", type=int, default=4)
+    p.add_argument("--invert-steps", type=int, default=4)
+    p.add_argument("--json", type=Path)
+    p.add_argument("--per-step-only", action="store_true", help="only the fwd+bwd rows")
+    args = p.parse_args()
+    tmp = Path(tempfile.mkdtemp(prefix="bench-stylegan-"))
+    os.environ["GANPAINT_DATA"] = str(tmp / "data")
+    os.environ["GANPAINT_CACHE"] = str(tmp / "cache")
+    rows: list[dict] = []
+    pkl = tmp / "ffhq-shaped.pkl"
+    write_nvidia_pickle(pkl, ada_state_dict(FFHQ, seed=0), init_kwargs(FFHQ))
+    from ganpaint.core.generators.user_models import add_model
+
+    t0 = time.perf_counter()
+    with PeakRSS() as mem:
+        add_model(pkl, "ffhq-shaped", {s.id for s in model_specs() if not s.added})
+        gen = load_model("ffhq-shaped", device="cpu")
+    rows.append(row("models add + load", t0, mem))
+    rows[-1]["file_mib"] = pkl.stat().st_size / 2**20
+    for name, start in (("edit layer", gen.edit_index + 1), ("split", gen.default_split())):
+        rows.append(evaluation_cost(gen, name, start))
+    if args.per_step_only:
+        return finish(rows, args.json)
+    photo = make_photo(1024, 1024)
+    mask = make_mask(1024, 1024, (384, 384, 640, 640))
+    spec = EditSpec([1, 4, 7, 10], "add")
+    t0 = time.perf_counter()
+    with PeakRSS() as mem:
+        on = unit_quantiles(gen, gen.edit_index, 256)  # the server computes these once
+    rows.append(row("on-values (256 samples to the edit layer)", t0, mem))
+    for quality in ("fast", "faithful"):
+        cli = build_parser().parse_args(
+            ["edit", "p", "--mask", "m", "-o", "o", "--units", "1", "--op", "add",
+             "--quality", quality, "--steps", str(args.steps),
+             "--invert-steps", str(args.invert_steps), "--model", "ffhq-shaped"]
+        )  # fmt: skip
+        cfg = fit_config(cli, gen)
+        cache: dict = {}
+        t0 = time.perf_counter()
+        with PeakRSS() as mem:  # step 1: the inversion (random starts, then L-BFGS)
+            inv = prepare(gen, photo, mask, cfg, cache=cache).session.inversion
+        rows.append(row(f"{quality}: inversion", t0, mem, inv.steps, DEFAULTS["invert"]))
+        t0 = time.perf_counter()
+        with PeakRSS() as mem:  # steps 2–4 on the session: edit, G′ fit, composite
+            res = edit_photo(gen, photo, mask, spec, cfg, cache=cache, on_values=on)
+        rows.append(row(f"{quality}: edit + G′ fit + composite", t0, mem, res.steps,
+                        DEFAULTS[quality]))  # fmt: skip
+        rows[-1]["outside_bit_identical"] = bool(
+            np.array_equal(res.image[mask == 0], photo[mask == 0])
+        )
+    return finish(rows, args.json)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
