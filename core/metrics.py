@@ -220,6 +220,9 @@ def seam_steps(
         return float("nan"), float("nan")
     change = cielab(result) - cielab(photo)
     fr, fp = relative_structure(result), relative_structure(photo)
+    # A floor of a tenth of the photo's mean texture by the boundary: on a flat wall the
+    # ratio of two near-zero energies says nothing.
+    floor = 0.1 * float(fp[inner | outer].mean()) + 1e-12
     # Windows centred on the boundary: one edge pixel per 2·width square cell.
     edge = boundary & _dilate(~boundary, 1)
     ys, xs = np.nonzero(edge)
@@ -233,8 +236,8 @@ def seam_steps(
             continue
         step = change[sl][i].mean(0) - change[sl][o].mean(0)
         colour = np.nanmax([colour, float(np.sqrt((step**2).sum()))])
-        ri = (fr[sl][i].mean() + 1e-9) / (fp[sl][i].mean() + 1e-9)
-        ro = (fr[sl][o].mean() + 1e-9) / (fp[sl][o].mean() + 1e-9)
+        ri = (fr[sl][i].mean() + floor) / (fp[sl][i].mean() + floor)
+        ro = (fr[sl][o].mean() + floor) / (fp[sl][o].mean() + floor)
         texture = np.nanmax([texture, abs(math.log2(ri / ro))])
     return float(colour), float(texture)
 

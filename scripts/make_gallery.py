@@ -105,10 +105,6 @@ VERDICTS: dict[str, tuple[str, str]] = {
         "(background, forehead) the model draws hair there: a soft dark cap",
     ),
     "blond hair/add": ("works", "the photo's own strands turn golden blond"),
-    "grey hair/add": (
-        "works, moderate",
-        "dark hair turns grey; hair that is already grey or white barely changes",
-    ),
 }
 # The 100 % crops (benchmarks/bench_recolour.py --quality fast --out
 # docs/concepts/img/at100 --format jpg): per portrait of that benchmark, whether a
@@ -116,22 +112,22 @@ VERDICTS: dict[str, tuple[str, str]] = {
 AT100_HELD_OUT = {"obama": False, "astronaut": False, "biden": True, "obama2": True}
 AT100_KEEP: dict[str, dict[str, str]] = {
     "dark hair": {
-        "obama": "no: the strands are dark, but a dark cap fills the selection above the hair",
-        "astronaut": "maybe: dark strands, a soft dark rim where the selection meets the wall",
-        "biden": "yes: white hair turned dark, strands kept",
-        "obama2": "yes: the hair darker, strands kept",
+        "obama": "yes: black curls, every strand; a faint dark rim along the hairline",
+        "astronaut": "yes: dark brown hair, strands kept; a faint shadow on the wall beside it",
+        "biden": "no: the white hair becomes a brown smear with a dark blotch at the hairline",
+        "obama2": "maybe: darker, strands kept, but a step where the selection crosses the hair",
     },
     "blond hair": {
-        "obama": "yes: the curls turn blond, strands kept",
+        "obama": "yes: the curls turn ash blond, strands kept",
         "astronaut": "yes: golden blond, every strand",
-        "biden": "yes: a warm blond tint on the white hair",
-        "obama2": "yes: the short hair turns blond",
+        "biden": "yes: a warm cream blond on the white hair",
+        "obama2": "maybe: blond curls, but a step where the selection crosses the hair",
     },
     "grey hair": {
-        "obama": "no: the grey hair barely changes",
-        "astronaut": "no: a slight cool tint",
-        "biden": "no: white hair stays white (a slight cool tint)",
-        "obama2": "yes: the dark hair turns grey, strands kept",
+        "obama": "no: the grey curls barely change",
+        "astronaut": "no: a faint ashy tint",
+        "biden": "no: white hair stays white",
+        "obama2": "no: greyer, with a light round blotch",
     },
 }
 
@@ -352,8 +348,9 @@ def rewrite_markdown(args) -> int:
     return 0
 
 
-def at100_section(names: list[str]) -> list[str]:
-    """The 100 % crops of each concept on the portraits of benchmarks/bench_recolour.py."""
+def at100_section(menu: set[str]) -> list[str]:
+    """The 100 % crops of the hair concepts (shown or hidden) on the portraits of
+    benchmarks/bench_recolour.py, with the verdicts of AT100_KEEP."""
     lines = [
         "## At 100 % on portraits enlarged to ≥ 1500 px",
         "",
@@ -368,11 +365,10 @@ def at100_section(names: list[str]) -> list[str]:
         "from looking at the crop.",
         "",
     ]
-    for name in names:
-        if name not in AT100_KEEP:
-            continue
+    for name in AT100_KEEP:
         kept = sum(v.startswith("yes") for v in AT100_KEEP[name].values())
-        lines += [f"### add {name}: kept on {kept} of {len(AT100_KEEP[name])}", ""]
+        shown = "" if name in menu else " (left out of the menu)"
+        lines += [f"### add {name}: kept on {kept} of {len(AT100_KEEP[name])}{shown}", ""]
         for case, verdict in AT100_KEEP[name].items():
             held = " (held out)" if AT100_HELD_OUT[case] else ""
             stem = f"{case}-{name.replace(' ', '-')}"
@@ -434,7 +430,7 @@ def write_markdown(path: Path, concepts, results, portraits, args) -> None:
             f"{sa['in']} · {sa['in_out']} |"
         )
     lines.append("")
-    lines += at100_section([c.name for c in concepts])
+    lines += at100_section({c.name for c in concepts})
     for r in results:
         lines += [
             f"### {r['op']} {r['concept']}",

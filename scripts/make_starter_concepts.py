@@ -83,7 +83,8 @@ LEARNED: dict[str, Learned] = {
         (9, 17, 59, 85, 93, 94),
         "hair",
         ("add",),
-        "the hair above a face: add turns it grey-white",
+        "the hair above a face; on photos a faint lightening, on dark hair light blotches",
+        hidden=True,
     ),
     "open mouth": Learned(
         (5, 6, 10, 13, 14, 24, 29, 36, 42, 50, 53, 58, 83, 86),
