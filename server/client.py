@@ -18,6 +18,7 @@ is not thread-safe: use it from one thread.
 
 from __future__ import annotations
 
+import os
 import secrets
 import time
 import uuid
@@ -103,6 +104,12 @@ class CurveKeys:
     def from_files(cls, server_public_file: str | Path, client_secret_file: str | Path):
         import zmq.auth
 
+        mode = os.stat(client_secret_file).st_mode & 0o777
+        if mode & 0o077:  # whoever reads it can be this client (ssh refuses such keys too)
+            raise ValueError(
+                f"the secret key {client_secret_file} can be read or changed by other users "
+                f"(mode {mode:04o}); run `chmod 600 {client_secret_file}`"
+            )
         server_public, _ = zmq.auth.load_certificate(server_public_file)
         public, secret = zmq.auth.load_certificate(client_secret_file)
         if not secret:
