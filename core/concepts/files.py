@@ -20,6 +20,29 @@ from typing import Any
 TMP_SUFFIX = ".tmp"
 
 
+def parse_json(raw: bytes | str) -> Any:
+    """``json.loads``, where nesting too deep for the parser (``[[[[…]]]]``) is a ValueError
+    like any other malformed file, not a RecursionError."""
+    try:
+        return json.loads(raw)
+    except RecursionError:
+        raise ValueError("nested too deeply") from None
+
+
+def read_bounded(path: Path, max_bytes: int) -> bytes:
+    """The bytes of ``path``; a ValueError, before reading it, when it is over ``max_bytes``."""
+    with open(path, "rb") as f:
+        size = os.fstat(f.fileno()).st_size
+        if size > max_bytes:
+            raise ValueError(
+                f"{size / 2**20:.1f} MiB, more than the {max_bytes / 2**20:.0f} MiB allowed"
+            )
+        raw = f.read(max_bytes + 1)
+    if len(raw) > max_bytes:  # grew while we looked
+        raise ValueError(f"more than the {max_bytes / 2**20:.0f} MiB allowed")
+    return raw
+
+
 def _tmp_prefix(path: Path) -> str:
     return f".{path.name}."
 

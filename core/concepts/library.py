@@ -20,7 +20,6 @@ Rules:
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import re
@@ -29,7 +28,15 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from .files import atomic_write_json, locked, remove_stale_temps
+from .files import (
+    atomic_write_json,
+    atomic_write_text,
+    dumps,
+    locked,
+    parse_json,
+    read_bounded,
+    remove_stale_temps,
+)
 from .record import Concept, ConceptError, check_name
 
 __all__ = ["Concept", "ConceptError", "ConceptLibrary", "builtin_dir", "user_dir"]
@@ -37,6 +44,10 @@ __all__ = ["Concept", "ConceptError", "ConceptLibrary", "builtin_dir", "user_dir
 FORMAT = "ganpaint-concepts"
 VERSION = 1
 MODEL_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,99}$")
+# Bounds of one model's user library and of a file to import: a listing of it travels to
+# every client that asks, so it stays a size a menu and a socket can carry.
+MAX_CONCEPTS = 20_000
+MAX_FILE_BYTES = 128 * 1024 * 1024
 log = logging.getLogger("ganpaint.concepts")
 
 
@@ -96,7 +107,7 @@ class ConceptLibrary:
                 self._builtins = []
             else:
                 try:
-                    data = json.loads(self.builtin_path.read_text(encoding="utf-8"))
+                    data = parse_json(self.builtin_path.read_bytes())
                     self._builtins = _parse(data, self.model_id)[0]
                 except (ValueError, ConceptError) as e:
                     raise ConceptError(
@@ -112,13 +123,15 @@ class ConceptLibrary:
         """
         path = self.user_path
         try:
-            raw = path.read_bytes()
+            raw = read_bounded(path, MAX_FILE_BYTES)
         except FileNotFoundError:
             return [], []
         except OSError as e:
             raise ConceptError(f"cannot read {path}: {e.strerror or e}") from None
+        except ValueError as e:
+            raise ConceptError(f"concept library {path} is too large: {e}") from None
         try:
-            data = json.loads(raw.decode("utf-8"))
+            data = parse_json(raw.decode("utf-8"))
             return _parse(data, self.model_id)
         except _NewerFormat as e:
             raise ConceptError(str(e)) from None
@@ -263,8 +276,19 @@ class ConceptLibrary:
         }
         if hidden:
             data["hidden"] = sorted(set(hidden))
+        if len(concepts) > MAX_CONCEPTS:
+            raise ConceptError(
+                f"{self.model_id} would have {len(concepts)} concepts of your own, more than "
+                f"the {MAX_CONCEPTS} allowed; delete some first"
+            )
+        text = dumps(data) + "\n"
+        if len(text.encode("utf-8")) > MAX_FILE_BYTES:
+            raise ConceptError(
+                f"the concept library of {self.model_id} would pass "
+                f"{MAX_FILE_BYTES // 2**20} MiB; delete some concepts first"
+            )
         try:
-            atomic_write_json(self.user_path, data)
+            atomic_write_text(self.user_path, text)
         except OSError as e:
             raise ConceptError(f"cannot write {self.user_path}: {e.strerror or e}") from None
 
@@ -380,7 +404,7 @@ class ConceptLibrary:
     def import_file(self, path: Path, replace: bool = False) -> list[str]:
         """Add every concept of an exported file; all or nothing."""
         try:
-            data = json.loads(Path(path).read_text(encoding="utf-8"))
+            data = parse_json(read_bounded(Path(path), MAX_FILE_BYTES).decode("utf-8"))
         except FileNotFoundError:
             raise ConceptError(f"no such file: {path}") from None
         except (OSError, ValueError) as e:
@@ -453,6 +477,8 @@ def _parse(data: Any, model_id: str | None) -> tuple[list[Concept], list[str]]:
     items = data.get("concepts")
     if not isinstance(items, list):
         raise ConceptError("'concepts' must be a list")
+    if len(items) > MAX_CONCEPTS:
+        raise ConceptError(f"{len(items)} concepts, more than the {MAX_CONCEPTS} allowed")
     concepts = [Concept.from_dict(d) for d in items]
     names = [c.name for c in concepts]
     dup = sorted({n for n in names if names.count(n) > 1})
