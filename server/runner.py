@@ -114,9 +114,10 @@ class JobRunner:
         sessions: SessionCache,
         emit: Emit,
         log: Callable[[str], None],
+        concepts: concept_store.ConceptIndex,
     ):
         self.cfg, self.pool, self.sessions = cfg, pool, sessions
-        self.emit, self.log = emit, log
+        self.emit, self.log, self.concepts = emit, log, concepts
         self._encoders: dict[str, object] = {}  # model id → its shipped encoder (or None)
 
     def __call__(self, job: Job) -> None:
@@ -158,6 +159,7 @@ class JobRunner:
             return self._prepare(job, gen, model_id)
         if req.kind == "learn_concept":
             info = concept_store.learn(
+                self.concepts,
                 gen,
                 req.image,
                 req.mask,
@@ -167,12 +169,11 @@ class JobRunner:
                 self._progress(job),
                 job.is_cancelled,
                 self.sessions,
-                self.log,
             )
             return Outcome({**info, "model": model_id})
         if req.kind == "discover":
             found, sheet = concept_store.discover(
-                gen, req.discover, self._progress(job), job.is_cancelled, self.log
+                self.concepts, gen, req.discover, self._progress(job), job.is_cancelled
             )
             out = Outcome({"model": model_id, "concepts": found, "saved": req.discover.save})
             if sheet is not None:
@@ -220,7 +221,7 @@ class JobRunner:
         req = job.request
         cfg = self._pipeline_config(req, gen)
         if req.concept is not None:
-            c = concept_store.resolve(gen, req.concept, req.strength, self.log, req.leave_out)
+            c = concept_store.resolve(self.concepts, gen, req.concept, req.strength, req.leave_out)
             presence = None if req.remove_all else c.presence
             spec = EditSpec(c.units, req.op, c.values, c.layer, presence)
             extra = {"concept": req.concept, "units": c.units, "strength": c.strength}

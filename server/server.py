@@ -15,7 +15,9 @@ what libzmq itself holds of incoming messages.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import queue
 import secrets
 import sys
 import threading
@@ -64,6 +66,7 @@ UNDELIVERED_KEEP_S = 30.0
 ENDED_IDS = 256  # ended jobs remembered (ids and owners only) to answer "finished"
 PEER_KEYS = 4096  # connections whose CURVE key is remembered
 BAD_LOG_EVERY_S = 10.0
+LOADS_WAITING = 64  # `concepts` requests waiting for a library to be read; more get busy
 MIB = 1024 * 1024
 
 
@@ -101,6 +104,7 @@ class EditServer:
         self.pool = ModelPool(self.device, cfg.download, cfg.checkpoints)
         self.known_models = ModelPool.known()
         self.sessions = SessionCache(cfg.session_budget_bytes)
+        self.concepts = concept_store.ConceptIndex(self.log)
         self.ids = JobIds(secrets.token_hex(3))
         self.endpoint: str | None = None
         self.jobs: dict[str, Job] = {}  # queued or running, or finished but not yet answered
@@ -118,11 +122,19 @@ class EditServer:
         self._stopped = threading.Event()
         self._started = time.monotonic()
         self._outbox_addr = f"inproc://ganpaint-outbox-{secrets.token_hex(4)}"
+        self._answers_addr = f"inproc://ganpaint-answers-{secrets.token_hex(4)}"
+        self._answers: zmq.Socket | None = None
+        # `concepts` requests whose library changed since it was last read: the loader
+        # thread reads it (off the socket thread) and answers them.
+        self._loads: queue.Queue = queue.Queue(maxsize=LOADS_WAITING)
+        self._loader = threading.Thread(
+            target=self._load_concepts, name="ganpaint-concepts", daemon=True
+        )
         self._worker_sock = threading.local()
         self._router: zmq.Socket | None = None
         self._outbox: zmq.Socket | None = None
         self._gate: ConnectionGate | None = None
-        runner = JobRunner(cfg, self.pool, self.sessions, self._emit, self.log)
+        runner = JobRunner(cfg, self.pool, self.sessions, self._emit, self.log, self.concepts)
         lim = cfg.limits
         self.queue = JobQueue(
             runner,
@@ -178,6 +190,11 @@ class EditServer:
         self._outbox = self.ctx.socket(zmq.PULL)
         self._outbox.linger = 0
         self._outbox.bind(self._outbox_addr)
+        self._answers = self.ctx.socket(zmq.PULL)
+        self._answers.linger = 0
+        self._answers.bind(self._answers_addr)
+        self._loader.start()
+        self._load_later(self.cfg.model)  # the default model's library, read ahead
         self.queue.start()
         return self.endpoint
 
@@ -203,6 +220,7 @@ class EditServer:
         poller = zmq.Poller()
         poller.register(self._router, zmq.POLLIN)
         poller.register(self._outbox, zmq.POLLIN)
+        poller.register(self._answers, zmq.POLLIN)
         gate = self._gate
         poller.register(gate.monitor, zmq.POLLIN)
         poller.register(gate.zap, zmq.POLLIN)
@@ -215,6 +233,8 @@ class EditServer:
                 self._guarded(gate.on_zap)
             if self._outbox in events:
                 self._drain(self._outbox, self._forward)
+            if self._answers in events:
+                self._drain(self._answers, self._answer)
             if self._router in events:
                 self._drain(self._router, self._receive)
             now = time.monotonic()
@@ -249,10 +269,14 @@ class EditServer:
         while self._drain(self._outbox, self._forward) == BATCH:  # the running job's last word
             pass
         worker_done = not self.queue.worker_alive
+        with contextlib.suppress(queue.Full):  # the loader's stop (no new requests come)
+            self._loads.put(None, timeout=30.0)
+        self._loader.join(30.0)
         self._outbox.close(linger=0)
+        self._answers.close(linger=0)
         self._gate.close()
         self._router.close(linger=500)  # let the final replies go out
-        if worker_done:
+        if worker_done and not self._loader.is_alive():
             self.ctx.term()
         else:
             self.log("the worker did not stop in time; leaving it behind")
@@ -361,10 +385,50 @@ class EditServer:
     def _models(self, owner: Owner, req: Request) -> dict:
         return reply_header("models", req.id, models=self.pool.describe(), default=self.cfg.model)
 
-    def _concepts(self, owner: Owner, req: Request) -> dict:
+    def _concepts(self, owner: Owner, req: Request) -> dict | None:
         model = req.model or self.cfg.model
-        concepts = concept_store.list_concepts(model, self.log, include_all=req.all)
-        return reply_header("concepts", req.id, model=model, concepts=concepts)
+        listing = self.concepts.current(model)
+        if listing is None:  # changed since it was read: the loader thread answers
+            try:
+                self._loads.put_nowait((owner.identity, req))
+            except queue.Full:
+                raise ProtocolError(
+                    BUSY, "the server is reading its concept library; retry in a moment"
+                ) from None
+            return None
+        return _concepts_reply(req, model, listing)
+
+    def _load_later(self, model: str) -> None:
+        """Read a model's library on the loader thread (if it changed), answering no one."""
+        try:
+            self._loads.put_nowait((None, Request(kind="concepts", id="", model=model)))
+        except queue.Full:
+            pass  # the loader is busy with requests, which read it anyway
+
+    def _load_concepts(self) -> None:
+        """The loader thread: read libraries that changed and answer the `concepts`
+        requests that waited for them, through the answers socket."""
+        sock = self.ctx.socket(zmq.PUSH)
+        sock.linger = 0
+        sock.connect(self._answers_addr)
+        try:
+            while (item := self._loads.get()) is not None:
+                identity, req = item
+                model = req.model or self.cfg.model
+                try:
+                    reply = _concepts_reply(req, model, self.concepts.load(model))
+                except ProtocolError as e:
+                    reply = error_header(e.code, e.message, req.id)
+                except Exception as e:
+                    self.log(f"reading the concepts of {model}:\n{traceback.format_exc().rstrip()}")
+                    reply = error_header(INTERNAL, _one_line(e), req.id)
+                if identity is not None:
+                    sock.send_multipart([identity, pack(reply)])
+        finally:
+            sock.close()
+
+    def _answer(self, parts: list) -> None:
+        self._send(parts[0].bytes, parts[1:])
 
     def _status(self, owner: Owner, req: Request) -> dict:
         running, queued = self.queue.snapshot()
@@ -449,11 +513,16 @@ class EditServer:
                 self._send(identity, [pack(error_header(BAD_REQUEST, msg, req.id, job_id))])
                 return
         req.model = model = req.model or self.cfg.model
-        # Concept names are checked now, not after the wait in the queue.
-        if req.kind == "edit" and req.concept is not None:
-            concept_store.check_exists(model, req.concept)
-        elif req.kind == "learn_concept":
-            concept_store.check_new_name(model, req.name, req.replace)
+        # Concept names are checked now, not after the wait in the queue, against the library
+        # as last read; if it changed since, the worker checks them (and the loader reads it).
+        if (req.kind == "edit" and req.concept is not None) or req.kind == "learn_concept":
+            listing = self.concepts.current(model)
+            if listing is None:
+                self._load_later(model)
+            elif req.kind == "edit":
+                listing.check_exists(req.concept)
+            else:
+                listing.check_new_name(req.name, req.replace)
         job = Job(self.ids.next(), req, owner)
         self.jobs[job.id] = job
         try:
@@ -583,6 +652,10 @@ class EditServer:
             if e.errno != zmq.EHOSTUNREACH:  # unreachable: the client is gone
                 self.log(f"send failed: {e}")
             return False
+
+
+def _concepts_reply(req: Request, model: str, listing: concept_store.Listing) -> dict:
+    return reply_header("concepts", req.id, model=model, concepts=listing.concepts(req.all))
 
 
 def _one_line(e: BaseException) -> str:

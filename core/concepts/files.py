@@ -15,7 +15,7 @@ import os
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 TMP_SUFFIX = ".tmp"
 
@@ -29,16 +29,23 @@ def parse_json(raw: bytes | str) -> Any:
         raise ValueError("nested too deeply") from None
 
 
-def read_bounded(path: Path, max_bytes: int) -> bytes:
-    """The bytes of ``path``; a ValueError, before reading it, when it is over ``max_bytes``."""
-    with open(path, "rb") as f:
-        size = os.fstat(f.fileno()).st_size
-        if size > max_bytes:
-            raise ValueError(
-                f"{size / 2**20:.1f} MiB, more than the {max_bytes / 2**20:.0f} MiB allowed"
-            )
-        raw = f.read(max_bytes + 1)
-    if len(raw) > max_bytes:  # grew while we looked
+def signature(f: BinaryIO) -> tuple[int, int, int]:
+    """What changes when an open file's content may have: (inode, size, mtime in ns). An
+    atomic replace (a new inode) or a write in place (size or mtime) both change it."""
+    st = os.fstat(f.fileno())
+    return st.st_ino, st.st_size, st.st_mtime_ns
+
+
+def read_bounded(f: BinaryIO, max_bytes: int) -> bytes:
+    """The rest of the open file ``f``; a ValueError, before reading, when it holds more than
+    ``max_bytes``."""
+    size = os.fstat(f.fileno()).st_size
+    if size > max_bytes:
+        raise ValueError(
+            f"{size / 2**20:.1f} MiB, more than the {max_bytes / 2**20:.0f} MiB allowed"
+        )
+    raw = f.read(max_bytes + 1)
+    if len(raw) > max_bytes:  # it grew while we looked
         raise ValueError(f"more than the {max_bytes / 2**20:.0f} MiB allowed")
     return raw
 

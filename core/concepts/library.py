@@ -23,6 +23,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+from collections import Counter
 from collections.abc import Callable, Iterable
 from datetime import datetime, timezone
 from pathlib import Path
@@ -36,6 +37,7 @@ from .files import (
     parse_json,
     read_bounded,
     remove_stale_temps,
+    signature,
 )
 from .record import Concept, ConceptError, check_name
 
@@ -98,6 +100,9 @@ class ConceptLibrary:
         self.on_problem = on_problem
         self.problems: list[str] = []
         self._builtins: list[Concept] | None = None
+        # (signature, concepts, hidden) of the user file as last parsed: read again only
+        # when the file changed, so a long-lived library parses a large file once.
+        self._user_cache: tuple[tuple[int, int, int], list[Concept], list[str]] | None = None
 
     # -- reading -----------------------------------------------------------------------
     def builtins(self) -> list[Concept]:
@@ -123,7 +128,12 @@ class ConceptLibrary:
         """
         path = self.user_path
         try:
-            raw = read_bounded(path, MAX_FILE_BYTES)
+            with open(path, "rb") as f:
+                sig = signature(f)
+                cache = self._user_cache
+                if cache is not None and cache[0] == sig:
+                    return list(cache[1]), list(cache[2])
+                raw = read_bounded(f, MAX_FILE_BYTES)
         except FileNotFoundError:
             return [], []
         except OSError as e:
@@ -131,8 +141,9 @@ class ConceptLibrary:
         except ValueError as e:
             raise ConceptError(f"concept library {path} is too large: {e}") from None
         try:
-            data = parse_json(raw.decode("utf-8"))
-            return _parse(data, self.model_id)
+            concepts, hidden = _parse(parse_json(raw.decode("utf-8")), self.model_id)
+            self._user_cache = (sig, concepts, hidden)
+            return list(concepts), list(hidden)
         except _NewerFormat as e:
             raise ConceptError(str(e)) from None
         except (ValueError, ConceptError) as e:  # JSONDecodeError and UnicodeError too
@@ -174,7 +185,7 @@ class ConceptLibrary:
 
     def list(self, include_hidden: bool = False) -> list[Concept]:
         """Visible concepts: built-ins (not hidden, not shadowed) first, then the user's."""
-        return self._filled(self._visible(include_hidden))
+        return self.fill(self._visible(include_hidden))
 
     def _visible(self, include_hidden: bool = False) -> list[Concept]:
         user, hidden = self._read_user()
@@ -193,9 +204,11 @@ class ConceptLibrary:
         visible = self._visible()
         for c in visible:
             if c.name == name:
-                return self._filled([c])[0]
-        known = ", ".join(c.name for c in visible) or "none"
-        raise ConceptError(f"unknown concept {name!r} for {self.model_id}; known: {known}")
+                return self.fill([c])[0]
+        raise ConceptError(
+            f"unknown concept {name!r} for {self.model_id}; known: "
+            f"{_some([c.name for c in visible])}"
+        )
 
     def is_builtin(self, name: str) -> bool:
         return any(c.name == name for c in self.builtins())
@@ -209,7 +222,7 @@ class ConceptLibrary:
             self.get(name)  # raises the unknown-concept error
         return "built-in"
 
-    def _filled(self, concepts: list[Concept]) -> list[Concept]:
+    def fill(self, concepts: list[Concept]) -> list[Concept]:
         """Concepts without values get their model's on-values (one lookup a layer): the
         published table where the reference ships one, else the generator's cached 0.99
         quantiles when a generator was given. With a generator every concept is first checked
@@ -382,7 +395,7 @@ class ConceptLibrary:
         return self.get(name)
 
     def _unknown(self, name: str, concepts: list[Concept], hidden: list[str]) -> None:
-        known = ", ".join(sorted(self._visible_names(concepts, hidden))) or "none"
+        known = _some(sorted(self._visible_names(concepts, hidden)))
         raise ConceptError(f"unknown concept {name!r} for {self.model_id}; known: {known}")
 
     # -- sharing -----------------------------------------------------------------------
@@ -404,7 +417,8 @@ class ConceptLibrary:
     def import_file(self, path: Path, replace: bool = False) -> list[str]:
         """Add every concept of an exported file; all or nothing."""
         try:
-            data = parse_json(read_bounded(Path(path), MAX_FILE_BYTES).decode("utf-8"))
+            with open(path, "rb") as f:
+                data = parse_json(read_bounded(f, MAX_FILE_BYTES).decode("utf-8"))
         except FileNotFoundError:
             raise ConceptError(f"no such file: {path}") from None
         except (OSError, ValueError) as e:
@@ -480,14 +494,20 @@ def _parse(data: Any, model_id: str | None) -> tuple[list[Concept], list[str]]:
     if len(items) > MAX_CONCEPTS:
         raise ConceptError(f"{len(items)} concepts, more than the {MAX_CONCEPTS} allowed")
     concepts = [Concept.from_dict(d) for d in items]
-    names = [c.name for c in concepts]
-    dup = sorted({n for n in names if names.count(n) > 1})
+    counts = Counter(c.name for c in concepts)
+    dup = sorted(n for n, k in counts.items() if k > 1)
     if dup:
         raise ConceptError(f"concept names listed twice: {', '.join(dup)}")
     hidden = data.get("hidden") or []
     if not isinstance(hidden, list) or not all(isinstance(h, str) for h in hidden):
         raise ConceptError("'hidden' must be a list of names")
     return concepts, list(hidden)
+
+
+def _some(names: list[str], shown: int = 20) -> str:
+    """The first ``shown`` names, and how many more: a message stays one readable line."""
+    more = f" and {len(names) - shown} more" if len(names) > shown else ""
+    return (", ".join(names[:shown]) or "none") + more
 
 
 def _first_line(e: BaseException) -> str:
