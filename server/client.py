@@ -117,6 +117,12 @@ class CurveKeys:
         return cls(server_public, public, secret)
 
 
+# The secret session name of this process's clients (docs/protocol.md §6.5): the clients of
+# one process (the plug-in's dialog prepares in one and edits in another) share the server's
+# cached sessions; other processes do not see them.
+PROCESS_SESSION = secrets.token_hex(16)
+
+
 class Client:
     def __init__(
         self,
@@ -125,11 +131,13 @@ class Client:
         retries: int = 3,
         *,
         curve: CurveKeys | None = None,
+        session: str = PROCESS_SESSION,
     ):
         self.address = address
         self.timeout_s = float(timeout_s)
         self.retries = max(1, int(retries))  # attempts in all, the first included
         self.curve = curve
+        self.session = session
         self._ctx = zmq.Context()
         self._sock: zmq.Socket | None = None
         # A secret: whoever presents it is this client to the server (libzmq reserves ids
@@ -471,7 +479,7 @@ class Client:
     ) -> dict:
         """Submit, then relay progress and send heartbeats until the final reply."""
         rid = uuid.uuid4().hex
-        request = {"kind": kind, "id": rid, **fields}
+        request = {"kind": kind, "id": rid, "session": self.session, **fields}
         job: str | None = None
         heartbeat_s = 1.0
         want_cancel = False

@@ -59,6 +59,9 @@ class ServerConfig:
     invert_steps: int | None = None  # inversion z + r steps; None = the core's default
     invert_precision: str = "auto"  # G's arithmetic while inverting (core/invert.py)
     session_budget_bytes: int = 512 * 1024 * 1024  # memory for cached inversions and fits
+    # Cached sessions are each client's own (its CURVE key, else its session secret, else its
+    # connection); True: every client may reuse every session (trusted seats only).
+    share_sessions: bool = False
     allow_remote: bool = False
     curve: CurveFiles | None = None
     download: bool = True  # may fetch missing model weights on first use

@@ -34,6 +34,7 @@ STRENGTHS = ("low", "med", "high")
 # G′ fit qualities the pipeline offers ("fast" arrives with core/fast.py).
 QUALITIES: tuple[str, ...] = tuple(getattr(pipeline, "QUALITIES", ("faithful",)))
 MAX_ID_CHARS = 64
+MIN_SESSION_CHARS = 16  # a session name is a secret: long enough not to be guessed
 NAME_RE = re.compile(r"^[\w][\w .\-]{0,63}$")  # concept names: one line, no path characters
 MAX_GROUPS = 64
 MAX_SAMPLES = 4096
@@ -65,7 +66,10 @@ class JobRequest(Request):
     name: str = ""  # learn_concept
     replace: bool = False  # learn_concept, discover: may overwrite concepts of that name
     discover: DiscoverSpec | None = None
+    # A client's secret naming the sessions its jobs may share (16-64 printable chars).
+    session: str | None = None
     retry_key: str = ""  # set by the server: id + header digest, to spot a resent request
+    scope: str = ""  # set by the server: whose cached sessions this job may use (sessions.py)
 
     def describe(self) -> str:
         return self.image_meta.describe() if self.image_meta else "-"
@@ -125,6 +129,11 @@ def _job_request(
     admit: Admit | None,
 ) -> JobRequest:
     req = JobRequest(kind, request_id, model=_model(h, models))
+    req.session = _str(h, "session", max_len=MAX_ID_CHARS)
+    if req.session is not None and len(req.session) < MIN_SESSION_CHARS:
+        raise ProtocolError(
+            BAD_REQUEST, f"field 'session' must be a secret of at least {MIN_SESSION_CHARS} chars"
+        )
     if kind in ("reconstruct", "edit"):
         req.steps = _int(h, "steps", 1, limits.max_steps)
         req.quality = _choice(h, "quality", QUALITIES)

@@ -41,7 +41,7 @@ from .protocol import (
     reply_header,
 )
 from .requests import JobRequest
-from .sessions import SessionCache
+from .sessions import ScopedSessions, SessionCache
 
 # emit(job, header, frames): send one reply for a job (the socket thread routes it).
 Emit = Callable[[Job, dict, Sequence[bytes]], None]
@@ -168,7 +168,7 @@ class JobRunner:
                 self._pipeline_config(req, gen),
                 self._progress(job),
                 job.is_cancelled,
-                self.sessions,
+                ScopedSessions(self.sessions, req.scope),
             )
             return Outcome({**info, "model": model_id})
         if req.kind == "discover":
@@ -205,7 +205,7 @@ class JobRunner:
 
     def _reconstruct(self, job: Job, gen, model_id: str) -> Outcome:
         req = job.request
-        guard = SessionGuard(self.sessions)
+        guard = SessionGuard(ScopedSessions(self.sessions, req.scope))
         res = reconstruct_photo(
             gen,
             req.image,
@@ -239,7 +239,7 @@ class JobRunner:
         on_values = None
         if spec.values is None and req.op == "add":
             on_values = self.pool.on_values(gen, cfg.quantile_samples)
-        guard = SessionGuard(self.sessions)
+        guard = SessionGuard(ScopedSessions(self.sessions, req.scope))
         res = edit_photo(
             gen,
             req.image,
@@ -260,7 +260,7 @@ class JobRunner:
         """Invert the selection's region into its session, ahead of the edit (the plug-in
         asks while its dialog is open): the edit that follows finds the inversion done."""
         req, t0 = job.request, time.perf_counter()
-        guard = SessionGuard(self.sessions)
+        guard = SessionGuard(ScopedSessions(self.sessions, req.scope))
         cfg = self._pipeline_config(req, gen)
         prep = prepare(gen, req.image, req.mask, cfg, self._progress(job), job.is_cancelled, guard)
         inv = prep.session.inversion

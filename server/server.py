@@ -379,6 +379,7 @@ class EditServer:
             concepts=True,
             qualities=list(QUALITIES),
             default_quality=self.cfg.quality,
+            sessions="shared" if self.cfg.share_sessions else "client",
             kinds=["hello", "models", "concepts", "status", "cancel", "heartbeat", *JOB_KINDS],
         )
 
@@ -513,6 +514,7 @@ class EditServer:
                 self._send(identity, [pack(error_header(BAD_REQUEST, msg, req.id, job_id))])
                 return
         req.model = model = req.model or self.cfg.model
+        req.scope = self._session_scope(owner, req)
         # Concept names are checked now, not after the wait in the queue, against the library
         # as last read; if it changed since, the worker checks them (and the loader reads it).
         if (req.kind == "edit" and req.concept is not None) or req.kind == "learn_concept":
@@ -533,6 +535,19 @@ class EditServer:
         if req.retry_key:
             self.by_request[req.retry_key] = job.id
         self._send(identity, [pack(self._accepted(job))])
+
+    def _session_scope(self, owner: Owner, req: JobRequest) -> str:
+        """Whose cached sessions a job may use: the client's own (its CURVE key, else the
+        secret session name it sends, else its connection), or everyone's if shared."""
+        if self.cfg.share_sessions:
+            return "shared"
+        if owner.key:
+            who = f"key:{owner.key}"
+        elif req.session:
+            who = f"session:{req.session}"
+        else:
+            who = f"connection:{owner.identity.hex()}"
+        return hashlib.sha256(who.encode()).hexdigest()
 
     def _accepted(self, job: Job) -> dict:
         limits = self.cfg.limits

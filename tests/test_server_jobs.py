@@ -11,6 +11,7 @@ from __future__ import annotations
 import threading
 import time
 import uuid
+from dataclasses import replace
 
 import msgpack
 import numpy as np
@@ -189,6 +190,40 @@ def test_fast_quality_edit(client):
     res = client.edit(raw(img), raw(m), op="remove", units=[3], quality="fast")
     assert res["quality"] == "fast" and res["steps"] <= 20
     assert np.array_equal(array(res["image"])[m == 0], img[m == 0])
+
+
+def test_a_client_finds_only_its_own_sessions_unless_the_server_shares_them(server):
+    """A's photo is nothing to B: B's prepare of it is not session_reused and the cache's
+    hits do not move; A's own, the same secret session name on another socket, and a bare
+    connection's second request are. With --share-sessions every client finds every session."""
+    img, m = photo(seed=23), soft_mask()
+    prep = {"v": 1, "kind": "prepare", "image": raw(img).meta(), "mask": raw(m).meta()}
+    frames = [raw(img).data, raw(m).data]
+    with Client(server.endpoint, timeout_s=30.0, session="a" * 32) as a:
+        assert a.prepare(raw(img), raw(m))["session_reused"] is False
+        with Client(server.endpoint, timeout_s=30.0, session="b" * 32) as b:
+            hits = b.status()["sessions"]["hits"]
+            assert b.prepare(raw(img), raw(m))["session_reused"] is False
+            assert b.status()["sessions"]["hits"] == hits
+        with Client(server.endpoint, timeout_s=30.0, session="a" * 32) as again:
+            assert again.prepare(raw(img), raw(m))["session_reused"] is True
+    bare = RawDealer(server.endpoint)  # no session name: its connection is the scope
+    try:
+        for reused in (False, True):
+            bare.send({**prep, "id": uuid.uuid4().hex}, frames)
+            assert bare.recv_until(("result",))["session_reused"] is reused
+        bare.send({**prep, "id": "short", "session": "too short"}, frames)
+        assert bare.recv_until(("error",))["error"]["code"] == "bad_request"
+    finally:
+        bare.close()
+    with running_server(replace(server.cfg, share_sessions=True), log=lambda line: None) as srv:
+        with Client(srv.endpoint, timeout_s=30.0, session="a" * 32) as a:
+            assert a.hello()["sessions"] == "shared"
+            assert a.prepare(raw(img), raw(m))["session_reused"] is False
+        with Client(srv.endpoint, timeout_s=30.0, session="b" * 32) as b:
+            assert b.prepare(raw(img), raw(m))["session_reused"] is True
+    with Client(server.endpoint, timeout_s=30.0) as c:
+        assert c.hello()["sessions"] == "client"
 
 
 def test_prepare_inverts_ahead_and_the_edit_after_it_is_the_same_edit(server, client):
