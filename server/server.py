@@ -66,6 +66,7 @@ UNDELIVERED_KEEP_S = 30.0
 ENDED_IDS = 256  # ended jobs remembered (ids and owners only) to answer "finished"
 PEER_KEYS = 4096  # connections whose CURVE key is remembered
 BAD_LOG_EVERY_S = 10.0
+AUTO_ID_BYTES = 5  # a routing id libzmq makes up: a zero byte and a 32-bit counter
 LOADS_WAITING = 64  # `concepts` requests waiting for a library to be read; more get busy
 MIB = 1024 * 1024
 
@@ -289,6 +290,14 @@ class EditServer:
         try:
             if len(parts) < 2:
                 raise ProtocolError(BAD_REQUEST, "empty message: frame 0 must be a header")
+            if identity[:1] == b"\0" and len(identity) != AUTO_ID_BYTES:
+                # libzmq names clients that set no routing id b"\0" + 4 bytes; a client may not
+                # choose ids in that range (it could take over such a connection).
+                raise ProtocolError(
+                    BAD_REQUEST,
+                    "routing ids that start with a zero byte are reserved to ZeroMQ; set one "
+                    "that does not (a random secret of at least 16 bytes)",
+                )
             owner = Owner(identity, _user_id(parts[1]))
             if owner.key:
                 self._peer_keys[identity] = owner.key

@@ -155,3 +155,139 @@ def test_serve_flags_set_the_memory_limits():
     for flag in ("--max-pending-mb", "--max-connections"):
         with pytest.raises(UserError, match=flag):
             config_from_args(parse(["serve", flag, "0"]))
+
+
+def established(port: int) -> int:
+    """The server side's open TCP connections on ``port``, as the kernel lists them (the
+    truth the gate's count is checked against; Linux)."""
+    count = 0
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            lines = Path(table).read_text().splitlines()[1:]
+        except FileNotFoundError:
+            continue
+        for line in lines:
+            local, state = line.split()[1], line.split()[3]
+            if int(local.rsplit(":", 1)[1], 16) == port and state == "01":  # ESTABLISHED
+                count += 1
+    return count
+
+
+HOLDER = """
+import sys, time, zmq
+ctx = zmq.Context()
+socks = []
+for _ in range(int(sys.argv[2])):
+    s = ctx.socket(zmq.DEALER)
+    s.connect(sys.argv[1])
+    s.send(b"\\x81\\xa4kind\\xa5hello")
+    socks.append(s)
+print("up", flush=True)
+time.sleep(600)
+"""
+
+
+@pytest.mark.skipif(not Path("/proc/net/tcp").exists(), reason="needs Linux's /proc/net/tcp")
+def test_the_live_count_is_the_kernels_over_a_long_random_sequence(tmp_path, monkeypatch):
+    """400 random steps: connect (with or without a routing id, some sending hello), close,
+    hand a routing id over to a new socket, handshake and close at once, kill -9 a process
+    holding connections. After every 50 steps the gate's count of live connections settles
+    on the kernel's count of established connections, and ends at 0."""
+    import random
+    import subprocess
+    import sys
+
+    monkeypatch.setenv("GANPAINT_DATA", str(tmp_path))
+    cfg = ServerConfig(bind="tcp://127.0.0.1:*", limits=Limits(max_connections=1000))
+    rng = random.Random(26)
+    with running_server(cfg, log=lambda line: None) as srv:
+        ep, port = srv.endpoint, int(srv.endpoint.rsplit(":", 1)[1])
+        ctx = zmq.Context()
+        socks: list[tuple[zmq.Socket, bytes | None]] = []
+        procs: list[subprocess.Popen] = []
+
+        def connect(identity: bytes | None) -> zmq.Socket:
+            s = ctx.socket(zmq.DEALER)
+            s.linger = 0
+            if identity is not None:
+                s.setsockopt(zmq.ROUTING_ID, identity)
+            s.connect(ep)
+            if rng.random() < 0.5:
+                s.send(msgpack.packb({"v": 1, "kind": "hello", "id": "h"}))
+            return s
+
+        def settled() -> bool:
+            return srv._gate.live() == established(port)
+
+        try:
+            for step in range(400):
+                op = rng.random()
+                if op < 0.4 or not socks:
+                    identity = b"gp" + rng.randbytes(16) if rng.random() < 0.5 else None
+                    socks.append((connect(identity), identity))
+                elif op < 0.65:
+                    s, _ = socks.pop(rng.randrange(len(socks)))
+                    s.close(0)
+                elif op < 0.8:
+                    named = [i for i, (_, ident) in enumerate(socks) if ident is not None]
+                    if named:  # a client reopening its socket with the same routing id
+                        i = rng.choice(named)
+                        old, ident = socks[i]
+                        socks[i] = (connect(ident), ident)
+                        if rng.random() < 0.5:
+                            old.close(0)
+                        else:
+                            socks.append((old, None))
+                elif op < 0.95:
+                    s = connect(None)  # handshakes and is gone
+                    s.close(0)
+                elif len(procs) < 4:
+                    p = subprocess.Popen(
+                        [sys.executable, "-c", HOLDER, ep, str(rng.randint(1, 3))],
+                        stdout=subprocess.PIPE,
+                    )
+                    assert p.stdout.readline().strip() == b"up"
+                    procs.append(p)
+                else:
+                    p = procs.pop(rng.randrange(len(procs)))
+                    p.kill()  # kill -9: no goodbye
+                    p.wait()
+                if step % 50 == 49:
+                    wait_until(settled, f"the count to match the kernel's after step {step}")
+            for s, _ in socks:
+                s.close(0)
+            for p in procs:
+                p.kill()
+                p.wait()
+            wait_until(lambda: established(port) == 0, "every connection to close")
+            wait_until(settled, "the count to come back to 0")
+            assert srv._gate.live() == 0
+        finally:
+            for p in procs:
+                p.kill()
+            ctx.term()
+
+
+def test_routing_ids_in_zeromqs_range_are_refused(capped):
+    """A client-chosen routing id that starts with a zero byte gets bad_request and nothing
+    is done; libzmq's own (b"\\0" + 4 bytes, for clients that set none) works as before."""
+    ctx = zmq.Context()
+    try:
+        for identity, ok in ((b"\0" + bytes(range(1, 17)), False), (None, True)):
+            s = ctx.socket(zmq.DEALER)
+            s.linger = 0
+            if identity is not None:
+                s.setsockopt(zmq.ROUTING_ID, identity)
+            s.connect(capped.endpoint)
+            s.send(msgpack.packb({"v": 1, "kind": "status", "id": "s"}))
+            assert s.poll(int(DEADLINE_S * 1000))
+            reply = msgpack.unpackb(s.recv(), raw=False)
+            if ok:
+                assert reply["kind"] == "status"
+            else:
+                assert reply["kind"] == "error" and reply["error"]["code"] == "bad_request"
+                assert "zero byte" in reply["error"]["message"]
+            s.close(0)
+            wait_until(lambda: capped._gate.live() == 0, "the slot to free")
+    finally:
+        ctx.term()
