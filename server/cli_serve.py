@@ -59,8 +59,8 @@ def register(subparsers) -> None:
         "--max-connections",
         type=int,
         default=limits.max_connections,
-        help="clients connected at once; more are refused until one leaves (each sending "
-        "client may make ZeroMQ hold one whole request in memory)",
+        help="clients connected at once; more are refused until one leaves (each may make "
+        "ZeroMQ hold a message or two, ≈ 2.2 MiB, in memory)",
     )
     p.add_argument(
         "--heartbeat-timeout",

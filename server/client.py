@@ -29,7 +29,8 @@ from pathlib import Path
 import msgpack
 import zmq
 
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2
+HEADER_ROOM = 64 * 1024  # of a message's size limit, what a header may take
 DEFAULT_ADDRESS = "tcp://127.0.0.1:5570"
 POLL_S = 0.1  # how often should_cancel is polled while a job runs
 REFUSED_RETRY_S = 0.5  # a server at its connection cap is asked again this often
@@ -452,6 +453,12 @@ class Client:
         _same_size(image, mask)
         self._check_limits(image)
 
+    def _needs_upload(self, frames: list) -> bool:
+        """Whether the pixels are too large for one message (hello's limits say)."""
+        lim = self._limits or {}
+        most = lim.get("max_message_bytes")
+        return isinstance(most, int) and any(len(f) > most - HEADER_ROOM for f in frames)
+
     def _check_limits(self, img: RawImage, what: str = "image") -> None:
         """Refuse here what the server would refuse (or drop the connection for)."""
         if self._limits is None:
@@ -480,6 +487,15 @@ class Client:
         """Submit, then relay progress and send heartbeats until the final reply."""
         rid = uuid.uuid4().hex
         request = {"kind": kind, "id": rid, "session": self.session, **fields}
+        # Pixels larger than one message go as an upload, chunk by chunk under the server's
+        # credit (docs/protocol.md §3a); smaller ones in the request itself.
+        chunked = Chunked(frames) if self._needs_upload(frames) else None
+        if chunked is not None:
+            request["upload"] = True
+
+        def submit() -> None:
+            self._send(request, [] if chunked is not None else frames)
+
         job: str | None = None
         heartbeat_s = 1.0
         want_cancel = False
@@ -487,7 +503,7 @@ class Client:
         failures = 0
         position = None
         refused_since: float | None = None  # when the server started refusing to connect
-        self._send(request, frames)
+        submit()
         last_heard = last_beat = time.monotonic()
         try:
             while True:
@@ -511,7 +527,7 @@ class Client:
                     if now - last_heard >= REFUSED_RETRY_S:
                         self._reopen()
                         if job is None:
-                            self._send(request, frames)
+                            submit()
                         else:
                             self._send({"kind": "heartbeat", "id": rid, "job": job})
                         last_heard = last_beat = now
@@ -520,7 +536,11 @@ class Client:
                     last_heard, failures, refused_since = now, 0, None
                     header, parts = got
                     what = header.get("kind")
-                    if what == "accepted":
+                    if what in ("upload", "credit") and chunked is not None:
+                        for index, data in chunked.granted(header):
+                            msg = {"kind": "chunk", "id": rid, "upload": chunked.id, "index": index}
+                            self._send(msg, [data])
+                    elif what == "accepted":
                         job = str(header.get("job"))
                         heartbeat_s = float(header.get("heartbeat_s") or 1.0)
                         position = header.get("position")
@@ -548,7 +568,7 @@ class Client:
                         raise self._no_answer()
                     self._reopen()
                     if job is None:  # the server drops the duplicate if it had it
-                        self._send(request, frames)
+                        submit()
                     else:  # the same routing id: the server answers the new socket
                         self._send({"kind": "heartbeat", "id": rid, "job": job})
                     last_heard = last_beat = now
@@ -558,6 +578,42 @@ class Client:
             if job is not None and not (isinstance(e, ServerError) and e.code != "timeout"):
                 self._send({"kind": "cancel", "id": rid, "job": job})
             raise
+
+
+class Chunked:
+    """An upload's pixels, cut into the server's chunks and sent as its credit allows."""
+
+    def __init__(self, frames: list):
+        self.frames = [memoryview(f).cast("B") for f in frames]
+        self.total = sum(len(f) for f in self.frames)
+        self.id: str | None = None
+        self.chunk_bytes = 1
+        self.sent = 0  # chunks sent (every index below)
+
+    def granted(self, header: dict) -> list[tuple[int, bytes]]:
+        """The chunks an `upload` or `credit` reply lets the client send now."""
+        if header.get("kind") == "upload":  # the start, or the server's state after a resend
+            self.id = str(header.get("upload"))
+            self.chunk_bytes = max(1, int(header.get("chunk_bytes") or 1))
+            self.sent = int(header.get("next") or 0)
+        elif header.get("upload") != self.id:
+            return []
+        credit = int(header.get("credit") or 0)
+        out = []
+        while self.sent < credit:
+            out.append((self.sent, self.chunk(self.sent)))
+            self.sent += 1
+        return out
+
+    def chunk(self, index: int) -> bytes:
+        start, end = index * self.chunk_bytes, min((index + 1) * self.chunk_bytes, self.total)
+        parts, at = [], 0
+        for f in self.frames:
+            lo, hi = max(start, at), min(end, at + len(f))
+            if lo < hi:
+                parts.append(f[lo - at : hi - at])
+            at += len(f)
+        return b"".join(parts)
 
 
 # -- messages -> results ---------------------------------------------------------------------

@@ -13,7 +13,10 @@ thread runs it, so no locks.
 
 Counting: the monitor reports each TCP connection's ACCEPTED and DISCONNECTED events with its
 file descriptor, so the set of open descriptors is exact, whatever order events of different
-connections come in. Every open connection holds a slot, the one whose handshake is being
+connections come in, except that libzmq closes a connection whose routing id was handed over
+to a new one without a DISCONNECTED event. So each descriptor is kept with the inode of its
+socket at ACCEPTED, and one that no longer names that socket (closed, or reused) is dropped
+whenever the count is read. Every open connection holds a slot, the one whose handshake is being
 decided included (its ACCEPTED precedes its ZAP request): a connection that handshakes and
 closes at once frees its slot with its DISCONNECTED, and a refused one as soon as libzmq has
 closed it (milliseconds). A connection that never completes its handshake is closed by libzmq
@@ -27,6 +30,8 @@ new socket every half second until its timeout.
 
 from __future__ import annotations
 
+import os
+import stat
 import time
 from collections.abc import Callable
 
@@ -74,12 +79,15 @@ class ConnectionGate:
         self._router = router
         router.setsockopt(zmq.HANDSHAKE_IVL, int(HANDSHAKE_S * 1000))
         self.monitor = router.get_monitor_socket(EVENTS)
-        self.open: set[int] = set()  # file descriptors of open connections
+        self.open: dict[int, int] = {}  # file descriptor -> its socket's inode, when accepted
         self.refused = 0  # handshakes refused for the cap (ever)
         self._last_full_log = 0.0
 
     def live(self) -> int:
         """Connections that hold a slot: every open one."""
+        for fd, inode in list(self.open.items()):
+            if _socket_inode(fd) != inode:  # closed without a DISCONNECTED event
+                self.open.pop(fd, None)
         return len(self.open)
 
     def stats(self) -> dict:
@@ -91,10 +99,13 @@ class ConnectionGate:
                 ev = recv_monitor_message(self.monitor, zmq.NOBLOCK)
             except zmq.Again:
                 return
+            fd = ev["value"]
             if ev["event"] == zmq.EVENT_ACCEPTED:
-                self.open.add(ev["value"])
+                inode = _socket_inode(fd)
+                if inode is not None:  # else already closed again
+                    self.open[fd] = inode
             elif ev["event"] == zmq.EVENT_DISCONNECTED:
-                self.open.discard(ev["value"])
+                self.open.pop(fd, None)
 
     def on_zap(self) -> None:
         """Answer one ZAP request (always: a REP socket that misses a reply is stuck)."""
@@ -138,3 +149,12 @@ class ConnectionGate:
             pass
         self.monitor.close(linger=0)
         self.zap.close(linger=0)
+
+
+def _socket_inode(fd: int) -> int | None:
+    """The inode of the socket ``fd`` names in this process; None if it names none."""
+    try:
+        st = os.fstat(fd)
+    except OSError:
+        return None
+    return st.st_ino if stat.S_ISSOCK(st.st_mode) else None

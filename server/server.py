@@ -48,10 +48,11 @@ from .protocol import (
     reply_header,
     unpack_header,
 )
-from .requests import JOB_KINDS, QUALITIES, JobRequest, Request, parse_request
+from .requests import JOB_KINDS, QUALITIES, JobRequest, Request, parse_request, upload_sizes
 from .runner import JobRunner
 from .security import BindRefused, check_bind, is_loopback, secure
 from .sessions import SessionCache
+from .uploads import Uploads
 
 POLL_MS = 200  # how often the loop looks at the stop flag and the heartbeat clock
 REAP_EVERY_S = 0.25
@@ -66,6 +67,9 @@ UNDELIVERED_KEEP_S = 30.0
 ENDED_IDS = 256  # ended jobs remembered (ids and owners only) to answer "finished"
 PEER_KEYS = 4096  # connections whose CURVE key is remembered
 BAD_LOG_EVERY_S = 10.0
+# TCP keepalive: an idle connection is probed after 30 s, then every 5 s; 3 unanswered probes
+# (45 s in all) drop it.
+KEEPALIVE_IDLE_S, KEEPALIVE_INTVL_S, KEEPALIVE_CNT = 30, 5, 3
 AUTO_ID_BYTES = 5  # a routing id libzmq makes up: a zero byte and a 32-bit counter
 LOADS_WAITING = 64  # `concepts` requests waiting for a library to be read; more get busy
 MIB = 1024 * 1024
@@ -111,6 +115,7 @@ class EditServer:
         self.jobs: dict[str, Job] = {}  # queued or running, or finished but not yet answered
         self.by_request: dict[str, str] = {}  # JobRequest.retry_key -> job id (dedupes retries)
         self.finished: OrderedDict[str, Finished] = OrderedDict()  # undelivered final replies
+        self.uploads = Uploads(cfg.limits.chunk_bytes)  # pixels arriving in chunks
         self.ended: OrderedDict[str, Owner] = OrderedDict()  # recently ended job ids
         # identity -> CURVE key of its latest message: a job's output is withheld from an
         # identity now used by another key (kept for the owner instead).
@@ -164,6 +169,15 @@ class EditServer:
             # Sending to a vanished client fails (instead of vanishing), so the server knows
             # whether a final reply was delivered or must be kept for a reconnect.
             router.setsockopt(zmq.ROUTER_MANDATORY, 1)
+            # A peer whose machine or network vanished (no FIN ever comes) is found by TCP
+            # keepalive probes and dropped, freeing its slot. Not ZMTP heartbeats
+            # (ZMQ_HEARTBEAT_IVL): with libzmq 4.3.5 a ping to a connection whose reading is
+            # paused by RCVHWM after its peer closed aborts the process (stream_engine_base
+            # "!_io_error", measured with kill -9'd clients).
+            router.setsockopt(zmq.TCP_KEEPALIVE, 1)
+            router.setsockopt(zmq.TCP_KEEPALIVE_IDLE, KEEPALIVE_IDLE_S)
+            router.setsockopt(zmq.TCP_KEEPALIVE_INTVL, KEEPALIVE_INTVL_S)
+            router.setsockopt(zmq.TCP_KEEPALIVE_CNT, KEEPALIVE_CNT)
             loopback = is_loopback(self.cfg.bind)
             if loopback:
                 # A client reopening its socket with the same (secret, random) routing id
@@ -320,12 +334,71 @@ class EditServer:
                 # that lost the reply (another client reusing the id does not match).
                 digest = hashlib.sha1(raw_header).hexdigest()
                 req.retry_key = f"{identity.hex()}:{owner.key}:{req.id}:{digest}"
-            self._dispatch(owner, req)
+            if isinstance(req, JobRequest) and req.image_meta is not None and req.image is None:
+                self._start_upload(owner, req, header, bytes(raw_header))
+            elif req.kind == "chunk":
+                self._chunk(owner, req)
+            else:
+                self._dispatch(owner, req)
         except ProtocolError as e:
             self._bad(identity, request_id, e)
         except Exception as e:
             self.log(f"internal error on a request:\n{traceback.format_exc().rstrip()}")
             self._send(identity, [pack(error_header(INTERNAL, _one_line(e), request_id))])
+
+    def _start_upload(self, owner: Owner, req: JobRequest, header: dict, raw: bytes) -> None:
+        """A job request whose pixels follow in chunks: reserve their bytes, grant credit."""
+        if req.retry_key in self.by_request:  # sent again, and its upload became a job
+            return self._submit(owner, req)
+        now = time.monotonic()
+        upload = self.uploads.find(req.retry_key)
+        if upload is None:
+            sizes = upload_sizes(req)
+            self._admit(sum(sizes))
+            upload = self.uploads.start(owner, req, header, raw, sizes, now)
+        upload.last_seen = now
+        self._send(
+            owner.identity,
+            [
+                pack(
+                    reply_header(
+                        "upload",
+                        req.id,
+                        upload=upload.id,
+                        chunk_bytes=upload.chunk_bytes,
+                        total_bytes=upload.nbytes,
+                        next=upload.next,
+                        credit=upload.credit(),
+                    )
+                )
+            ],
+        )
+
+    def _chunk(self, owner: Owner, req: Request) -> None:
+        upload = self.uploads.get(req.upload, owner)
+        upload.last_seen = time.monotonic()
+        try:
+            complete = upload.add(req.index, req.data)
+        except ProtocolError:
+            self.uploads.close(upload)
+            raise
+        if not complete:
+            credit = reply_header(
+                "credit",
+                upload.request.id,
+                upload=upload.id,
+                next=upload.next,
+                credit=upload.credit(),
+            )
+            self._send(owner.identity, [pack(credit)])
+            return
+        self.uploads.close(upload)  # its bytes now go to the job (admitted at the start)
+        header = {k: v for k, v in upload.header.items() if k != "upload"}
+        job_req = parse_request(
+            upload.frames(), header, self.cfg.limits, self.known_models, admit=None
+        )
+        job_req.retry_key = upload.request.retry_key
+        self._dispatch(owner, job_req)
 
     def _bad(self, identity: bytes, request_id: str, e: ProtocolError) -> None:
         self.counts["bad_requests"] += 1
@@ -355,8 +428,10 @@ class EditServer:
 
     def pending_bytes(self) -> int:
         """What the byte budget counts: job inputs held plus undelivered final replies."""
-        return sum(j.input_bytes() for j in self.jobs.values()) + sum(
-            f.nbytes for f in self.finished.values()
+        return (
+            sum(j.input_bytes() for j in self.jobs.values())
+            + sum(f.nbytes for f in self.finished.values())
+            + self.uploads.nbytes()
         )
 
     def _dispatch(self, owner: Owner, req: Request) -> None:
@@ -590,6 +665,8 @@ class EditServer:
                 reason = f"no heartbeat from the client for {silent:.0f} s"
                 self.log(f"{job.kind} {job.id}: {reason}; cancelling")
                 self._cancel(job, reason)
+        for upload in self.uploads.reap(now, timeout):
+            self.log(f"upload {upload.id}: nothing from its client for {timeout:.0f} s; dropped")
         while self.finished:
             job_id, done = next(iter(self.finished.items()))
             if now - done.at <= UNDELIVERED_KEEP_S:

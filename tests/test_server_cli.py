@@ -130,7 +130,7 @@ def test_remote_clients_need_curve_keys(tmp_path: Path):
         address = f"tcp://127.0.0.1:{srv.endpoint.rsplit(':', 1)[1]}"
         keys = CurveKeys.from_files(tmp_path / "server.key", tmp_path / "client.key_secret")
         with Client(address, timeout_s=10.0, curve=keys) as c:
-            assert c.hello()["protocol"] == 1
+            assert c.hello()["protocol"] == 2
         with Client(address, timeout_s=0.5, retries=1) as c:  # no keys: no answer
             with pytest.raises(ServerUnavailable):
                 c.hello()
