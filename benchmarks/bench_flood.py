@@ -15,9 +15,9 @@ Linux only (reads /proc).
 selects the whole frame. ``--hold`` keeps the worker busy with a long small job during the
 flood and cancels everything after it, so the peak is the server's own holding of requests
 (queue, byte budget, libzmq's read-ahead) without a max-size job running; without it the
-accepted edits run, and the running job's compositing adds its own peak. Under ``--hold`` the
-holding client and the cancelling connection take two of the server's connection slots:
-``--hold --max-connections 5`` floods over as many connections as the default cap of 3.
+accepted edits run, and the running job's compositing adds its own peak. Each request is
+an upload (docs/protocol.md §3a): its header first, its pixels in chunks as the server
+grants credit.
 """
 
 from __future__ import annotations
@@ -79,7 +79,7 @@ class Flood:
             self.control = self.ctx.socket(zmq.DEALER)
             self.control.linger = 0
             self.control.connect(endpoint)
-            self.control.send(msgpack.packb({"v": 1, "kind": "hello", "id": "h"}))
+            self.control.send(msgpack.packb({"v": 2, "kind": "hello", "id": "h"}))
             if not self.control.poll(60_000):
                 raise RuntimeError("the server does not answer the control connection")
             self.control.recv_multipart()
@@ -96,23 +96,29 @@ class Flood:
         return {i for i, m in enumerate(self.monitors) if m.poll(0) and recv_monitor_message(m)}
 
     def run(self, n: int, img: np.ndarray, mask: np.ndarray, steps: int, hold: bool) -> dict:
+        from ganpaint.server.client import Chunked
+
         header = {
-            "v": 1,
+            "v": 2,
             "kind": "edit",
+            "upload": True,
             "op": "remove",
             "units": [3, 5],
             "steps": steps,
             "image": {"width": W, "height": H, "channels": 4, "dtype": "u16"},
             "mask": {"width": W, "height": H, "channels": 1, "dtype": "u8"},
         }
-        frames = [memoryview(img).cast("B"), memoryview(mask).cast("B")]  # sent, not copied
+        frames = [memoryview(img).cast("B"), memoryview(mask).cast("B")]  # not copied
         sent = [0] * len(self.socks)
+        uploads: dict[str, Chunked] = {}  # request id -> its pixels, sent as credit comes
         for i in range(n):
-            h = msgpack.packb({**header, "id": uuid.uuid4().hex}, use_bin_type=True)
+            rid = uuid.uuid4().hex
+            h = msgpack.packb({**header, "id": rid}, use_bin_type=True)
             k = i % len(self.socks)
             try:  # a socket refused already has no connection: NOBLOCK instead of waiting
-                self.socks[k].send_multipart([h, *frames], zmq.NOBLOCK, copy=False)
+                self.socks[k].send_multipart([h], zmq.NOBLOCK)
                 sent[k] += 1
+                uploads[rid] = Chunked(frames)
             except zmq.Again:
                 pass
         jobs: dict[str, zmq.Socket] = {}
@@ -141,12 +147,18 @@ class Flood:
                 parts = s.recv_multipart(copy=False)
                 reply = msgpack.unpackb(parts[0].bytes, raw=False)
                 kind = reply["kind"]
-                if kind == "accepted":
+                if kind in ("upload", "credit"):  # the server grants chunks: send them
+                    up = uploads[reply["id"]]
+                    for index, data in up.granted(reply):
+                        chunk = {"v": 2, "kind": "chunk", "id": reply["id"], "upload": up.id}
+                        chunk["index"] = index
+                        s.send_multipart([msgpack.packb(chunk, use_bin_type=True), data])
+                elif kind == "accepted":
                     answered += 1
                     outcome["accepted"] += 1
                     jobs[reply["job"]] = s
                     if hold:  # queued behind the long job: cancel it before it can run
-                        cancel = {"v": 1, "kind": "cancel", "id": "c", "job": reply["job"]}
+                        cancel = {"v": 2, "kind": "cancel", "id": "c", "job": reply["job"]}
                         self.control.send_multipart([msgpack.packb(cancel, use_bin_type=True)])
                 elif kind == "error" and reply["error"]["code"] == "busy" and "job" not in reply:
                     answered += 1
@@ -159,7 +171,7 @@ class Flood:
             if now - last_beat > 0.5:
                 last_beat = now
                 for job, s in jobs.items():
-                    beat = {"v": 1, "kind": "heartbeat", "id": "beat", "job": job}
+                    beat = {"v": 2, "kind": "heartbeat", "id": "beat", "job": job}
                     s.send_multipart([msgpack.packb(beat, use_bin_type=True)])
         return outcome
 

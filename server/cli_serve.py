@@ -38,6 +38,12 @@ def register(subparsers) -> None:
     )
     add_invert_args(p)
     p.add_argument("--cache-mb", type=int, default=512, help="memory for cached sessions (MiB)")
+    p.add_argument(
+        "--share-sessions",
+        action="store_true",
+        help="let every client reuse every client's cached sessions (trusted seats only; by "
+        "default a client finds only its own, so no one learns what another worked on)",
+    )
     p.add_argument("--max-side", type=int, default=limits.max_side, help="longest image side")
     p.add_argument("--max-pixels", type=int, default=limits.max_pixels, help="width × height")
     p.add_argument("--max-steps", type=int, default=limits.max_steps)
@@ -53,8 +59,8 @@ def register(subparsers) -> None:
         "--max-connections",
         type=int,
         default=limits.max_connections,
-        help="clients connected at once; more are refused until one leaves (each sending "
-        "client may make ZeroMQ hold one whole request in memory)",
+        help="clients connected at once; more are refused until one leaves (each may make "
+        "ZeroMQ hold a message or two, ≈ 2.2 MiB, in memory)",
     )
     p.add_argument(
         "--heartbeat-timeout",
@@ -122,6 +128,7 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
         invert_steps=args.invert_steps,
         invert_precision=args.invert_precision,
         session_budget_bytes=args.cache_mb * 1024 * 1024,
+        share_sessions=args.share_sessions,
         allow_remote=args.allow_remote,
         curve=curve_files(args.curve_dir) if args.curve_dir else None,
         download=not args.no_download,

@@ -18,6 +18,7 @@ is not thread-safe: use it from one thread.
 
 from __future__ import annotations
 
+import os
 import secrets
 import time
 import uuid
@@ -28,7 +29,8 @@ from pathlib import Path
 import msgpack
 import zmq
 
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2
+HEADER_ROOM = 64 * 1024  # of a message's size limit, what a header may take
 DEFAULT_ADDRESS = "tcp://127.0.0.1:5570"
 POLL_S = 0.1  # how often should_cancel is polled while a job runs
 REFUSED_RETRY_S = 0.5  # a server at its connection cap is asked again this often
@@ -103,11 +105,23 @@ class CurveKeys:
     def from_files(cls, server_public_file: str | Path, client_secret_file: str | Path):
         import zmq.auth
 
+        mode = os.stat(client_secret_file).st_mode & 0o777
+        if mode & 0o077:  # whoever reads it can be this client (ssh refuses such keys too)
+            raise ValueError(
+                f"the secret key {client_secret_file} can be read or changed by other users "
+                f"(mode {mode:04o}); run `chmod 600 {client_secret_file}`"
+            )
         server_public, _ = zmq.auth.load_certificate(server_public_file)
         public, secret = zmq.auth.load_certificate(client_secret_file)
         if not secret:
             raise ValueError(f"{client_secret_file} holds no secret key")
         return cls(server_public, public, secret)
+
+
+# The secret session name of this process's clients (docs/protocol.md §6.5): the clients of
+# one process (the plug-in's dialog prepares in one and edits in another) share the server's
+# cached sessions; other processes do not see them.
+PROCESS_SESSION = secrets.token_hex(16)
 
 
 class Client:
@@ -118,11 +132,13 @@ class Client:
         retries: int = 3,
         *,
         curve: CurveKeys | None = None,
+        session: str = PROCESS_SESSION,
     ):
         self.address = address
         self.timeout_s = float(timeout_s)
         self.retries = max(1, int(retries))  # attempts in all, the first included
         self.curve = curve
+        self.session = session
         self._ctx = zmq.Context()
         self._sock: zmq.Socket | None = None
         # A secret: whoever presents it is this client to the server (libzmq reserves ids
@@ -443,6 +459,12 @@ class Client:
         _same_size(image, mask)
         self._check_limits(image)
 
+    def _needs_upload(self, frames: list) -> bool:
+        """Whether the pixels are too large for one message (hello's limits say)."""
+        lim = self._limits or {}
+        most = lim.get("max_message_bytes")
+        return isinstance(most, int) and any(len(f) > most - HEADER_ROOM for f in frames)
+
     def _check_limits(self, img: RawImage, what: str = "image") -> None:
         """Refuse here what the server would refuse (or drop the connection for)."""
         if self._limits is None:
@@ -470,7 +492,16 @@ class Client:
     ) -> dict:
         """Submit, then relay progress and send heartbeats until the final reply."""
         rid = uuid.uuid4().hex
-        request = {"kind": kind, "id": rid, **fields}
+        request = {"kind": kind, "id": rid, "session": self.session, **fields}
+        # Pixels larger than one message go as an upload, chunk by chunk under the server's
+        # credit (docs/protocol.md §3a); smaller ones in the request itself.
+        chunked = Chunked(frames) if self._needs_upload(frames) else None
+        if chunked is not None:
+            request["upload"] = True
+
+        def submit() -> None:
+            self._send(request, [] if chunked is not None else frames)
+
         job: str | None = None
         heartbeat_s = 1.0
         want_cancel = False
@@ -478,7 +509,7 @@ class Client:
         failures = 0
         position = None
         refused_since: float | None = None  # when the server started refusing to connect
-        self._send(request, frames)
+        submit()
         last_heard = last_beat = time.monotonic()
         try:
             while True:
@@ -502,7 +533,7 @@ class Client:
                     if now - last_heard >= REFUSED_RETRY_S:
                         self._reopen()
                         if job is None:
-                            self._send(request, frames)
+                            submit()
                         else:
                             self._send({"kind": "heartbeat", "id": rid, "job": job})
                         last_heard = last_beat = now
@@ -511,7 +542,11 @@ class Client:
                     last_heard, failures, refused_since = now, 0, None
                     header, parts = got
                     what = header.get("kind")
-                    if what == "accepted":
+                    if what in ("upload", "credit") and chunked is not None:
+                        for index, data in chunked.granted(header):
+                            msg = {"kind": "chunk", "id": rid, "upload": chunked.id, "index": index}
+                            self._send(msg, [data])
+                    elif what == "accepted":
                         job = str(header.get("job"))
                         heartbeat_s = float(header.get("heartbeat_s") or 1.0)
                         position = header.get("position")
@@ -539,7 +574,7 @@ class Client:
                         raise self._no_answer()
                     self._reopen()
                     if job is None:  # the server drops the duplicate if it had it
-                        self._send(request, frames)
+                        submit()
                     else:  # the same routing id: the server answers the new socket
                         self._send({"kind": "heartbeat", "id": rid, "job": job})
                     last_heard = last_beat = now
@@ -549,6 +584,42 @@ class Client:
             if job is not None and not (isinstance(e, ServerError) and e.code != "timeout"):
                 self._send({"kind": "cancel", "id": rid, "job": job})
             raise
+
+
+class Chunked:
+    """An upload's pixels, cut into the server's chunks and sent as its credit allows."""
+
+    def __init__(self, frames: list):
+        self.frames = [memoryview(f).cast("B") for f in frames]
+        self.total = sum(len(f) for f in self.frames)
+        self.id: str | None = None
+        self.chunk_bytes = 1
+        self.sent = 0  # chunks sent (every index below)
+
+    def granted(self, header: dict) -> list[tuple[int, bytes]]:
+        """The chunks an `upload` or `credit` reply lets the client send now."""
+        if header.get("kind") == "upload":  # the start, or the server's state after a resend
+            self.id = str(header.get("upload"))
+            self.chunk_bytes = max(1, int(header.get("chunk_bytes") or 1))
+            self.sent = int(header.get("next") or 0)
+        elif header.get("upload") != self.id:
+            return []
+        credit = int(header.get("credit") or 0)
+        out = []
+        while self.sent < credit:
+            out.append((self.sent, self.chunk(self.sent)))
+            self.sent += 1
+        return out
+
+    def chunk(self, index: int) -> bytes:
+        start, end = index * self.chunk_bytes, min((index + 1) * self.chunk_bytes, self.total)
+        parts, at = [], 0
+        for f in self.frames:
+            lo, hi = max(start, at), min(end, at + len(f))
+            if lo < hi:
+                parts.append(f[lo - at : hi - at])
+            at += len(f)
+        return b"".join(parts)
 
 
 # -- messages -> results ---------------------------------------------------------------------

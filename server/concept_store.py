@@ -1,5 +1,11 @@
 """The server's view of ganpaint.core.concepts: list, resolve a name, learn, discover.
 
+Each model's library is parsed once and again only when its user file changes (inode, size,
+mtime): a ``ConceptIndex`` keeps one long-lived ``ConceptLibrary`` per model and a
+``Listing`` of what it held when last read. The socket thread only asks ``current()`` (one
+stat of the file) and answers from that listing; parsing happens on the loader or worker
+thread (``load()``), so a large library never stalls other clients.
+
 Every ConceptError leaves here as a ProtocolError with the right code: an unknown name is
 ``unknown_concept``, anything else the client asked for that cannot be done (a name that
 exists already, a selection where no unit fires) is ``bad_request``.
@@ -7,21 +13,124 @@ exists already, a selection where no unit fires) is ``bad_request``.
 
 from __future__ import annotations
 
+import os
 import tempfile
+import threading
 from collections.abc import Callable, MutableMapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
-from ganpaint.core.concepts import ConceptError, ConceptLibrary
+from ganpaint.core.concepts import Concept, ConceptError, ConceptLibrary
 from ganpaint.core.edit import Presence
 from ganpaint.core.progress import CancelFn, ProgressFn
 
 from .protocol import BAD_REQUEST, UNKNOWN_CONCEPT, ProtocolError
 
 Log = Callable[[str], None]
+Signature = tuple[int, int, int] | None  # the user file's (inode, size, mtime ns); None: none
+
+
+def _signature(path: Path) -> Signature:
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return None
+    return st.st_ino, st.st_size, st.st_mtime_ns
+
+
+@dataclass
+class Listing:
+    """One model's visible concepts as last read, ready to answer from."""
+
+    model: str
+    signature: Signature
+    by_name: dict[str, Concept]
+    entries: list[tuple[bool, dict]]  # (hidden, the `concepts` reply's map), in order
+
+    def concepts(self, include_all: bool = False) -> list[dict]:
+        return [d for hidden, d in self.entries if include_all or not hidden]
+
+    def check_exists(self, name: str) -> Concept:
+        """unknown_concept now, before the job is queued, rather than after the wait."""
+        concept = self.by_name.get(name)
+        if concept is None:
+            known = list(self.by_name)
+            more = f" and {len(known) - 20} more" if len(known) > 20 else ""
+            raise ProtocolError(
+                UNKNOWN_CONCEPT,
+                f"unknown concept {name!r} for {self.model}; known: "
+                f"{', '.join(known[:20]) or 'none'}{more}",
+            )
+        return concept
+
+    def check_new_name(self, name: str, replace: bool) -> None:
+        if name in self.by_name and not replace:
+            raise ProtocolError(
+                BAD_REQUEST,
+                f"concept {name!r} already exists for {self.model}; choose another name or "
+                "ask to replace it",
+            )
+
+
+class ConceptIndex:
+    """Thread-safe: the socket thread calls ``current``; other threads ``load`` and
+    ``library``."""
+
+    def __init__(self, log: Log | None = None):
+        self.log = log
+        self._libraries: dict[str, ConceptLibrary] = {}
+        self._listings: dict[str, Listing] = {}
+        self._lock = threading.Lock()  # one reload at a time
+
+    def library(self, model_id: str) -> ConceptLibrary:
+        lib = self._libraries.get(model_id)
+        if lib is None:
+            try:
+                lib = ConceptLibrary(model_id, on_problem=self.log)
+            except ConceptError as e:
+                raise _bad(e) from e
+            lib = self._libraries.setdefault(model_id, lib)
+        return lib
+
+    def current(self, model_id: str) -> Listing | None:
+        """The listing if the library has not changed since it was read, else None. Never
+        parses: the socket thread's call."""
+        listing = self._listings.get(model_id)
+        if listing is None or _signature(self.library(model_id).user_path) != listing.signature:
+            return None
+        return listing
+
+    def load(self, model_id: str) -> Listing:
+        """The current listing, reading the library again if it changed (slow for a large
+        one: never on the socket thread)."""
+        with self._lock:
+            listing = self.current(model_id)
+            if listing is not None:
+                return listing
+            lib = self.library(model_id)
+            sig = _signature(lib.user_path)  # before reading: a later change reads again
+            try:
+                user = {c.name for c in lib.user_concepts()}
+                visible = lib.list()
+            except ConceptError as e:
+                raise _bad(e) from e
+            entries = [
+                (
+                    c.hidden,
+                    {
+                        **c.to_dict(),
+                        "ops": list(c.ops),
+                        "hidden": c.hidden,
+                        "origin": "user" if c.name in user else "built-in",
+                    },
+                )
+                for c in visible
+            ]
+            listing = Listing(model_id, sig, {c.name: c for c in visible}, entries)
+            self._listings[model_id] = listing
+            return listing
 
 
 @dataclass
@@ -35,10 +144,6 @@ class DiscoverSpec:
     sheet: bool = False
 
 
-def _library(model_id: str, generator: Any = None, log: Log | None = None) -> ConceptLibrary:
-    return ConceptLibrary(model_id, generator=generator, on_problem=log)
-
-
 def _bad(e: ConceptError) -> ProtocolError:
     return ProtocolError(BAD_REQUEST, _one_line(e))
 
@@ -47,42 +152,7 @@ def list_concepts(model_id: str, log: Log | None = None, include_all: bool = Fal
     """[{"name", "source", "origin", "layer", "units", "ops", "hidden", ...}] of one model's
     visible concepts; unnamed (``hidden``) ones only with ``include_all``. ``ops`` is always
     there: the operations that do what the name says."""
-    try:
-        lib = _library(model_id, log=log)
-        user = {c.name for c in lib.user_concepts()}
-        return [
-            {
-                **c.to_dict(),
-                "ops": list(c.ops),
-                "hidden": c.hidden,
-                "origin": "user" if c.name in user else "built-in",
-            }
-            for c in lib.list()
-            if include_all or not c.hidden
-        ]
-    except ConceptError as e:
-        raise _bad(e) from e
-
-
-def check_exists(model_id: str, name: str) -> None:
-    """unknown_concept now, before the job is queued, rather than after the wait."""
-    try:
-        _library(model_id).get(name)
-    except ConceptError as e:
-        raise ProtocolError(UNKNOWN_CONCEPT, _one_line(e)) from e
-
-
-def check_new_name(model_id: str, name: str, replace: bool) -> None:
-    try:
-        names = _library(model_id).names()
-    except ConceptError as e:
-        raise _bad(e) from e
-    if name in names and not replace:
-        raise ProtocolError(
-            BAD_REQUEST,
-            f"concept {name!r} already exists for {model_id}; choose another name or "
-            "ask to replace it",
-        )
+    return ConceptIndex(log).load(model_id).concepts(include_all)
 
 
 @dataclass
@@ -95,19 +165,20 @@ class ResolvedConcept:
 
 
 def resolve(
+    index: ConceptIndex,
     gen,
     name: str,
     strength: str | None,
-    log: Log | None = None,
     leave_out: list[int] | tuple[int, ...] = (),
 ) -> ResolvedConcept:
     """The brush of a concept: its top units for a strength (None = the concept's default),
     skipping ``leave_out``, with "on" values (the published table where the reference ships
     one, else the generator's cached quantiles)."""
-    check_exists(gen.model_id, name)  # unknown_concept; what follows is bad_request
+    concept = index.load(gen.model_id).check_exists(name)  # what follows is bad_request
     try:
-        # With the generator, get() checks the layer, units and values against the model.
-        concept = _library(gen.model_id, generator=gen, log=log).get(name)
+        # With the generator, fill() checks the layer, units and values against the model.
+        lib = ConceptLibrary(gen.model_id, generator=gen, on_problem=index.log)
+        concept = lib.fill([concept])[0]
         if concept.layer != gen.edit_layer:
             raise ConceptError(
                 f"concept {name!r} is for layer {concept.layer}; {gen.model_id} edits at "
@@ -120,6 +191,7 @@ def resolve(
 
 
 def learn(
+    index: ConceptIndex,
     gen,
     photo: np.ndarray,
     mask: np.ndarray,
@@ -129,7 +201,6 @@ def learn(
     progress: ProgressFn,
     cancel: CancelFn,
     cache: MutableMapping,
-    log: Log | None = None,
 ) -> dict:
     """Learn a concept from the selection and save it to the model's library."""
     from ganpaint.core.concepts.learn import learn_concept
@@ -138,14 +209,14 @@ def learn(
         concept = learn_concept(
             gen, photo, mask, name, cfg, progress=progress, cancel=cancel, cache=cache
         )
-        _library(gen.model_id, log=log).add(concept, replace=replace)
+        index.library(gen.model_id).add(concept, replace=replace)
     except ConceptError as e:
         raise _bad(e) from e
     return concept.to_dict()
 
 
 def discover(
-    gen, spec: DiscoverSpec, progress: ProgressFn, cancel: CancelFn, log: Log | None = None
+    index: ConceptIndex, gen, spec: DiscoverSpec, progress: ProgressFn, cancel: CancelFn
 ) -> tuple[list[dict], np.ndarray | None]:
     """Group the edit layer's units into concepts; optionally save them and draw the
     contact sheet ([H, W, 3] uint8) a person names them from."""
@@ -160,7 +231,7 @@ def discover(
         found.names = [f"{spec.prefix}-{i + 1:02d}" for i in range(len(found.groups))]
         concepts = found.concepts(gen.model_id)
         if spec.save:
-            lib = _library(gen.model_id, log=log)
+            lib = index.library(gen.model_id)
             clash = sorted({c.name for c in concepts} & set(lib.names()))
             if clash and not spec.replace:
                 raise ConceptError(

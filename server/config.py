@@ -20,9 +20,12 @@ class Limits:
     max_queue: int = 8  # jobs waiting behind the running one; more get "busy"
     # Pixels of queued and running jobs plus undelivered final replies; past it, "busy".
     max_pending_bytes: int = 512 * 1024 * 1024
-    # Client connections open at once; past it, handshakes are refused (server/connections.py):
-    # libzmq holds up to one whole incoming message per sending connection, outside the budget.
-    max_connections: int = 3
+    # Client connections open at once; past it, handshakes are refused (server/connections.py).
+    # libzmq holds up to a message or two per connection before the server reads them; with
+    # messages of at most max_message_bytes() that is ≈ 2.2 MiB a connection (280 MiB at 128).
+    max_connections: int = 128
+    # Pixel frames larger than this travel as an upload, in chunks of this size (uploads.py).
+    chunk_bytes: int = 1024 * 1024
     max_units: int = 512  # unit indices in one edit
     heartbeat_s: float = 1.0  # how often a waiting client should send a heartbeat
     heartbeat_timeout_s: float = 10.0  # silence after which a client's jobs are cancelled
@@ -32,8 +35,10 @@ class Limits:
         return self.max_pixels * 4 * 2
 
     def max_message_bytes(self) -> int:
-        """zmq.MAXMSGSIZE (per frame in libzmq): a larger frame drops the connection."""
-        return self.max_frame_bytes() + 64 * 1024
+        """zmq.MAXMSGSIZE (per frame in libzmq): a larger frame drops the connection. A
+        request's pixel frames up to this size may come in the request itself; larger ones
+        as an upload."""
+        return self.chunk_bytes + 64 * 1024
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -59,6 +64,9 @@ class ServerConfig:
     invert_steps: int | None = None  # inversion z + r steps; None = the core's default
     invert_precision: str = "auto"  # G's arithmetic while inverting (core/invert.py)
     session_budget_bytes: int = 512 * 1024 * 1024  # memory for cached inversions and fits
+    # Cached sessions are each client's own (its CURVE key, else its session secret, else its
+    # connection); True: every client may reuse every session (trusted seats only).
+    share_sessions: bool = False
     allow_remote: bool = False
     curve: CurveFiles | None = None
     download: bool = True  # may fetch missing model weights on first use

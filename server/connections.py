@@ -11,12 +11,16 @@ socket's monitor and answers "no" past the cap; under CURVE it also checks the c
 (it replaces zmq.auth's authenticator: a context has one ZAP endpoint). The server's socket
 thread runs it, so no locks.
 
-Counting without file descriptors (handshake events carry none): admitted = handshakes that
-succeeded − disconnects of admitted connections. A connection that ends during its handshake
-reports a HANDSHAKE_FAILED_* event before its DISCONNECTED, so a disconnect is charged to a
-failed handshake while such failures are unmatched, else to an admitted connection. libzmq
-may report two failures for one connection (refused, then dropped by its peer); the count
-then errs high (fewer slots, never more) and is reset whenever no connection is open.
+Counting: the monitor reports each TCP connection's ACCEPTED and DISCONNECTED events with its
+file descriptor, so the set of open descriptors is exact, whatever order events of different
+connections come in, except that libzmq closes a connection whose routing id was handed over
+to a new one without a DISCONNECTED event. So each descriptor is kept with the inode of its
+socket at ACCEPTED, and one that no longer names that socket (closed, or reused) is dropped
+whenever the count is read. Every open connection holds a slot, the one whose handshake is being
+decided included (its ACCEPTED precedes its ZAP request): a connection that handshakes and
+closes at once frees its slot with its DISCONNECTED, and a refused one as soon as libzmq has
+closed it (milliseconds). A connection that never completes its handshake is closed by libzmq
+after ``HANDSHAKE_S``.
 
 What a refused client sees: its handshake fails at once with ZAP status 500 (400: an
 unknown CURVE key), and libzmq does not reconnect that socket: the messages queued on it are
@@ -26,8 +30,9 @@ new socket every half second until its timeout.
 
 from __future__ import annotations
 
+import os
+import stat
 import time
-from collections import deque
 from collections.abc import Callable
 
 import zmq
@@ -42,15 +47,10 @@ ZAP_VERSION = b"1.0"
 # and CURVE. 400 means a bad key; a client sees the status code (not the text), so the cap
 # takes 500, which libzmq also answers with an ERROR at once.
 FULL = b"500"
-FAILED = (
-    zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL
-    | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
-    | zmq.EVENT_HANDSHAKE_FAILED_AUTH
-)
-EVENTS = FAILED | zmq.EVENT_HANDSHAKE_SUCCEEDED | zmq.EVENT_ACCEPTED | zmq.EVENT_DISCONNECTED
-# An approved handshake completes within milliseconds; one that has not after this long
-# failed (its peer vanished) and no longer holds a slot.
-APPROVAL_TTL_S = 5.0
+EVENTS = zmq.EVENT_ACCEPTED | zmq.EVENT_DISCONNECTED
+# A connection whose ZMTP handshake has not completed after this long is closed by libzmq
+# (ZMQ_HANDSHAKE_IVL; libzmq's default is 30 s): a silent TCP connection holds a slot no longer.
+HANDSHAKE_S = 5.0
 
 
 class ConnectionGate:
@@ -77,20 +77,18 @@ class ConnectionGate:
         self.zap.bind(ZAP_ENDPOINT)
         router.zap_domain = ZAP_DOMAIN
         self._router = router
+        router.setsockopt(zmq.HANDSHAKE_IVL, int(HANDSHAKE_S * 1000))
         self.monitor = router.get_monitor_socket(EVENTS)
-        self.admitted = 0  # connections whose handshake succeeded, not yet disconnected
-        self.open = 0  # TCP connections accepted and not yet disconnected
+        self.open: dict[int, int] = {}  # file descriptor -> its socket's inode, when accepted
         self.refused = 0  # handshakes refused for the cap (ever)
-        self._approved: deque[float] = deque()  # approvals whose handshake is still running
-        self._failures = 0  # failed handshakes whose disconnect has not been seen
         self._last_full_log = 0.0
 
     def live(self) -> int:
-        """Connections that hold a slot: admitted plus approved but still handshaking."""
-        now = time.monotonic()
-        while self._approved and now - self._approved[0] > APPROVAL_TTL_S:
-            self._approved.popleft()
-        return self.admitted + len(self._approved)
+        """Connections that hold a slot: every open one."""
+        for fd, inode in list(self.open.items()):
+            if _socket_inode(fd) != inode:  # closed without a DISCONNECTED event
+                self.open.pop(fd, None)
+        return len(self.open)
 
     def stats(self) -> dict:
         return {"live": self.live(), "max": self.cap, "refused": self.refused}
@@ -101,27 +99,13 @@ class ConnectionGate:
                 ev = recv_monitor_message(self.monitor, zmq.NOBLOCK)
             except zmq.Again:
                 return
-            self._count(ev["event"])
-
-    def _count(self, event: int) -> None:
-        if event == zmq.EVENT_ACCEPTED:
-            self.open += 1
-        elif event == zmq.EVENT_HANDSHAKE_SUCCEEDED:
-            self.admitted += 1
-            if self._approved:
-                self._approved.popleft()
-        elif event & FAILED:
-            self._failures += 1
-        elif event == zmq.EVENT_DISCONNECTED:
-            self.open = max(self.open - 1, 0)
-            if self._failures:
-                self._failures -= 1
-            elif self.admitted:
-                self.admitted -= 1
-            if self.open == 0:  # nothing open: the exact state, whatever was miscounted
-                self.admitted = self._failures = 0
-                self._approved.clear()
-            self.admitted = min(self.admitted, self.open)
+            fd = ev["value"]
+            if ev["event"] == zmq.EVENT_ACCEPTED:
+                inode = _socket_inode(fd)
+                if inode is not None:  # else already closed again
+                    self.open[fd] = inode
+            elif ev["event"] == zmq.EVENT_DISCONNECTED:
+                self.open.pop(fd, None)
 
     def on_zap(self) -> None:
         """Answer one ZAP request (always: a REP socket that misses a reply is stuck)."""
@@ -149,14 +133,13 @@ class ConnectionGate:
             user = key  # the User-Id the server reads a message's owner from
         elif mechanism != b"NULL":
             return b"400", b"unexpected mechanism", b""
-        if self.live() >= self.cap:
+        if self.live() > self.cap:  # this connection is one of the open ones
             self.refused += 1
             now = time.monotonic()
             if now - self._last_full_log >= 10.0:
                 self._last_full_log = now
                 self.log(f"refusing connections: {self.cap} open, the maximum (--max-connections)")
             return FULL, b"too many connections", b""
-        self._approved.append(time.monotonic())
         return b"200", b"OK", user
 
     def close(self) -> None:
@@ -166,3 +149,12 @@ class ConnectionGate:
             pass
         self.monitor.close(linger=0)
         self.zap.close(linger=0)
+
+
+def _socket_inode(fd: int) -> int | None:
+    """The inode of the socket ``fd`` names in this process; None if it names none."""
+    try:
+        st = os.fstat(fd)
+    except OSError:
+        return None
+    return st.st_ino if stat.S_ISSOCK(st.st_mode) else None

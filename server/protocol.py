@@ -14,7 +14,9 @@ import msgpack
 from ganpaint.core import __version__
 
 SERVER_VERSION = __version__
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2
+# Version 1 messages are version 2's without uploads (docs/protocol.md §3a): still answered.
+SUPPORTED_VERSIONS = (1, 2)
 MAX_HEADER_BYTES = 64 * 1024  # headers hold names and numbers, never pixels
 
 # Stable error codes (docs/protocol.md lists what each means to a client).

@@ -18,9 +18,16 @@ from ganpaint.core import pipeline
 from .concept_store import DiscoverSpec
 from .config import Limits
 from .images import DTYPES, ImageMeta, to_array
-from .protocol import BAD_REQUEST, PROTOCOL_VERSION, TOO_LARGE, UNKNOWN_MODEL, ProtocolError
+from .protocol import (
+    BAD_REQUEST,
+    PROTOCOL_VERSION,
+    SUPPORTED_VERSIONS,
+    TOO_LARGE,
+    UNKNOWN_MODEL,
+    ProtocolError,
+)
 
-SIMPLE_KINDS = ("hello", "models", "concepts", "status", "cancel", "heartbeat")
+SIMPLE_KINDS = ("hello", "models", "concepts", "status", "cancel", "heartbeat", "chunk")
 JOB_KINDS = ("reconstruct", "edit", "prepare", "learn_concept", "discover")
 # Pixel frames each kind carries after the header, in this order.
 FRAMES = {
@@ -28,12 +35,14 @@ FRAMES = {
     "edit": ("image", "mask"),
     "prepare": ("image", "mask"),
     "learn_concept": ("image", "mask"),
+    "chunk": ("chunk",),
 }
 OPS = ("add", "remove")
 STRENGTHS = ("low", "med", "high")
 # G′ fit qualities the pipeline offers ("fast" arrives with core/fast.py).
 QUALITIES: tuple[str, ...] = tuple(getattr(pipeline, "QUALITIES", ("faithful",)))
 MAX_ID_CHARS = 64
+MIN_SESSION_CHARS = 16  # a session name is a secret: long enough not to be guessed
 NAME_RE = re.compile(r"^[\w][\w .\-]{0,63}$")  # concept names: one line, no path characters
 MAX_GROUPS = 64
 MAX_SAMPLES = 4096
@@ -47,6 +56,9 @@ class Request:
     model: str | None = None  # concepts and job kinds
     job: str | None = None  # cancel and heartbeat
     all: bool = False  # concepts: hidden (unnamed) ones too
+    upload: str | None = None  # chunk: the upload it belongs to
+    index: int = 0  # chunk: its place in the upload, from 0
+    data: bytes | memoryview | None = None  # chunk: its bytes
 
 
 @dataclass
@@ -56,6 +68,7 @@ class JobRequest(Request):
     image: np.ndarray | None = None
     image_meta: ImageMeta | None = None
     mask: np.ndarray | None = None
+    mask_meta: ImageMeta | None = None
     op: str = ""
     concept: str | None = None
     units: list[int] = field(default_factory=list)
@@ -65,7 +78,10 @@ class JobRequest(Request):
     name: str = ""  # learn_concept
     replace: bool = False  # learn_concept, discover: may overwrite concepts of that name
     discover: DiscoverSpec | None = None
+    # A client's secret naming the sessions its jobs may share (16-64 printable chars).
+    session: str | None = None
     retry_key: str = ""  # set by the server: id + header digest, to spot a resent request
+    scope: str = ""  # set by the server: whose cached sessions this job may use (sessions.py)
 
     def describe(self) -> str:
         return self.image_meta.describe() if self.image_meta else "-"
@@ -90,15 +106,16 @@ def parse_request(
         version = header.get("v")
         if type(version) is not int:
             raise ProtocolError(BAD_REQUEST, "field 'v' (protocol version) must be an integer")
-        if version != PROTOCOL_VERSION:
+        if version not in SUPPORTED_VERSIONS:
             raise ProtocolError(
                 BAD_REQUEST,
                 f"protocol version {version} is not supported; this server speaks "
-                f"{PROTOCOL_VERSION}",
+                f"{PROTOCOL_VERSION} (and {', '.join(map(str, SUPPORTED_VERSIONS[:-1]))})",
             )
     if kind not in SIMPLE_KINDS and kind not in JOB_KINDS:
         raise ProtocolError(BAD_REQUEST, f"unknown request kind {kind!r}")
-    wanted = FRAMES.get(kind, ())
+    upload = kind in FRAMES and kind != "chunk" and _bool(header, "upload")
+    wanted = () if upload else FRAMES.get(kind, ())
     if len(frames) != len(wanted):
         names = ", ".join(wanted) or "none"
         raise ProtocolError(
@@ -112,19 +129,34 @@ def parse_request(
         return Request(kind, request_id, model=_model(header, models), all=_bool(header, "all"))
     if kind in ("cancel", "heartbeat"):
         return Request(kind, request_id, job=_str(header, "job", required=True, max_len=64))
-    return _job_request(kind, request_id, header, frames, limits, models, admit)
+    if kind == "chunk":
+        upload_id = _str(header, "upload", required=True, max_len=MAX_ID_CHARS)
+        index = _int(header, "index", 0, limits.max_frame_bytes(), required=True)
+        return Request(kind, request_id, upload=upload_id, index=index, data=frames[0])
+    return _job_request(kind, request_id, header, None if upload else frames, limits, models, admit)
+
+
+def upload_sizes(req: JobRequest) -> list[int]:
+    """The bytes of each pixel frame a request parsed without them (``upload``) will carry."""
+    return [m.nbytes for m in (req.image_meta, req.mask_meta) if m is not None]
 
 
 def _job_request(
     kind: str,
     request_id: str,
     h: dict,
-    frames: list[bytes],
+    frames: list[bytes] | None,
     limits: Limits,
     models: set[str],
     admit: Admit | None,
 ) -> JobRequest:
+    """frames None: an upload's first message; everything but the pixels is checked."""
     req = JobRequest(kind, request_id, model=_model(h, models))
+    req.session = _str(h, "session", max_len=MAX_ID_CHARS)
+    if req.session is not None and len(req.session) < MIN_SESSION_CHARS:
+        raise ProtocolError(
+            BAD_REQUEST, f"field 'session' must be a secret of at least {MIN_SESSION_CHARS} chars"
+        )
     if kind in ("reconstruct", "edit"):
         req.steps = _int(h, "steps", 1, limits.max_steps)
     if kind in ("reconstruct", "edit", "prepare"):  # prepare: the inversion's budget
@@ -132,7 +164,8 @@ def _job_request(
     mask_meta = None
     if kind in FRAMES:
         req.image_meta = _meta(h, "image", limits, channels=(3, 4), dtypes=("u8", "u16"))
-        check_frame_length(req.image_meta, frames[0])
+        if frames is not None:
+            check_frame_length(req.image_meta, frames[0])
     if kind in ("edit", "prepare", "learn_concept"):
         mask_meta = _meta(h, "mask", limits, channels=(1,), dtypes=("u8",))
         if (mask_meta.width, mask_meta.height) != (req.image_meta.width, req.image_meta.height):
@@ -141,7 +174,9 @@ def _job_request(
                 f"mask is {mask_meta.width}x{mask_meta.height}, image is "
                 f"{req.image_meta.width}x{req.image_meta.height}",
             )
-        check_frame_length(mask_meta, frames[1])
+        req.mask_meta = mask_meta
+        if frames is not None:
+            check_frame_length(mask_meta, frames[1])
     if kind == "edit":
         req.op = _choice(h, "op", OPS, required=True)
         req.strength = _choice(h, "strength", STRENGTHS)
@@ -168,6 +203,8 @@ def _job_request(
         spec.prefix = _name(h, "prefix", 60) or spec.prefix
         spec.save, spec.replace, spec.sheet = (_bool(h, k) for k in ("save", "replace", "sheet"))
         req.replace, req.discover = spec.replace, spec
+    if frames is None:
+        return req
     # Pixels last, once everything else is known good; admit before any copy, so that a
     # refused request costs no memory beyond its frames (freed when the reply is sent).
     if admit is not None:

@@ -41,7 +41,7 @@ from .protocol import (
     reply_header,
 )
 from .requests import JobRequest
-from .sessions import SessionCache
+from .sessions import ScopedSessions, SessionCache
 
 # emit(job, header, frames): send one reply for a job (the socket thread routes it).
 Emit = Callable[[Job, dict, Sequence[bytes]], None]
@@ -114,9 +114,10 @@ class JobRunner:
         sessions: SessionCache,
         emit: Emit,
         log: Callable[[str], None],
+        concepts: concept_store.ConceptIndex,
     ):
         self.cfg, self.pool, self.sessions = cfg, pool, sessions
-        self.emit, self.log = emit, log
+        self.emit, self.log, self.concepts = emit, log, concepts
         self._encoders: dict[str, object] = {}  # model id → its shipped encoder (or None)
 
     def __call__(self, job: Job) -> None:
@@ -158,6 +159,7 @@ class JobRunner:
             return self._prepare(job, gen, model_id)
         if req.kind == "learn_concept":
             info = concept_store.learn(
+                self.concepts,
                 gen,
                 req.image,
                 req.mask,
@@ -166,13 +168,12 @@ class JobRunner:
                 self._pipeline_config(req, gen),
                 self._progress(job),
                 job.is_cancelled,
-                self.sessions,
-                self.log,
+                ScopedSessions(self.sessions, req.scope),
             )
             return Outcome({**info, "model": model_id})
         if req.kind == "discover":
             found, sheet = concept_store.discover(
-                gen, req.discover, self._progress(job), job.is_cancelled, self.log
+                self.concepts, gen, req.discover, self._progress(job), job.is_cancelled
             )
             out = Outcome({"model": model_id, "concepts": found, "saved": req.discover.save})
             if sheet is not None:
@@ -205,7 +206,7 @@ class JobRunner:
 
     def _reconstruct(self, job: Job, gen, model_id: str) -> Outcome:
         req = job.request
-        guard = SessionGuard(self.sessions)
+        guard = SessionGuard(ScopedSessions(self.sessions, req.scope))
         res = reconstruct_photo(
             gen,
             req.image,
@@ -221,7 +222,7 @@ class JobRunner:
         req = job.request
         cfg = self._pipeline_config(req, gen)
         if req.concept is not None:
-            c = concept_store.resolve(gen, req.concept, req.strength, self.log, req.leave_out)
+            c = concept_store.resolve(self.concepts, gen, req.concept, req.strength, req.leave_out)
             presence = None if req.remove_all else c.presence
             spec = EditSpec(c.units, req.op, c.values, c.layer, presence)
             extra = {"concept": req.concept, "units": c.units, "strength": c.strength}
@@ -239,7 +240,7 @@ class JobRunner:
         on_values = None
         if spec.values is None and req.op == "add":
             on_values = self.pool.on_values(gen, cfg.quantile_samples)
-        guard = SessionGuard(self.sessions)
+        guard = SessionGuard(ScopedSessions(self.sessions, req.scope))
         res = edit_photo(
             gen,
             req.image,
@@ -260,7 +261,7 @@ class JobRunner:
         """Invert the selection's region into its session, ahead of the edit (the plug-in
         asks while its dialog is open): the edit that follows finds the inversion done."""
         req, t0 = job.request, time.perf_counter()
-        guard = SessionGuard(self.sessions)
+        guard = SessionGuard(ScopedSessions(self.sessions, req.scope))
         cfg = self._pipeline_config(req, gen)
         prep = prepare(gen, req.image, req.mask, cfg, self._progress(job), job.is_cancelled, guard)
         inv = prep.session.inversion

@@ -8,6 +8,8 @@ need the server's public key and an authorised key pair of their own.
 from __future__ import annotations
 
 import ipaddress
+import os
+import stat
 from pathlib import Path
 
 import zmq
@@ -68,6 +70,9 @@ def check_bind(cfg: ServerConfig) -> None:
         raise BindRefused("this libzmq has no CURVE support; cannot serve remote clients")
     if not cfg.curve.server_secret.is_file():
         raise BindRefused(f"no server key file {cfg.curve.server_secret}")
+    problem = exposed_secret(cfg.curve.server_secret)
+    if problem:
+        raise BindRefused(problem)
     _, secret = zmq.auth.load_certificate(cfg.curve.server_secret)
     if not secret:
         raise BindRefused(f"{cfg.curve.server_secret} holds no secret key")
@@ -90,18 +95,60 @@ def secure(sock: zmq.Socket, curve: CurveFiles) -> set[bytes]:
     return set(zmq.auth.load_certificates(curve.clients_dir))
 
 
+def exposed_secret(path: Path) -> str | None:
+    """Why others can use the secret key file ``path`` (a one-line message with the chmod that
+    fixes it), or None when only its owner can read or change it. Whoever reads a server's
+    secret key can be that server to its clients, as ssh reasons about private keys."""
+    mode = stat.S_IMODE(path.stat().st_mode)
+    if mode & 0o077:
+        return (
+            f"the secret key {path} can be read or changed by other users (mode {mode:04o}); "
+            f"run `chmod 600 {path}` and use a new key pair if others may have copied it"
+        )
+    return None
+
+
+def _write_private(path: Path, text: str) -> None:
+    """Create ``path`` readable by its owner only (0600 from the first byte: no window in
+    which the umask's mode lets others read it)."""
+    path.unlink(missing_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write(text)
+
+
+def _certificate(public: bytes, secret: bytes | None = None) -> str:
+    """A certificate in the layout zmq.auth.load_certificate reads."""
+    kind = "Secret" if secret else "Public"
+    lines = [f"#   ZeroMQ CURVE {kind} Certificate (ganpaint serve --make-keys)", "", "metadata"]
+    lines += ["curve", f'    public-key = "{public.decode()}"']
+    if secret:
+        lines.append(f'    secret-key = "{secret.decode()}"')
+    return "\n".join(lines) + "\n"
+
+
+def _key_pair(key_dir: Path, name: str) -> tuple[Path, Path]:
+    public, secret = zmq.curve_keypair()
+    public_file, secret_file = key_dir / f"{name}.key", key_dir / f"{name}.key_secret"
+    public_file.write_text(_certificate(public), encoding="utf-8")
+    _write_private(secret_file, _certificate(public, secret))
+    return public_file, secret_file
+
+
 def make_keys(key_dir: Path) -> dict[str, Path]:
-    """Create a server key pair and one client key pair (authorised) under key_dir."""
-    key_dir.mkdir(parents=True, exist_ok=True)
+    """Create a server key pair and one client key pair (authorised) under key_dir: the
+    folder private to its owner (0700), the secret keys 0600."""
+    key_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    os.chmod(key_dir, 0o700)
     (key_dir / CLIENTS_DIR).mkdir(exist_ok=True)
-    server_public, server_secret = zmq.auth.create_certificates(key_dir, SERVER_CERT)
-    client_public, client_secret = zmq.auth.create_certificates(key_dir, CLIENT_CERT)
+    server_public, server_secret = _key_pair(key_dir, SERVER_CERT)
+    client_public, client_secret = _key_pair(key_dir, CLIENT_CERT)
     authorised = key_dir / CLIENTS_DIR / f"{CLIENT_CERT}.key"
-    authorised.write_bytes(Path(client_public).read_bytes())
+    authorised.write_bytes(client_public.read_bytes())
     return {
-        "server_public": Path(server_public),
-        "server_secret": Path(server_secret),
-        "client_public": Path(client_public),
-        "client_secret": Path(client_secret),
+        "server_public": server_public,
+        "server_secret": server_secret,
+        "client_public": client_public,
+        "client_secret": client_secret,
         "authorised": authorised,
     }

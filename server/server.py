@@ -15,7 +15,9 @@ what libzmq itself holds of incoming messages.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import queue
 import secrets
 import sys
 import threading
@@ -46,10 +48,11 @@ from .protocol import (
     reply_header,
     unpack_header,
 )
-from .requests import JOB_KINDS, QUALITIES, JobRequest, Request, parse_request
+from .requests import JOB_KINDS, QUALITIES, JobRequest, Request, parse_request, upload_sizes
 from .runner import JobRunner
 from .security import BindRefused, check_bind, is_loopback, secure
 from .sessions import SessionCache
+from .uploads import Uploads
 
 POLL_MS = 200  # how often the loop looks at the stop flag and the heartbeat clock
 REAP_EVERY_S = 0.25
@@ -64,6 +67,11 @@ UNDELIVERED_KEEP_S = 30.0
 ENDED_IDS = 256  # ended jobs remembered (ids and owners only) to answer "finished"
 PEER_KEYS = 4096  # connections whose CURVE key is remembered
 BAD_LOG_EVERY_S = 10.0
+# TCP keepalive: an idle connection is probed after 30 s, then every 5 s; 3 unanswered probes
+# (45 s in all) drop it.
+KEEPALIVE_IDLE_S, KEEPALIVE_INTVL_S, KEEPALIVE_CNT = 30, 5, 3
+AUTO_ID_BYTES = 5  # a routing id libzmq makes up: a zero byte and a 32-bit counter
+LOADS_WAITING = 64  # `concepts` requests waiting for a library to be read; more get busy
 MIB = 1024 * 1024
 
 
@@ -101,11 +109,13 @@ class EditServer:
         self.pool = ModelPool(self.device, cfg.download, cfg.checkpoints)
         self.known_models = ModelPool.known()
         self.sessions = SessionCache(cfg.session_budget_bytes)
+        self.concepts = concept_store.ConceptIndex(self.log)
         self.ids = JobIds(secrets.token_hex(3))
         self.endpoint: str | None = None
         self.jobs: dict[str, Job] = {}  # queued or running, or finished but not yet answered
         self.by_request: dict[str, str] = {}  # JobRequest.retry_key -> job id (dedupes retries)
         self.finished: OrderedDict[str, Finished] = OrderedDict()  # undelivered final replies
+        self.uploads = Uploads(cfg.limits.chunk_bytes)  # pixels arriving in chunks
         self.ended: OrderedDict[str, Owner] = OrderedDict()  # recently ended job ids
         # identity -> CURVE key of its latest message: a job's output is withheld from an
         # identity now used by another key (kept for the owner instead).
@@ -118,11 +128,19 @@ class EditServer:
         self._stopped = threading.Event()
         self._started = time.monotonic()
         self._outbox_addr = f"inproc://ganpaint-outbox-{secrets.token_hex(4)}"
+        self._answers_addr = f"inproc://ganpaint-answers-{secrets.token_hex(4)}"
+        self._answers: zmq.Socket | None = None
+        # `concepts` requests whose library changed since it was last read: the loader
+        # thread reads it (off the socket thread) and answers them.
+        self._loads: queue.Queue = queue.Queue(maxsize=LOADS_WAITING)
+        self._loader = threading.Thread(
+            target=self._load_concepts, name="ganpaint-concepts", daemon=True
+        )
         self._worker_sock = threading.local()
         self._router: zmq.Socket | None = None
         self._outbox: zmq.Socket | None = None
         self._gate: ConnectionGate | None = None
-        runner = JobRunner(cfg, self.pool, self.sessions, self._emit, self.log)
+        runner = JobRunner(cfg, self.pool, self.sessions, self._emit, self.log, self.concepts)
         lim = cfg.limits
         self.queue = JobQueue(
             runner,
@@ -151,6 +169,15 @@ class EditServer:
             # Sending to a vanished client fails (instead of vanishing), so the server knows
             # whether a final reply was delivered or must be kept for a reconnect.
             router.setsockopt(zmq.ROUTER_MANDATORY, 1)
+            # A peer whose machine or network vanished (no FIN ever comes) is found by TCP
+            # keepalive probes and dropped, freeing its slot. Not ZMTP heartbeats
+            # (ZMQ_HEARTBEAT_IVL): with libzmq 4.3.5 a ping to a connection whose reading is
+            # paused by RCVHWM after its peer closed aborts the process (stream_engine_base
+            # "!_io_error", measured with kill -9'd clients).
+            router.setsockopt(zmq.TCP_KEEPALIVE, 1)
+            router.setsockopt(zmq.TCP_KEEPALIVE_IDLE, KEEPALIVE_IDLE_S)
+            router.setsockopt(zmq.TCP_KEEPALIVE_INTVL, KEEPALIVE_INTVL_S)
+            router.setsockopt(zmq.TCP_KEEPALIVE_CNT, KEEPALIVE_CNT)
             loopback = is_loopback(self.cfg.bind)
             if loopback:
                 # A client reopening its socket with the same (secret, random) routing id
@@ -178,6 +205,11 @@ class EditServer:
         self._outbox = self.ctx.socket(zmq.PULL)
         self._outbox.linger = 0
         self._outbox.bind(self._outbox_addr)
+        self._answers = self.ctx.socket(zmq.PULL)
+        self._answers.linger = 0
+        self._answers.bind(self._answers_addr)
+        self._loader.start()
+        self._load_later(self.cfg.model)  # the default model's library, read ahead
         self.queue.start()
         return self.endpoint
 
@@ -203,6 +235,7 @@ class EditServer:
         poller = zmq.Poller()
         poller.register(self._router, zmq.POLLIN)
         poller.register(self._outbox, zmq.POLLIN)
+        poller.register(self._answers, zmq.POLLIN)
         gate = self._gate
         poller.register(gate.monitor, zmq.POLLIN)
         poller.register(gate.zap, zmq.POLLIN)
@@ -215,6 +248,8 @@ class EditServer:
                 self._guarded(gate.on_zap)
             if self._outbox in events:
                 self._drain(self._outbox, self._forward)
+            if self._answers in events:
+                self._drain(self._answers, self._answer)
             if self._router in events:
                 self._drain(self._router, self._receive)
             now = time.monotonic()
@@ -249,10 +284,14 @@ class EditServer:
         while self._drain(self._outbox, self._forward) == BATCH:  # the running job's last word
             pass
         worker_done = not self.queue.worker_alive
+        with contextlib.suppress(queue.Full):  # the loader's stop (no new requests come)
+            self._loads.put(None, timeout=30.0)
+        self._loader.join(30.0)
         self._outbox.close(linger=0)
+        self._answers.close(linger=0)
         self._gate.close()
         self._router.close(linger=500)  # let the final replies go out
-        if worker_done:
+        if worker_done and not self._loader.is_alive():
             self.ctx.term()
         else:
             self.log("the worker did not stop in time; leaving it behind")
@@ -265,6 +304,14 @@ class EditServer:
         try:
             if len(parts) < 2:
                 raise ProtocolError(BAD_REQUEST, "empty message: frame 0 must be a header")
+            if identity[:1] == b"\0" and len(identity) != AUTO_ID_BYTES:
+                # libzmq names clients that set no routing id b"\0" + 4 bytes; a client may not
+                # choose ids in that range (it could take over such a connection).
+                raise ProtocolError(
+                    BAD_REQUEST,
+                    "routing ids that start with a zero byte are reserved to ZeroMQ; set one "
+                    "that does not (a random secret of at least 16 bytes)",
+                )
             owner = Owner(identity, _user_id(parts[1]))
             if owner.key:
                 self._peer_keys[identity] = owner.key
@@ -287,12 +334,71 @@ class EditServer:
                 # that lost the reply (another client reusing the id does not match).
                 digest = hashlib.sha1(raw_header).hexdigest()
                 req.retry_key = f"{identity.hex()}:{owner.key}:{req.id}:{digest}"
-            self._dispatch(owner, req)
+            if isinstance(req, JobRequest) and req.image_meta is not None and req.image is None:
+                self._start_upload(owner, req, header, bytes(raw_header))
+            elif req.kind == "chunk":
+                self._chunk(owner, req)
+            else:
+                self._dispatch(owner, req)
         except ProtocolError as e:
             self._bad(identity, request_id, e)
         except Exception as e:
             self.log(f"internal error on a request:\n{traceback.format_exc().rstrip()}")
             self._send(identity, [pack(error_header(INTERNAL, _one_line(e), request_id))])
+
+    def _start_upload(self, owner: Owner, req: JobRequest, header: dict, raw: bytes) -> None:
+        """A job request whose pixels follow in chunks: reserve their bytes, grant credit."""
+        if req.retry_key in self.by_request:  # sent again, and its upload became a job
+            return self._submit(owner, req)
+        now = time.monotonic()
+        upload = self.uploads.find(req.retry_key)
+        if upload is None:
+            sizes = upload_sizes(req)
+            self._admit(sum(sizes))
+            upload = self.uploads.start(owner, req, header, raw, sizes, now)
+        upload.last_seen = now
+        self._send(
+            owner.identity,
+            [
+                pack(
+                    reply_header(
+                        "upload",
+                        req.id,
+                        upload=upload.id,
+                        chunk_bytes=upload.chunk_bytes,
+                        total_bytes=upload.nbytes,
+                        next=upload.next,
+                        credit=upload.credit(),
+                    )
+                )
+            ],
+        )
+
+    def _chunk(self, owner: Owner, req: Request) -> None:
+        upload = self.uploads.get(req.upload, owner)
+        upload.last_seen = time.monotonic()
+        try:
+            complete = upload.add(req.index, req.data)
+        except ProtocolError:
+            self.uploads.close(upload)
+            raise
+        if not complete:
+            credit = reply_header(
+                "credit",
+                upload.request.id,
+                upload=upload.id,
+                next=upload.next,
+                credit=upload.credit(),
+            )
+            self._send(owner.identity, [pack(credit)])
+            return
+        self.uploads.close(upload)  # its bytes now go to the job (admitted at the start)
+        header = {k: v for k, v in upload.header.items() if k != "upload"}
+        job_req = parse_request(
+            upload.frames(), header, self.cfg.limits, self.known_models, admit=None
+        )
+        job_req.retry_key = upload.request.retry_key
+        self._dispatch(owner, job_req)
 
     def _bad(self, identity: bytes, request_id: str, e: ProtocolError) -> None:
         self.counts["bad_requests"] += 1
@@ -322,8 +428,10 @@ class EditServer:
 
     def pending_bytes(self) -> int:
         """What the byte budget counts: job inputs held plus undelivered final replies."""
-        return sum(j.input_bytes() for j in self.jobs.values()) + sum(
-            f.nbytes for f in self.finished.values()
+        return (
+            sum(j.input_bytes() for j in self.jobs.values())
+            + sum(f.nbytes for f in self.finished.values())
+            + self.uploads.nbytes()
         )
 
     def _known_models(self) -> set[str]:
@@ -365,16 +473,57 @@ class EditServer:
             concepts=True,
             qualities=list(QUALITIES),
             default_quality=self.cfg.quality,
+            sessions="shared" if self.cfg.share_sessions else "client",
             kinds=["hello", "models", "concepts", "status", "cancel", "heartbeat", *JOB_KINDS],
         )
 
     def _models(self, owner: Owner, req: Request) -> dict:
         return reply_header("models", req.id, models=self.pool.describe(), default=self.cfg.model)
 
-    def _concepts(self, owner: Owner, req: Request) -> dict:
+    def _concepts(self, owner: Owner, req: Request) -> dict | None:
         model = req.model or self.cfg.model
-        concepts = concept_store.list_concepts(model, self.log, include_all=req.all)
-        return reply_header("concepts", req.id, model=model, concepts=concepts)
+        listing = self.concepts.current(model)
+        if listing is None:  # changed since it was read: the loader thread answers
+            try:
+                self._loads.put_nowait((owner.identity, req))
+            except queue.Full:
+                raise ProtocolError(
+                    BUSY, "the server is reading its concept library; retry in a moment"
+                ) from None
+            return None
+        return _concepts_reply(req, model, listing)
+
+    def _load_later(self, model: str) -> None:
+        """Read a model's library on the loader thread (if it changed), answering no one."""
+        try:
+            self._loads.put_nowait((None, Request(kind="concepts", id="", model=model)))
+        except queue.Full:
+            pass  # the loader is busy with requests, which read it anyway
+
+    def _load_concepts(self) -> None:
+        """The loader thread: read libraries that changed and answer the `concepts`
+        requests that waited for them, through the answers socket."""
+        sock = self.ctx.socket(zmq.PUSH)
+        sock.linger = 0
+        sock.connect(self._answers_addr)
+        try:
+            while (item := self._loads.get()) is not None:
+                identity, req = item
+                model = req.model or self.cfg.model
+                try:
+                    reply = _concepts_reply(req, model, self.concepts.load(model))
+                except ProtocolError as e:
+                    reply = error_header(e.code, e.message, req.id)
+                except Exception as e:
+                    self.log(f"reading the concepts of {model}:\n{traceback.format_exc().rstrip()}")
+                    reply = error_header(INTERNAL, _one_line(e), req.id)
+                if identity is not None:
+                    sock.send_multipart([identity, pack(reply)])
+        finally:
+            sock.close()
+
+    def _answer(self, parts: list) -> None:
+        self._send(parts[0].bytes, parts[1:])
 
     def _status(self, owner: Owner, req: Request) -> dict:
         running, queued = self.queue.snapshot()
@@ -459,11 +608,17 @@ class EditServer:
                 self._send(identity, [pack(error_header(BAD_REQUEST, msg, req.id, job_id))])
                 return
         req.model = model = req.model or self.cfg.model
-        # Concept names are checked now, not after the wait in the queue.
-        if req.kind == "edit" and req.concept is not None:
-            concept_store.check_exists(model, req.concept)
-        elif req.kind == "learn_concept":
-            concept_store.check_new_name(model, req.name, req.replace)
+        req.scope = self._session_scope(owner, req)
+        # Concept names are checked now, not after the wait in the queue, against the library
+        # as last read; if it changed since, the worker checks them (and the loader reads it).
+        if (req.kind == "edit" and req.concept is not None) or req.kind == "learn_concept":
+            listing = self.concepts.current(model)
+            if listing is None:
+                self._load_later(model)
+            elif req.kind == "edit":
+                listing.check_exists(req.concept)
+            else:
+                listing.check_new_name(req.name, req.replace)
         job = Job(self.ids.next(), req, owner)
         self.jobs[job.id] = job
         try:
@@ -474,6 +629,19 @@ class EditServer:
         if req.retry_key:
             self.by_request[req.retry_key] = job.id
         self._send(identity, [pack(self._accepted(job))])
+
+    def _session_scope(self, owner: Owner, req: JobRequest) -> str:
+        """Whose cached sessions a job may use: the client's own (its CURVE key, else the
+        secret session name it sends, else its connection), or everyone's if shared."""
+        if self.cfg.share_sessions:
+            return "shared"
+        if owner.key:
+            who = f"key:{owner.key}"
+        elif req.session:
+            who = f"session:{req.session}"
+        else:
+            who = f"connection:{owner.identity.hex()}"
+        return hashlib.sha256(who.encode()).hexdigest()
 
     def _accepted(self, job: Job) -> dict:
         limits = self.cfg.limits
@@ -507,6 +675,8 @@ class EditServer:
                 reason = f"no heartbeat from the client for {silent:.0f} s"
                 self.log(f"{job.kind} {job.id}: {reason}; cancelling")
                 self._cancel(job, reason)
+        for upload in self.uploads.reap(now, timeout):
+            self.log(f"upload {upload.id}: nothing from its client for {timeout:.0f} s; dropped")
         while self.finished:
             job_id, done = next(iter(self.finished.items()))
             if now - done.at <= UNDELIVERED_KEEP_S:
@@ -593,6 +763,10 @@ class EditServer:
             if e.errno != zmq.EHOSTUNREACH:  # unreachable: the client is gone
                 self.log(f"send failed: {e}")
             return False
+
+
+def _concepts_reply(req: Request, model: str, listing: concept_store.Listing) -> dict:
+    return reply_header("concepts", req.id, model=model, concepts=listing.concepts(req.all))
 
 
 def _one_line(e: BaseException) -> str:

@@ -3,6 +3,10 @@
 Values are FitSessions (anything with ``nbytes()``). A session grows after it is stored (the
 pipeline attaches the G′ fit when adaptation ends), so sizes are measured again on every
 ``trim()``; the server trims after each job.
+
+A job sees the cache through ``ScopedSessions``: only the sessions of its own scope (its
+client's, unless the server shares them), so that whether a photo was worked on before is
+nobody else's to learn.
 """
 
 from __future__ import annotations
@@ -87,3 +91,27 @@ class SessionCache(MutableMapping):
                 "hits": self.hits,
                 "misses": self.misses,
             }
+
+
+class ScopedSessions(MutableMapping):
+    """The part of a cache whose keys carry ``scope``: one client's sessions."""
+
+    def __init__(self, cache: MutableMapping, scope: str):
+        self.cache = cache
+        self.prefix = f"{scope}/"
+
+    def __getitem__(self, key: str) -> Any:
+        return self.cache[self.prefix + key]
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        self.cache[self.prefix + key] = value
+
+    def __delitem__(self, key: str) -> None:
+        del self.cache[self.prefix + key]
+
+    def __iter__(self) -> Iterator[str]:
+        n = len(self.prefix)
+        return iter([k[n:] for k in self.cache if k.startswith(self.prefix)])
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self)

@@ -646,3 +646,62 @@ def test_cli_learn_and_discover_on_default_model(tmp_path, monkeypatch, capsys):
     assert sheet.stat().st_size > 1000
     code, out, _ = run_cli(capsys, "list")
     assert "mine-03" in out and "stripes" in out
+
+
+def test_a_deeply_nested_file_is_a_bad_file(tmp_path, monkeypatch, capsys):
+    """`[[[[…]]]]` deeper than the JSON parser goes: exit 2 and one line on import; in the
+    user's library it is a corrupt file like any other (set aside, built-ins carry on)."""
+    monkeypatch.setenv("GANPAINT_DATA", str(tmp_path / "data"))
+    deep = tmp_path / "deep.json"
+    deep.write_text("[" * 100_000 + "]" * 100_000)
+    code, out, err = run_cli(capsys, "import", deep)
+    assert code == 2 and out == ""
+    assert err.strip() == f"ganpaint: error: cannot read {deep}: nested too deeply"
+    lib = ConceptLibrary(MODEL)
+    lib.user_path.parent.mkdir(parents=True)
+    lib.user_path.write_bytes(deep.read_bytes())
+    problems: list[str] = []
+    lib.on_problem = problems.append
+    assert lib.user_concepts() == [] and "nested too deeply" in problems[0]
+
+
+def test_the_library_is_bounded(tmp_path, monkeypatch):
+    """A description or a where past MAX_TEXT, a file with more concepts than MAX_CONCEPTS
+    or more bytes than MAX_FILE_BYTES: refused with a one-line reason, nothing imported; a
+    library that would grow past either bound is not written."""
+    from ganpaint.core.concepts import library, record
+
+    lib = ConceptLibrary(MODEL, user_dir=tmp_path / "user", builtin_dir=tmp_path)
+    share = tmp_path / "share.json"
+
+    def offer(concepts: list[Concept]) -> None:
+        lib_file = {"format": "ganpaint-concepts", "version": 1, "model": MODEL}
+        atomic_write_json(share, {**lib_file, "concepts": [c.to_dict() for c in concepts]})
+
+    long = "x" * (record.MAX_TEXT + 1)
+    for field in ("description", "where"):
+        with pytest.raises(ConceptError, match=f"its {field} has {len(long)} characters"):
+            concept("wordy", **{field: long})
+        offer([concept("fine")])
+        data = json.loads(share.read_text())
+        data["concepts"][0][field] = long
+        share.write_text(json.dumps(data))
+        with pytest.raises(ConceptError, match="more than the 4000 allowed"):
+            lib.import_file(share)
+    monkeypatch.setattr(library, "MAX_CONCEPTS", 3)
+    offer([concept(f"c{i}") for i in range(4)])
+    with pytest.raises(ConceptError, match="4 concepts, more than the 3 allowed"):
+        lib.import_file(share)
+    offer([concept(f"c{i}") for i in range(2)])
+    assert lib.import_file(share) == ["c0", "c1"]
+    offer([concept(f"d{i}") for i in range(2)])
+    with pytest.raises(ConceptError, match="would have 4 concepts of your own"):
+        lib.import_file(share)
+    size = share.stat().st_size
+    monkeypatch.setattr(library, "MAX_FILE_BYTES", size - 1)
+    with pytest.raises(ConceptError, match="MiB allowed"):
+        lib.import_file(share)
+    monkeypatch.setattr(library, "MAX_FILE_BYTES", lib.user_path.stat().st_size + 10)
+    with pytest.raises(ConceptError, match="would pass"):
+        lib.add(concept("one-more"))
+    assert [c.name for c in lib.user_concepts()] == ["c0", "c1"]

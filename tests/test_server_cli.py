@@ -130,7 +130,7 @@ def test_remote_clients_need_curve_keys(tmp_path: Path):
         address = f"tcp://127.0.0.1:{srv.endpoint.rsplit(':', 1)[1]}"
         keys = CurveKeys.from_files(tmp_path / "server.key", tmp_path / "client.key_secret")
         with Client(address, timeout_s=10.0, curve=keys) as c:
-            assert c.hello()["protocol"] == 1
+            assert c.hello()["protocol"] == 2
         with Client(address, timeout_s=0.5, retries=1) as c:  # no keys: no answer
             with pytest.raises(ServerUnavailable):
                 c.hello()
@@ -208,3 +208,30 @@ def test_under_curve_a_job_belongs_to_its_key(tmp_path: Path):
         assert all(h["kind"] == "error" for h in heads if h["id"] == "heartbeat")
         shown = [j for h in heads if h["kind"] == "status" for j in h["jobs"]]
         assert all(j["job"] != ids[0] and not j["mine"] for j in shown)
+
+
+def test_secret_keys_are_private_and_exposed_ones_refused(tmp_path: Path):
+    """--make-keys under a permissive umask writes the secret keys 0600 in a 0700 folder; a
+    secret key others can read stops the server (exit 2, one line naming the chmod) and the
+    client alike."""
+    keys = tmp_path / "keys"
+    made = subprocess.run(
+        ["sh", "-c", 'umask 022 && exec "$@"', "sh", *SERVE, "--make-keys", str(keys)],
+        capture_output=True,
+        text=True,
+        timeout=DEADLINE_S,
+    )
+    assert made.returncode == 0, made.stderr
+    mode = lambda p: p.stat().st_mode & 0o777  # noqa: E731
+    assert mode(keys) == 0o700
+    assert mode(keys / "server.key_secret") == mode(keys / "client.key_secret") == 0o600
+    CurveKeys.from_files(keys / "server.key", keys / "client.key_secret")  # accepted
+    serve = ["--bind", f"tcp://0.0.0.0:{free_port()}", "--allow-remote", "--curve-dir", str(keys)]
+    for name in ("server.key_secret", "client.key_secret"):
+        (keys / name).chmod(0o644)
+    proc = run(serve)
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and f"chmod 600 {keys / 'server.key_secret'}" in lines[0]
+    with pytest.raises(ValueError, match="chmod 600"):
+        CurveKeys.from_files(keys / "server.key", keys / "client.key_secret")

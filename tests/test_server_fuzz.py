@@ -31,7 +31,7 @@ def server():
         bind="tcp://127.0.0.1:*",
         steps=1,
         invert_steps=2,
-        limits=Limits(max_side=256, max_pixels=64 * 64, max_queue=1),
+        limits=Limits(max_side=256, max_pixels=64 * 64, max_queue=1, chunk_bytes=32 * 1024),
     )
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
@@ -85,7 +85,7 @@ def wrong_value(rng: random.Random, field: str):
         "mask": [5, "mask", [16, 12, 1, "u8"], {}],
         "kind": [5, b"edit", "", "EDIT", "explode", ["edit"]],
         "model": [5, "", "stylegan9", b"m"],
-        "v": [0, 2, "1", 1.5, True, -1],
+        "v": [0, 3, "1", 1.5, True, -1],
     }
     return rng.choice(choices.get(field, [object]))
 
@@ -138,7 +138,7 @@ def malformed(rng: random.Random, i: int) -> list[bytes]:
         header["image"] = {**header["image"], "width": rng.choice([257, 100, 5000])}
     elif how == 8:  # protocol versions and unknown kinds
         if rng.random() < 0.5:
-            header["v"] = rng.choice([0, 2, 1000])
+            header["v"] = rng.choice([0, 3, 1000])
         else:
             header["kind"] = "".join(rng.choices("abcxyz_", k=rng.randrange(1, 12)))
     elif how == 9:  # headers msgpack refuses: int keys, huge, deep
@@ -214,7 +214,7 @@ def test_malformed_messages_never_stop_the_server(server):
     assert not server.wait_stopped(0)
     with Client(server.endpoint, timeout_s=10.0) as client:
         info = client.hello()
-        assert info["protocol"] == 1 and info["limits"]["max_pixels"] == 64 * 64
+        assert info["protocol"] == 2 and info["limits"]["max_pixels"] == 64 * 64
         img = np.random.default_rng(0).integers(0, 255, (H, W, 3), dtype=np.uint8)
         mask = np.zeros((H, W), np.uint8)
         mask[3:7, 4:9] = 255

@@ -11,6 +11,7 @@ from __future__ import annotations
 import threading
 import time
 import uuid
+from dataclasses import replace
 
 import msgpack
 import numpy as np
@@ -150,7 +151,7 @@ def edit_request(steps: int, rid: str | None = None, **over) -> tuple[dict, list
 # -- results ---------------------------------------------------------------------------------
 def test_hello_models_concepts_status(client):
     info = client.hello()
-    assert info["protocol"] == 1 and info["device"] == "cpu"
+    assert info["protocol"] == 2 and info["device"] == "cpu"
     assert {"max_side", "max_pixels", "max_message_bytes"} <= set(info["limits"])
     models = client.models()
     assert "digiface-dcgan64" in [m["id"] for m in models]
@@ -189,6 +190,40 @@ def test_fast_quality_edit(client):
     res = client.edit(raw(img), raw(m), op="remove", units=[3], quality="fast")
     assert res["quality"] == "fast" and res["steps"] <= 20
     assert np.array_equal(array(res["image"])[m == 0], img[m == 0])
+
+
+def test_a_client_finds_only_its_own_sessions_unless_the_server_shares_them(server):
+    """A's photo is nothing to B: B's prepare of it is not session_reused and the cache's
+    hits do not move; A's own, the same secret session name on another socket, and a bare
+    connection's second request are. With --share-sessions every client finds every session."""
+    img, m = photo(seed=23), soft_mask()
+    prep = {"v": 1, "kind": "prepare", "image": raw(img).meta(), "mask": raw(m).meta()}
+    frames = [raw(img).data, raw(m).data]
+    with Client(server.endpoint, timeout_s=30.0, session="a" * 32) as a:
+        assert a.prepare(raw(img), raw(m))["session_reused"] is False
+        with Client(server.endpoint, timeout_s=30.0, session="b" * 32) as b:
+            hits = b.status()["sessions"]["hits"]
+            assert b.prepare(raw(img), raw(m))["session_reused"] is False
+            assert b.status()["sessions"]["hits"] == hits
+        with Client(server.endpoint, timeout_s=30.0, session="a" * 32) as again:
+            assert again.prepare(raw(img), raw(m))["session_reused"] is True
+    bare = RawDealer(server.endpoint)  # no session name: its connection is the scope
+    try:
+        for reused in (False, True):
+            bare.send({**prep, "id": uuid.uuid4().hex}, frames)
+            assert bare.recv_until(("result",))["session_reused"] is reused
+        bare.send({**prep, "id": "short", "session": "too short"}, frames)
+        assert bare.recv_until(("error",))["error"]["code"] == "bad_request"
+    finally:
+        bare.close()
+    with running_server(replace(server.cfg, share_sessions=True), log=lambda line: None) as srv:
+        with Client(srv.endpoint, timeout_s=30.0, session="a" * 32) as a:
+            assert a.hello()["sessions"] == "shared"
+            assert a.prepare(raw(img), raw(m))["session_reused"] is False
+        with Client(srv.endpoint, timeout_s=30.0, session="b" * 32) as b:
+            assert b.prepare(raw(img), raw(m))["session_reused"] is True
+    with Client(server.endpoint, timeout_s=30.0) as c:
+        assert c.hello()["sessions"] == "client"
 
 
 def test_prepare_inverts_ahead_and_the_edit_after_it_is_the_same_edit(server, client):
@@ -686,3 +721,49 @@ def test_a_non_finite_fit_is_an_error_and_leaves_the_session_as_it_was():
     assert session.fit is fit  # the poisoned fit was not kept
     again = edit_photo(gen, img, m, good, cfg, cache=SessionGuard(cache))
     assert again.session_reused and np.isfinite(again.psnr_keep)
+
+
+def test_large_pixels_arrive_as_an_upload_under_credit(server):
+    """A server whose messages take 1 KiB of pixels: the client sends a 12 KiB photo as an
+    upload, chunk by chunk as the server grants credit, and gets the same edit as in one
+    message. A raw client's upload: its bytes are reserved at the start (pending_bytes), a
+    chunk out of order or from another connection is bad_request, one with no credit left
+    open past the heartbeat timeout is dropped and its bytes freed."""
+    img, m = photo(seed=31), soft_mask()
+    cfg = replace(server.cfg, limits=replace(server.cfg.limits, chunk_bytes=1024))
+    edit = dict(op="add", units=[3, 5], quality="fast")
+    with running_server(cfg, log=lambda line: None) as small:
+        with Client(small.endpoint, timeout_s=30.0) as c:
+            chunk = c.hello()["limits"]["chunk_bytes"]
+            assert chunk == 1024 and c._needs_upload([raw(img).data])
+            uploaded = c.edit(raw(img), raw(m), **edit)
+        a, b = RawDealer(small.endpoint, b"gp-a-" + bytes(16)), RawDealer(small.endpoint)
+        try:
+            head = {"v": 2, "kind": "edit", "id": "up-1", "upload": True, "units": [3]}
+            head |= {"op": "add", "image": raw(img).meta(), "mask": raw(m).meta()}
+            a.send(head)
+            start = a.recv_until(("upload",))
+            total = img.nbytes + m.nbytes
+            assert start["total_bytes"] == total and start["next"] == 0 and start["credit"] == 8
+            assert small.pending_bytes() == total  # reserved before any chunk came
+            data = raw(img).data + raw(m).data
+            piece = {"v": 2, "kind": "chunk", "id": "up-1", "upload": start["upload"]}
+            a.send({**piece, "index": 0}, [data[:1024]])
+            assert a.recv_until(("credit",))["credit"] == 9
+            b.send({**piece, "index": 1}, [data[1024:2048]])  # another connection's upload
+            assert b.recv_until(("error",))["error"]["code"] == "bad_request"
+            a.send({**piece, "index": 2}, [data[2048:3072]])  # chunk 1 skipped
+            assert a.recv_until(("error",))["error"]["code"] == "bad_request"
+            assert small.pending_bytes() == 0  # the upload is gone with its bytes
+            a.send({**head, "id": "up-2"})  # a new one, left without chunks
+            a.recv_until(("upload",))
+            assert small.pending_bytes() == total
+            wait_until(lambda: small.pending_bytes() == 0, "the silent upload to be dropped")
+        finally:
+            a.close()
+            b.close()
+    with running_server(server.cfg, log=lambda line: None) as whole:
+        with Client(whole.endpoint, timeout_s=30.0) as c:
+            assert not c._needs_upload([raw(img).data])
+            sent_whole = c.edit(raw(img), raw(m), **edit)
+    assert np.array_equal(array(uploaded["image"]), array(sent_whole["image"]))

@@ -73,7 +73,7 @@ def test_leave_out_goes_with_a_concept():
 @pytest.mark.parametrize(
     "over",
     [
-        {"v": 2},
+        {"v": 3},
         {"v": None},
         {"v": "1"},
         {"kind": "explode"},

@@ -15,9 +15,39 @@ import os
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 TMP_SUFFIX = ".tmp"
+
+
+def parse_json(raw: bytes | str) -> Any:
+    """``json.loads``, where nesting too deep for the parser (``[[[[…]]]]``) is a ValueError
+    like any other malformed file, not a RecursionError."""
+    try:
+        return json.loads(raw)
+    except RecursionError:
+        raise ValueError("nested too deeply") from None
+
+
+def signature(f: BinaryIO) -> tuple[int, int, int]:
+    """What changes when an open file's content may have: (inode, size, mtime in ns). An
+    atomic replace (a new inode) or a write in place (size or mtime) both change it."""
+    st = os.fstat(f.fileno())
+    return st.st_ino, st.st_size, st.st_mtime_ns
+
+
+def read_bounded(f: BinaryIO, max_bytes: int) -> bytes:
+    """The rest of the open file ``f``; a ValueError, before reading, when it holds more than
+    ``max_bytes``."""
+    size = os.fstat(f.fileno()).st_size
+    if size > max_bytes:
+        raise ValueError(
+            f"{size / 2**20:.1f} MiB, more than the {max_bytes / 2**20:.0f} MiB allowed"
+        )
+    raw = f.read(max_bytes + 1)
+    if len(raw) > max_bytes:  # it grew while we looked
+        raise ValueError(f"more than the {max_bytes / 2**20:.0f} MiB allowed")
+    return raw
 
 
 def _tmp_prefix(path: Path) -> str:

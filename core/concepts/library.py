@@ -20,16 +20,25 @@ Rules:
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import re
+from collections import Counter
 from collections.abc import Callable, Iterable
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from .files import atomic_write_json, locked, remove_stale_temps
+from .files import (
+    atomic_write_json,
+    atomic_write_text,
+    dumps,
+    locked,
+    parse_json,
+    read_bounded,
+    remove_stale_temps,
+    signature,
+)
 from .record import Concept, ConceptError, check_name
 
 __all__ = ["Concept", "ConceptError", "ConceptLibrary", "builtin_dir", "user_dir"]
@@ -37,6 +46,10 @@ __all__ = ["Concept", "ConceptError", "ConceptLibrary", "builtin_dir", "user_dir
 FORMAT = "ganpaint-concepts"
 VERSION = 1
 MODEL_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,99}$")
+# Bounds of one model's user library and of a file to import: a listing of it travels to
+# every client that asks, so it stays a size a menu and a socket can carry.
+MAX_CONCEPTS = 20_000
+MAX_FILE_BYTES = 128 * 1024 * 1024
 log = logging.getLogger("ganpaint.concepts")
 
 
@@ -87,6 +100,9 @@ class ConceptLibrary:
         self.on_problem = on_problem
         self.problems: list[str] = []
         self._builtins: list[Concept] | None = None
+        # (signature, concepts, hidden) of the user file as last parsed: read again only
+        # when the file changed, so a long-lived library parses a large file once.
+        self._user_cache: tuple[tuple[int, int, int], list[Concept], list[str]] | None = None
 
     # -- reading -----------------------------------------------------------------------
     def builtins(self) -> list[Concept]:
@@ -96,7 +112,7 @@ class ConceptLibrary:
                 self._builtins = []
             else:
                 try:
-                    data = json.loads(self.builtin_path.read_text(encoding="utf-8"))
+                    data = parse_json(self.builtin_path.read_bytes())
                     self._builtins = _parse(data, self.model_id)[0]
                 except (ValueError, ConceptError) as e:
                     raise ConceptError(
@@ -112,14 +128,22 @@ class ConceptLibrary:
         """
         path = self.user_path
         try:
-            raw = path.read_bytes()
+            with open(path, "rb") as f:
+                sig = signature(f)
+                cache = self._user_cache
+                if cache is not None and cache[0] == sig:
+                    return list(cache[1]), list(cache[2])
+                raw = read_bounded(f, MAX_FILE_BYTES)
         except FileNotFoundError:
             return [], []
         except OSError as e:
             raise ConceptError(f"cannot read {path}: {e.strerror or e}") from None
+        except ValueError as e:
+            raise ConceptError(f"concept library {path} is too large: {e}") from None
         try:
-            data = json.loads(raw.decode("utf-8"))
-            return _parse(data, self.model_id)
+            concepts, hidden = _parse(parse_json(raw.decode("utf-8")), self.model_id)
+            self._user_cache = (sig, concepts, hidden)
+            return list(concepts), list(hidden)
         except _NewerFormat as e:
             raise ConceptError(str(e)) from None
         except (ValueError, ConceptError) as e:  # JSONDecodeError and UnicodeError too
@@ -161,7 +185,7 @@ class ConceptLibrary:
 
     def list(self, include_hidden: bool = False) -> list[Concept]:
         """Visible concepts: built-ins (not hidden, not shadowed) first, then the user's."""
-        return self._filled(self._visible(include_hidden))
+        return self.fill(self._visible(include_hidden))
 
     def _visible(self, include_hidden: bool = False) -> list[Concept]:
         user, hidden = self._read_user()
@@ -180,13 +204,13 @@ class ConceptLibrary:
         visible = self._visible()
         for c in visible:
             if c.name == name:
-                return self._filled([c])[0]
+                return self.fill([c])[0]
         raise self._unknown_error(name, visible)
 
     def _unknown_error(self, name: str, visible: list[Concept]) -> ConceptError:
-        """The error for a name not among ``visible``: it lists the concepts menus offer,
-        and only counts the unnamed ones (usable by name, listed by ``--all``)."""
-        known = ", ".join(c.name for c in visible if not c.hidden) or "none"
+        """The error for a name not among ``visible``: it lists the concepts menus offer
+        (at most 20), and only counts the hidden ones (usable by name, listed by ``--all``)."""
+        known = _some([c.name for c in visible if not c.hidden])
         unnamed = sum(c.hidden for c in visible)
         more = f" (and {unnamed} hidden: `ganpaint concept list --all`)" if unnamed else ""
         return ConceptError(f"unknown concept {name!r} for {self.model_id}; known: {known}{more}")
@@ -203,7 +227,7 @@ class ConceptLibrary:
             self.get(name)  # raises the unknown-concept error
         return "built-in"
 
-    def _filled(self, concepts: list[Concept]) -> list[Concept]:
+    def fill(self, concepts: list[Concept]) -> list[Concept]:
         """Concepts without values get their model's on-values (one lookup a layer): the
         published table where the reference ships one, else the generator's cached 0.99
         quantiles when a generator was given. With a generator every concept is first checked
@@ -270,8 +294,19 @@ class ConceptLibrary:
         }
         if hidden:
             data["hidden"] = sorted(set(hidden))
+        if len(concepts) > MAX_CONCEPTS:
+            raise ConceptError(
+                f"{self.model_id} would have {len(concepts)} concepts of your own, more than "
+                f"the {MAX_CONCEPTS} allowed; delete some first"
+            )
+        text = dumps(data) + "\n"
+        if len(text.encode("utf-8")) > MAX_FILE_BYTES:
+            raise ConceptError(
+                f"the concept library of {self.model_id} would pass "
+                f"{MAX_FILE_BYTES // 2**20} MiB; delete some concepts first"
+            )
         try:
-            atomic_write_json(self.user_path, data)
+            atomic_write_text(self.user_path, text)
         except OSError as e:
             raise ConceptError(f"cannot write {self.user_path}: {e.strerror or e}") from None
 
@@ -388,7 +423,8 @@ class ConceptLibrary:
     def import_file(self, path: Path, replace: bool = False) -> list[str]:
         """Add every concept of an exported file; all or nothing."""
         try:
-            data = json.loads(Path(path).read_text(encoding="utf-8"))
+            with open(path, "rb") as f:
+                data = parse_json(read_bounded(f, MAX_FILE_BYTES).decode("utf-8"))
         except FileNotFoundError:
             raise ConceptError(f"no such file: {path}") from None
         except (OSError, ValueError) as e:
@@ -461,15 +497,23 @@ def _parse(data: Any, model_id: str | None) -> tuple[list[Concept], list[str]]:
     items = data.get("concepts")
     if not isinstance(items, list):
         raise ConceptError("'concepts' must be a list")
+    if len(items) > MAX_CONCEPTS:
+        raise ConceptError(f"{len(items)} concepts, more than the {MAX_CONCEPTS} allowed")
     concepts = [Concept.from_dict(d) for d in items]
-    names = [c.name for c in concepts]
-    dup = sorted({n for n in names if names.count(n) > 1})
+    counts = Counter(c.name for c in concepts)
+    dup = sorted(n for n, k in counts.items() if k > 1)
     if dup:
         raise ConceptError(f"concept names listed twice: {', '.join(dup)}")
     hidden = data.get("hidden") or []
     if not isinstance(hidden, list) or not all(isinstance(h, str) for h in hidden):
         raise ConceptError("'hidden' must be a list of names")
     return concepts, list(hidden)
+
+
+def _some(names: list[str], shown: int = 20) -> str:
+    """The first ``shown`` names, and how many more: a message stays one readable line."""
+    more = f" and {len(names) - shown} more" if len(names) > shown else ""
+    return (", ".join(names[:shown]) or "none") + more
 
 
 def _first_line(e: BaseException) -> str:

@@ -42,6 +42,10 @@ MAX_VALUE = 1e4
 # 0.99-quantile activation (learned values are region means, a few times that at most).
 MAX_VALUE_OVER_QUANTILE = 16.0
 FLOAT32_MAX = 3.4028234663852886e38
+# A concept's text is for a menu's tooltip; its units are one layer's channels (512 at most in
+# our models). Bounds so that one concept cannot make a listing or a library huge.
+MAX_TEXT = 4000  # characters of description and of where
+MAX_UNITS = 4096
 
 
 class ConceptError(Exception):
@@ -99,6 +103,16 @@ class Concept:
             )
         if not self.units:
             raise ConceptError(f"concept {self.name!r} has no units")
+        if len(self.units) > MAX_UNITS or len(self.excluded) > MAX_UNITS:
+            raise ConceptError(f"concept {self.name!r}: more than {MAX_UNITS} units")
+        for label, text in (("description", self.description), ("where", self.where)):
+            if isinstance(text, str) and len(text) > MAX_TEXT:
+                raise ConceptError(
+                    f"concept {self.name!r}: its {label} has {len(text)} characters, more "
+                    f"than the {MAX_TEXT} allowed"
+                )
+        if not isinstance(self.created, str) or len(self.created) > 64:
+            raise ConceptError(f"concept {self.name!r}: 'created' must be a date of ≤ 64 chars")
         if not all(_is_index(u) for u in self.units):
             raise ConceptError(f"concept {self.name!r}: units must be integers ≥ 0")
         if len(set(self.units)) != len(self.units):

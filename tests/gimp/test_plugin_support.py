@@ -202,7 +202,7 @@ def test_ensure_server_starts_the_configured_command(real_client, tmp_path):
     try:
         info, message = gs.ensure_server(cfg, on_wait=lambda s, text: waited.append(s))
         assert message is None, message
-        assert info["protocol"] == 1
+        assert info["protocol"] == 2
         assert waited  # it had to wait for the server to come up
         pid = int(pidfile.read_text())
         assert os.getsid(pid) != os.getsid(0)  # survives GIMP killing the plug-in's group
