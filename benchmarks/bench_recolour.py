@@ -3,9 +3,10 @@ the colour the way the generator does, without blotches or seams?
 
 Each case is a head from a real portrait (benchmarks/photos.py; never committed), enlarged
 to ≥ 1500 px wide as a photographer's crop would be, with a selection of the hair (the
-head's ellipse less the face's); each edit is the CLI's (default model, the concept's default brush, --quality as
-given). Portraits marked ``held_out`` were never looked at while the composite's settings
-were chosen. Per edit, inside the selection eroded by 12 px (core/metrics.py):
+head's ellipse less the face's); each edit is the CLI's (default model, the concept's
+default brush, --quality as given). Portraits marked ``held_out`` were never looked at
+while the composite's settings were chosen. Per edit, inside the selection eroded by 12 px
+(core/metrics.py):
 
 - ``corr``: correlation of the result's fine structure (LoG, σ = 1 px) with the photo's
   (target ≥ 0.7; a smear gives ≈ 0.3, synthetic grain does not raise it);
