@@ -446,7 +446,13 @@ def begin(procedure, run_mode, image, drawables, config, need_selection, fields,
         if op in ("add", "remove"):  # invert while the user chooses (docs/protocol.md §6.7a)
             src, mask = raw_images(job)
             job["ahead"] = gs.InvertAhead(
-                gs.import_client(), cfg.address, cfg.timeout_s, src, mask, dialog_model(config)
+                gs.import_client(),
+                cfg.address,
+                cfg.timeout_s,
+                src,
+                mask,
+                dialog_model(config),
+                quality(config),  # the inversion's budget: the fast path's, or faithful's
             )
         if not run_dialog(procedure, config, fields, title):
             if "ahead" in job:  # its socket must close before the plug-in exits

@@ -603,8 +603,10 @@ class InvertAhead:
     the main one; any failure is dropped: the edit then inverts as it always did.
     """
 
-    def __init__(self, client_mod, address: str, timeout_s: float, image, mask, model):
-        self.model = model
+    def __init__(
+        self, client_mod, address: str, timeout_s: float, image, mask, model, quality=None
+    ):
+        self.model, self.quality = model, quality
         self.result: dict | None = None
         self._stop = threading.Event()
         args = (client_mod, address, timeout_s, image, mask)
@@ -615,7 +617,7 @@ class InvertAhead:
         client = client_mod.Client(address, timeout_s=timeout_s)
         try:
             self.result = client.prepare(
-                image, mask, model=self.model, should_cancel=self._stop.is_set
+                image, mask, model=self.model, quality=self.quality, should_cancel=self._stop.is_set
             )
         except Exception:  # noqa: BLE001 - a head start only; the edit inverts by itself
             pass  # result stays None
