@@ -27,7 +27,8 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from photos import photo as photo_path  # noqa: E402
 
-from ganpaint.core.adapt import AdaptConfig, gaussian_blur, keep_mask, run_gprime  # noqa: E402
+from ganpaint.core.adapt import AdaptConfig, keep_mask, run_gprime  # noqa: E402
+from ganpaint.core.blur import gaussian_blur  # noqa: E402
 from ganpaint.core.composite import Layers, composite  # noqa: E402
 from ganpaint.core.concepts.library import ConceptLibrary  # noqa: E402
 from ganpaint.core.encoder import model_encoder  # noqa: E402

@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .blur import gaussian_blur
 from .generators.base import LayeredGenerator
 from .metrics import psnr
 from .progress import CancelFn, ProgressFn, Reporter
@@ -162,18 +163,6 @@ def keep_mask(mask: torch.Tensor, resolution: int) -> torch.Tensor:
     m = F.max_pool2d(m, 2 * d + 1, stride=1, padding=d)
     sigma = max(0.5, 4 * s)
     return 1 - gaussian_blur(m, sigma).clamp(0, 1)
-
-
-def gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
-    """Separable Gaussian blur of [B, C, H, W] with replicate padding."""
-    r = max(1, math.ceil(3 * sigma))
-    t = torch.arange(-r, r + 1, dtype=x.dtype, device=x.device)
-    k = torch.exp(-(t**2) / (2 * sigma**2))
-    k = k / k.sum()
-    c = x.shape[1]
-    x = F.pad(x, (r, r, r, r), mode="replicate")
-    x = F.conv2d(x, k.view(1, 1, 1, -1).expand(c, 1, 1, -1), groups=c)
-    return F.conv2d(x, k.view(1, 1, -1, 1).expand(c, 1, -1, 1), groups=c)
 
 
 @dataclass

@@ -46,7 +46,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .adapt import gaussian_blur
+from .blur import gaussian_blur
 from .colour_grid import GridConfig, fit_grid, is_neutral, luminance, slice_grid
 from .photo import DTYPE_MAX, Box, mask_window
 
@@ -116,13 +116,11 @@ def replaced_map(
     return alpha * layers.free
 
 
-def colour_transform(
-    layers: Layers, cfg: CompositeConfig
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def colour_transform(layers: Layers, cfg: CompositeConfig) -> tuple[torch.Tensor, torch.Tensor]:
     """The edit as a local colour transform of the photo (colour_grid.py), fitted at R from
-    x to x + Δ: (grid, its change at R [1, 3, R, R] in [-1, 1] units, its luminance gain
-    [1, 1, R, R]). Fitted twice: the second fit leaves out what the first could not explain
-    (new content), which would otherwise pull the colour changes of its neighbours."""
+    x to x + Δ: (grid, α [1, 1, R, R]: ``replaced_map`` of what it leaves unexplained).
+    Fitted twice: the second fit leaves out what the first could not explain (new content),
+    which would otherwise pull the colour changes of its neighbours."""
     src = ((layers.x + 1) / 2).clamp(0, 1)
     dst = src + (layers.edited - layers.unedited) / 2
     res = src.shape[-1]
@@ -133,9 +131,9 @@ def colour_transform(
         # d(luminance out)/d(luminance in), from a uniform brightening by GAIN_STEP
         bright = slice_grid(grid, src[0] + GAIN_STEP, res, (0, res), (0, res))[None]
         gain = 1 + (luminance(bright) - luminance(explained)) / GAIN_STEP
-        explained = explained * 2
-        weight = 1 - replaced_map(layers, cfg, explained, gain)
-    return grid, explained, gain
+        alpha = replaced_map(layers, cfg, explained * 2, gain)
+        weight = 1 - alpha
+    return grid, alpha
 
 
 def interp_matrix(res: int, size: int, start: int, stop: int) -> torch.Tensor:
@@ -344,9 +342,7 @@ def composite(
     )
     grid = None
     if replace:
-        grid, explained, gain = colour_transform(Layers(x, e, b, free), cfg)
-        alpha = replaced_map(Layers(x, e, b, free), cfg, explained, gain)
-        del explained, gain
+        grid, alpha = colour_transform(Layers(x, e, b, free), cfg)
     else:
         alpha = torch.zeros_like(free)
     if mask is None:

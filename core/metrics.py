@@ -8,6 +8,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .blur import gaussian_blur
 from .photo import mask_window
 
 
@@ -138,11 +139,7 @@ def fine_structure(img: np.ndarray, sigma: float = 1.0) -> np.ndarray:
     """[H, W] float32: the luma's Laplacian of Gaussian (σ px): the photo's fine structure
     (strands, pores, grain) without its shading."""
     lum = torch.from_numpy(_luma(img).astype(np.float32))[None, None]
-    r = max(1, math.ceil(3 * sigma))
-    k = torch.exp(-0.5 * (torch.arange(-r, r + 1, dtype=torch.float32) / sigma) ** 2)
-    k /= k.sum()
-    pad = F.pad(lum, (r, r, r, r), mode="replicate")
-    blur = F.conv2d(F.conv2d(pad, k.view(1, 1, 1, -1)), k.view(1, 1, -1, 1))
+    blur = gaussian_blur(lum, sigma)
     lap = torch.tensor([[0.0, 1, 0], [1, -4, 1], [0, 1, 0]]).view(1, 1, 3, 3)
     return F.conv2d(F.pad(blur, (1, 1, 1, 1), mode="replicate"), lap)[0, 0].numpy()
 
@@ -188,11 +185,7 @@ def relative_structure(img: np.ndarray) -> np.ndarray:
     over the squared local mean luma, σ = 4 px): a tone change leaves it as it was, a smear
     lowers it, grain raises it."""
     lum = torch.from_numpy(_luma(img).astype(np.float32))[None, None]
-    r = 12
-    k = torch.exp(-0.5 * (torch.arange(-r, r + 1, dtype=torch.float32) / 4) ** 2)
-    k /= k.sum()
-    pad = F.pad(lum, (r, r, r, r), mode="replicate")
-    local = F.conv2d(F.conv2d(pad, k.view(1, 1, 1, -1)), k.view(1, 1, -1, 1))[0, 0].numpy()
+    local = gaussian_blur(lum, 4.0)[0, 0].numpy()
     return fine_structure(img) ** 2 / (local + 0.02) ** 2
 
 

@@ -9,7 +9,7 @@ import pytest
 import torch
 from samples import make_mask
 
-from ganpaint.core.adapt import gaussian_blur
+from ganpaint.core.blur import gaussian_blur
 from ganpaint.core.metrics import (
     cielab,
     detail_ratio,
