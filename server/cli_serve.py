@@ -77,7 +77,8 @@ def register(subparsers) -> None:
         "--cluster",
         metavar="ray[=ADDRESS]",
         help="run the jobs on Ray workers (pip install 'ganpaint[cluster]'): 'ray' starts a "
-        "cluster on this machine, 'ray=HOST:6379' (or 'ray=auto') joins one; docs/deploy.md",
+        "cluster on this machine, 'ray=auto' joins the one this machine is a node of (any "
+        "address ray.init accepts); docs/deploy.md",
     )
     p.add_argument(
         "--workers",

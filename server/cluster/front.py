@@ -99,6 +99,9 @@ class ClusterQueue:
                     address="local",
                     num_cpus=max(cc.workers, os.cpu_count() or 1),
                     include_dashboard=False,
+                    # Ray runs workers at nice 15 by default; edits are interactive work that
+                    # a seat waits for, as on the single server (nice 0).
+                    _system_config={"worker_niceness": 0},
                 )
                 if cc.object_store_mb:
                     kwargs["object_store_memory"] = cc.object_store_mb * 1024 * 1024
@@ -127,7 +130,8 @@ class ClusterQueue:
         deadline = time.monotonic() + START_TIMEOUT_S
         for slot in slots:
             try:
-                slot.info = ray.get(slot.handle.info.remote(), timeout=START_TIMEOUT_S)
+                wait_s = max(1.0, deadline - time.monotonic())
+                slot.info = ray.get(slot.handle.info.remote(), timeout=wait_s)
             except (GetTimeoutError, RayError) as e:
                 self._kill(slots)
                 raise ClusterError(
@@ -136,8 +140,6 @@ class ClusterQueue:
                     f"{str(e).splitlines()[0] if str(e) else type(e).__name__}"
                 ) from None
             slot.up = True
-            if time.monotonic() > deadline:
-                break
         devices = ", ".join(f"{s.name} {s.info.get('device')}@{s.info.get('host')}" for s in slots)
         self.log(f"cluster: {len(slots)} workers up: {devices}")
         return slots
@@ -196,7 +198,10 @@ class ClusterQueue:
             if self._closed:
                 raise ProtocolError(BUSY, "the server is shutting down")
             waiting = sum(len(s.pending) for s in self.slots)
-            limit = self.max_queue * len(self.slots)
+            # Each seat may queue max_queue jobs; together at least one per connection the
+            # server admits, and max_queue per worker (the byte budget bounds their memory).
+            lim = self.cfg.limits
+            limit = max(lim.max_queue * len(self.slots), lim.max_connections)
             if waiting >= limit:
                 raise ProtocolError(BUSY, f"{waiting} jobs are already waiting (limit {limit})")
             mine = sum(s.pending.count(client) for s in self.slots)
