@@ -31,6 +31,7 @@ from ray.exceptions import GetTimeoutError, RayActorError, RayError
 from ..config import ClusterConfig, ServerConfig
 from ..jobs import CANCELLED, DONE, FAILED, QUEUED, RUNNING, Job
 from ..protocol import BUSY, INTERNAL, ProtocolError, error_header
+from ..runner import _one_line
 from .fair import FairQueue
 from .ring import HashRing
 from .routing import client_of, photo_key
@@ -110,7 +111,8 @@ class ClusterQueue:
             try:
                 ray.init(**kwargs)
             except Exception as e:
-                raise ClusterError(f"cannot join the Ray cluster at {cc.address}: {e}") from None
+                where = f"join the Ray cluster at {cc.address}" if cc.address else "start Ray"
+                raise ClusterError(f"cannot {where}: {_one_line(e)}") from None
             self._started_ray = True
         gpus = self._gpus_per_worker(cc)
         actor = ray.remote(ClusterWorker)
@@ -133,11 +135,11 @@ class ClusterQueue:
                 wait_s = max(1.0, deadline - time.monotonic())
                 slot.info = ray.get(slot.handle.info.remote(), timeout=wait_s)
             except (GetTimeoutError, RayError) as e:
+                has = ray.cluster_resources()
                 self._kill(slots)
                 raise ClusterError(
-                    f"worker {slot.name} did not start (needs {gpus or 1} "
-                    f"{'GPU' if gpus else 'CPU'}; cluster has {ray.cluster_resources()}): "
-                    f"{str(e).splitlines()[0] if str(e) else type(e).__name__}"
+                    f"worker {slot.name} did not start (it needs 1 {'GPU' if gpus else 'CPU'}; "
+                    f"the cluster has {has}): {_one_line(e)}"
                 ) from None
             slot.up = True
         devices = ", ".join(f"{s.name} {s.info.get('device')}@{s.info.get('host')}" for s in slots)
