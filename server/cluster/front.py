@@ -397,6 +397,8 @@ class ClusterQueue:
             msg = f"the cluster failed to run the job: {type(e).__name__}"
             self._end(job, error_header(INTERNAL, msg, job.request.id, job.id), [])
             return
+        with contextlib.suppress(RayError):  # only unreachable, maybe still at it: stop it
+            slot.handle.cancel.remote(job.id, "it runs on another worker")
         with self._cond:
             self._mark_down(slot)
             if job.is_cancelled() or attempt >= ATTEMPTS or self._closed:
