@@ -17,7 +17,7 @@ pip=("$venv/bin/python" -m pip install --quiet --disable-pip-version-check)
 # torch first and pinned: a bare `torch` requirement pulls a multi-GB CUDA build.
 "${pip[@]}" "torch==2.13.0"
 case "${1:-}" in
-  # The cluster extra too (Ray, ≈ 13 s and 240 MiB), so that CI runs tests/test_cluster.py.
+  # The cluster extra too (Ray: a 79 MB wheel, ≈ 20 s), so that CI runs tests/test_cluster.py.
   --test) "${pip[@]}" -e "$root[test,cluster]" ;;
   --cluster) "${pip[@]}" -e "$root[cluster]" ;;
   *) "${pip[@]}" -e "$root" ;;

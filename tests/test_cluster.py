@@ -3,9 +3,10 @@ real sockets: the protocol through the cluster front, sessions that stay with th
 worker, results equal to the single-process server's, and a worker killed mid-job.
 
 Needs the optional extra (``pip install 'ganpaint[cluster]'``); skipped without Ray. The
-protocol tests run here are those of test_server_jobs.py that use one server; the ones that
-start more servers of the same configuration (prepare, shared sessions, uploads) or depend on
-one queue for every photo (a dead client's queued job) stay with the single server.
+protocol tests run here are 17 of the 23 of test_server_jobs.py: those that use one server.
+The ones that start more servers of the same configuration (prepare, shared sessions,
+uploads, the byte budget's own server) or depend on one queue for every photo (a dead
+client's queued job), and the runner's own non-finite check, stay with the single server.
 """
 
 from __future__ import annotations
@@ -31,11 +32,14 @@ from test_server_jobs import (  # noqa: E402  (the protocol tests, run through t
     test_a_full_queue_answers_busy,  # noqa: F401
     test_a_reconnected_client_gets_its_replies_and_no_one_else_does,  # noqa: F401
     test_another_client_heartbeating_or_polling_a_job_gets_nothing_of_it,  # noqa: F401
+    test_broken_concepts_are_refused_at_use_and_never_blacken_a_session,  # noqa: F401
     test_cancel_mid_job_then_the_next_job_runs,  # noqa: F401
     test_cancel_queued_and_running_jobs_from_another_client,  # noqa: F401
+    test_discover_groups_units_and_draws_a_sheet,  # noqa: F401
     test_edit_keeps_unselected_pixels_and_reuses_the_session,  # noqa: F401
     test_edit_with_a_built_in_concept,  # noqa: F401
     test_errors_have_stable_codes,  # noqa: F401
+    test_fast_quality_edit,  # noqa: F401
     test_hello_models_concepts_status,  # noqa: F401
     test_learn_a_concept_then_use_it,  # noqa: F401
     test_reconstruct_u16_rgb,  # noqa: F401
