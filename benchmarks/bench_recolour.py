@@ -20,7 +20,7 @@ while the composite's settings were chosen. Per edit, inside the selection erode
 - ``replaced``: the share of the selection drawn anew.
 
     python benchmarks/bench_recolour.py [--quality fast|faithful] [--feather PX]
-        [--out DIR [--format jpg]] [CASE ...]
+        [--selection ellipse|polygon] [--concepts C ...] [--out DIR [--format jpg]] [CASE ...]
 
 ``--out`` writes, per edit, a 100 % crop of photo | result to look at (``--format jpg``: the
 gallery's, docs/concepts/img/at100-*).
@@ -37,7 +37,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from photos import photo
-from PIL import Image
+from PIL import Image, ImageDraw, ImageFilter
 
 from ganpaint.core import pipeline
 from ganpaint.core.concepts.library import ConceptLibrary
@@ -74,6 +74,9 @@ CASES = {
     "obama2": Case(
         "obama2", (150, 100, 550, 500), 4.0, (225, 220, 150, 160), (215, 300, 150, 185), True
     ),
+    "obama3": Case(
+        "obama3", (540, 160, 1000, 620), 3.4, (230, 235, 168, 178), (230, 305, 150, 190), True
+    ),
 }
 
 
@@ -91,12 +94,47 @@ def ellipse(
     return (out * 255).round().astype(np.uint8)
 
 
-def head(case: Case, feather: float = 0) -> tuple[np.ndarray, np.ndarray]:
+def crescent_polygon(case: Case, vertices: int = 12) -> list[tuple[float, float]]:
+    """The hair crescent (head ellipse less face ellipse) as a polygon with ``vertices``
+    corners per arc, crop px: what a user draws with the free-select tool, corners and all."""
+
+    def on(e, t):
+        cx, cy, rx, ry = e
+        return cx + rx * np.cos(t), cy + ry * np.sin(t)
+
+    def inside(e, x, y):
+        cx, cy, rx, ry = e
+        return ((x - cx) / rx) ** 2 + ((y - cy) / ry) ** 2 <= 1
+
+    t = np.linspace(-np.pi, np.pi, 3601)
+    hx, hy = on(case.head, t)
+    outer = ~inside(case.face, hx, hy)  # the head's arc above the face
+    fx, fy = on(case.face, t)
+    inner = inside(case.head, fx, fy)  # the face's arc inside the head
+    ta, tb = t[outer], t[inner]
+    # Both arcs run round the top (t = -π/2); unwrap so each is one interval.
+    ta = np.where(ta > np.pi / 2, ta - 2 * np.pi, ta)
+    tb = np.where(tb > np.pi / 2, tb - 2 * np.pi, tb)
+    arc_a = np.linspace(ta.min(), ta.max(), vertices)
+    arc_b = np.linspace(tb.max(), tb.min(), vertices)
+    return [on(case.head, v) for v in arc_a] + [on(case.face, v) for v in arc_b]
+
+
+def head(case: Case, feather: float = 0, shape: str = "ellipse") -> tuple[np.ndarray, np.ndarray]:
     """The enlarged head [H, W, 3] uint8 and its hair selection [H, W] uint8: the head's
-    ellipse less the face's (a crescent over the hair; feathered on both edges)."""
+    ellipse less the face's (a crescent over the hair; feathered on both edges), or
+    (``shape="polygon"``) that crescent drawn as a polygon, feathered by a Gaussian blur
+    (σ = feather / 2, as GIMP's Select › Feather roughly does)."""
     im = Image.open(photo(case.photo)).convert("RGB").crop(case.crop)
     im = im.resize((round(im.width * case.scale), round(im.height * case.scale)), Image.LANCZOS)
     rgb = np.asarray(im).copy()
+    if shape == "polygon":
+        sel = Image.new("L", im.size, 0)
+        corners = [(x * case.scale, y * case.scale) for x, y in crescent_polygon(case)]
+        ImageDraw.Draw(sel).polygon(corners, fill=255)
+        if feather > 0:
+            sel = sel.filter(ImageFilter.GaussianBlur(feather / 2))
+        return rgb, np.asarray(sel).copy()
     head_ = ellipse(*rgb.shape[:2], *(v * case.scale for v in case.head), feather)
     face = ellipse(*rgb.shape[:2], *(v * case.scale for v in case.face), -feather)
     return rgb, np.minimum(head_, 255 - face)
@@ -187,8 +225,10 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("cases", nargs="*", default=list(CASES))
     ap.add_argument("--quality", default="fast", choices=("fast", "faithful"))
+    ap.add_argument("--concepts", nargs="+", default=list(CONCEPTS), metavar="CONCEPT")
     ap.add_argument("--out", type=Path)
     ap.add_argument("--feather", type=float, default=0, help="px of selection feather")
+    ap.add_argument("--selection", default="ellipse", choices=("ellipse", "polygon"))
     ap.add_argument("--format", default="png", choices=("png", "jpg"), help="of --out's crops")
     args = ap.parse_args(argv)
     torch.manual_seed(0)
@@ -196,7 +236,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.out:
         args.out.mkdir(parents=True, exist_ok=True)
     print(
-        f"quality {args.quality}, selection feather {args.feather:g} px; portraits enlarged "
+        f"quality {args.quality}, {args.selection} selection feathered {args.feather:g} px; "
+        "portraits enlarged "
         "to >= 1500 px; inside the hair selection"
     )
     print(
@@ -206,8 +247,8 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     for name in args.cases:
         case = CASES[name]
-        rgb, mask = head(case, args.feather)
-        for concept in CONCEPTS:
+        rgb, mask = head(case, args.feather, args.selection)
+        for concept in args.concepts:
             res, seen, seconds = run_edit(gen, rgb, mask, concept, args.quality)
             m = measure(rgb, mask, res, seen)
             rows.append(m)

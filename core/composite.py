@@ -136,6 +136,15 @@ def colour_transform(layers: Layers, cfg: CompositeConfig) -> tuple[torch.Tensor
     return grid, alpha
 
 
+def replaced_share(layers: Layers, mask: torch.Tensor, cfg: CompositeConfig) -> float:
+    """Share of the selection ``mask`` [1, 1, R, R] (in [0, 1]) that ``composite`` would
+    draw anew (α of ``colour_transform``) rather than recolour, at R: what an edit is
+    about to do, before the photo's resolution is touched."""
+    _, alpha = colour_transform(layers, cfg)
+    m = mask.detach().float().cpu()
+    return float((alpha * m).sum() / m.sum().clamp_min(1e-8))
+
+
 def interp_matrix(res: int, size: int, start: int, stop: int) -> torch.Tensor:
     """Rows start..stop of the [size, res] matrix A with A @ v = bicubic upsampling of v
     (exactly F.interpolate(mode="bicubic", align_corners=False), borders clamped). Dense:

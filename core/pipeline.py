@@ -30,7 +30,7 @@ from .adapt import (
     make_perturbation,
     run_gprime,
 )
-from .composite import CompositeConfig, Layers, composite
+from .composite import CompositeConfig, Layers, composite, replaced_share
 from .edit import Presence, edit_representation, edit_values, unit_quantiles
 from .fast import QUALITIES, FastConfig, base_fit, fast_adapt
 from .generators.base import LayeredGenerator
@@ -49,6 +49,26 @@ class PipelineConfig:
     quantile_samples: int = 256  # samples for the units' 0.99-quantile "on" values
     quality: str = "faithful"  # "faithful" (the method, 1000 steps) | "fast" (core/fast.py)
     fast: FastConfig = field(default_factory=FastConfig)  # used when quality == "fast"
+    # Stop before the G′ fit (WouldReplace) when the edit would draw anew more than this
+    # share of a selection enlarged ≥ SOFT_SCALE× from the generator's resolution (new
+    # content is drawn at R and looks soft there); None: never ask.
+    confirm_replaced: float | None = None
+
+
+SOFT_SCALE = 4.0  # crop side ÷ generator resolution from which new content looks soft
+
+
+class WouldReplace(ValueError):
+    """The edit would draw most of a large selection anew (PipelineConfig.confirm_replaced):
+    nothing was fitted yet; the caller asks the user and runs it again without the check."""
+
+    def __init__(self, share: float, scale: float):
+        self.share, self.scale = share, scale
+        super().__init__(
+            f"this edit would draw {share:.0%} of the selection anew at the model's "
+            f"resolution, enlarged {scale:.0f}× here: that part will look soft at 100 %; "
+            "colour changes keep the photo's detail"
+        )
 
 
 @dataclass
@@ -242,6 +262,7 @@ def edit_photo(
         inv.r, prep.mask, list(edit.units), edit.op, values, edit.presence
     )
     keep = keep_mask(prep.mask, gen.resolution)
+    _confirm_replaced(gen, prep, r_e, keep, cfg)
     z_h = _to_split(gen, r_e, cfg.adapt)
     if cfg.quality == "fast":
         res = _fast_edit(gen, prep, z_h, keep, cfg, progress, cancel)
@@ -260,6 +281,31 @@ def edit_photo(
     if present is not None:
         result.metrics["present_fraction"] = present
     return result
+
+
+def _confirm_replaced(
+    gen: LayeredGenerator,
+    prep: Prepared,
+    r_e: torch.Tensor,
+    keep: torch.Tensor,
+    cfg: PipelineConfig,
+) -> None:
+    """Raise WouldReplace when cfg asks and the edit would draw most of a large selection
+    anew. Estimated with G itself (G′ is not fitted yet: two forward passes and the colour
+    transform's fit at R, milliseconds on the default model): G′ changes the rendering
+    outside the edit, not which of its changes are new content."""
+    if cfg.confirm_replaced is None:
+        return
+    scale = prep.box.size / gen.resolution
+    if scale < SOFT_SCALE:
+        return
+    start = gen.edit_index + 1
+    with torch.no_grad():
+        edited, unedited = gen.run(r_e, start), gen.run(prep.session.inversion.r, start)
+    layers = Layers(prep.x, edited, unedited, 1 - keep)
+    share = replaced_share(layers, prep.mask, cfg.composite)
+    if share > cfg.confirm_replaced:
+        raise WouldReplace(share, scale)
 
 
 def _photo_result(

@@ -46,8 +46,8 @@ ShouldCancel = Callable[[], bool]
 class ServerError(Exception):
     """An error reply or a failure to reach the server.
 
-    code: bad_request, too_large, unknown_model, unknown_concept, cancelled, busy, internal
-    (sent by the server) or unavailable, timeout (decided here).
+    code: bad_request, too_large, unknown_model, unknown_concept, would_replace, cancelled,
+    busy, internal (sent by the server) or unavailable, timeout (decided here).
     """
 
     def __init__(self, code: str, message: str):
@@ -213,13 +213,16 @@ class Client:
         quality: str | None = None,
         leave_out: list[int] | None = None,
         remove_all: bool = False,
+        confirm_replaced: float | None = None,
     ) -> dict:
         """Add or remove a concept (by name, or as unit indices) inside the mask.
 
         strength None: the concept's default (else "high", the GANPaint demo's default);
         leave_out: ranked units of the concept to skip (our option, e.g. [418]);
         remove_all: a remove switches the units off in every selected cell, also where the
-        concept's presence probe finds none of it (the published method).
+        concept's presence probe finds none of it (the published method);
+        confirm_replaced: raise ServerError "would_replace" (before the fit, seconds in)
+        when the edit would draw more than this share of a large selection anew.
 
         Returns {"image": RawImage like the input, "psnr_keep", "seconds", "session_reused",
         "model", "steps", "job", ...}; pixels where mask == 0 come back unchanged.
@@ -235,6 +238,8 @@ class Client:
             fields["leave_out"] = [int(u) for u in leave_out]
         if remove_all:
             fields["remove_all"] = True
+        if confirm_replaced is not None:
+            fields["confirm_replaced"] = float(confirm_replaced)
         if units is not None:
             fields["units"] = [int(u) for u in units]
         return self._job("edit", fields, [image.data, mask.data], progress, should_cancel)

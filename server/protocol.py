@@ -27,6 +27,7 @@ UNKNOWN_CONCEPT = "unknown_concept"
 CANCELLED = "cancelled"
 BUSY = "busy"
 INTERNAL = "internal"
+WOULD_REPLACE = "would_replace"  # edit with confirm_replaced: it would draw most anew
 ERROR_CODES = (BAD_REQUEST, TOO_LARGE, UNKNOWN_MODEL, UNKNOWN_CONCEPT, CANCELLED, BUSY, INTERNAL)
 
 

@@ -22,7 +22,14 @@ from ganpaint.core.encoder import model_encoder
 from ganpaint.core.generators.base import ModelError
 from ganpaint.core.invert import default_config
 from ganpaint.core.photo import PhotoError
-from ganpaint.core.pipeline import EditSpec, PipelineConfig, edit_photo, prepare, reconstruct_photo
+from ganpaint.core.pipeline import (
+    EditSpec,
+    PipelineConfig,
+    WouldReplace,
+    edit_photo,
+    prepare,
+    reconstruct_photo,
+)
 from ganpaint.core.progress import Cancelled, Progress
 
 from . import concept_store
@@ -36,6 +43,7 @@ from .protocol import (
     INTERNAL,
     TOO_LARGE,
     UNKNOWN_MODEL,
+    WOULD_REPLACE,
     ProtocolError,
     error_header,
     reply_header,
@@ -195,6 +203,7 @@ class JobRunner:
             quality=quality,
         )
         cfg = PipelineConfig(invert=invert, adapt=AdaptConfig(steps=req.steps or self.cfg.steps))
+        cfg.confirm_replaced = req.confirm_replaced
         if hasattr(cfg, "quality"):
             cfg.quality = quality
             fast = getattr(cfg, "fast", None)
@@ -333,6 +342,8 @@ class JobRunner:
             return "cancelled", f"{reason} ({where})" if where else reason
         if isinstance(e, ProtocolError):
             return e.code, e.message
+        if isinstance(e, WouldReplace):
+            return WOULD_REPLACE, _one_line(e)
         if isinstance(e, PhotoError):
             return BAD_REQUEST, _one_line(e)
         if isinstance(e, ModelError):

@@ -767,3 +767,19 @@ def test_large_pixels_arrive_as_an_upload_under_credit(server):
             assert not c._needs_upload([raw(img).data])
             sent_whole = c.edit(raw(img), raw(m), **edit)
     assert np.array_equal(array(uploaded["image"]), array(sent_whole["image"]))
+
+
+def test_an_edit_may_ask_before_drawing_a_large_selection_anew(client):
+    img = photo(320, 320, channels=3, seed=7)
+    m = np.zeros((320, 320), np.uint8)
+    m[60:260, 60:260] = 255  # its crop is > 4× the model's 64 px
+    units = list(range(0, 256, 4))  # many units at once: new structure, not a recolour
+    with pytest.raises(ServerError) as e:
+        client.edit(raw(img), raw(m), op="add", units=units, confirm_replaced=0.0)
+    assert e.value.code == "would_replace"
+    assert "of the selection anew" in e.value.message and "enlarged" in e.value.message
+    # Asked and answered: the same edit without the question runs on the kept inversion.
+    res = client.edit(raw(img), raw(m), op="add", units=units)
+    assert res["session_reused"] and res["metrics"]["replaced_fraction"] > 0
+    with pytest.raises(ServerError, match="confirm_replaced"):
+        client.edit(raw(img), raw(m), op="add", units=units, confirm_replaced=1.5)

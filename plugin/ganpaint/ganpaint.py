@@ -33,7 +33,8 @@ import gi
 gi.require_version("Gimp", "3.0")
 gi.require_version("GimpUi", "3.0")
 gi.require_version("Gegl", "0.4")
-from gi.repository import Gegl, Gimp, GimpUi, GLib, GObject  # noqa: E402
+gi.require_version("Gtk", "3.0")
+from gi.repository import Gegl, Gimp, GimpUi, GLib, GObject, Gtk  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import ganpaint_support as gs  # noqa: E402
@@ -345,8 +346,26 @@ def chosen_model(config, interactive):
     return config.get_property("model") or None
 
 
-def run_on_server(cfg, title, call):
-    """Run one job with GIMP's progress bar; a watchdog cancels it if GIMP kills us."""
+def ask_to_run(text):
+    """A question before a long job: Run anyway (True) or Cancel (False)."""
+    dialog = GimpUi.Dialog(title="GANPaint", role=PLUG_IN_BINARY)
+    dialog.add_button("_Cancel", Gtk.ResponseType.CANCEL)
+    dialog.add_button("_Run anyway", Gtk.ResponseType.OK)
+    label = Gtk.Label(label=text, wrap=True, max_width_chars=60, xalign=0)
+    for side in ("start", "end", "top", "bottom"):
+        getattr(label, f"set_margin_{side}")(12)
+    dialog.get_content_area().add(label)
+    label.show()
+    answer = dialog.run()
+    dialog.destroy()
+    return answer == Gtk.ResponseType.OK
+
+
+def run_on_server(cfg, title, call, ask=None):
+    """Run one job with GIMP's progress bar; a watchdog cancels it if GIMP kills us.
+
+    With ``ask``, call(client, progress, confirm=...) runs as gs.ask_first runs it: a
+    question before the long part, asked with ask(text); a no returns (None, None)."""
     client_mod = gs.import_client()
     client = client_mod.Client(cfg.address, timeout_s=cfg.timeout_s)
     watchdog = gs.Watchdog(cfg.address)
@@ -366,7 +385,12 @@ def run_on_server(cfg, title, call):
             Gimp.progress_pulse()
 
     try:
-        return call(client, progress), None
+        if ask is None:
+            return call(client, progress), None
+        asked = gs.ask_first(
+            lambda confirm: call(client, progress, confirm=confirm), ask, client_mod.ServerError
+        )
+        return asked, None
     except client_mod.ServerError as e:
         return None, gs.error_message(e, cfg)
     finally:
@@ -530,7 +554,7 @@ def edit_on_server(procedure, interactive, image, job, cfg, config, op):
     result, message = run_on_server(
         cfg,
         title,
-        lambda c, progress: c.edit(
+        lambda c, progress, confirm=False: c.edit(
             src,
             mask,
             op=op,
@@ -542,10 +566,14 @@ def edit_on_server(procedure, interactive, image, job, cfg, config, op):
             quality=quality(config),
             progress=progress,
             remove_all=everywhere,
+            confirm_replaced=gs.CONFIRM_REPLACED if confirm else None,
         ),
+        ask=ask_to_run if interactive else None,
     )
     if message:
         return fail(procedure, message)
+    if result is None:  # the user said no to the question
+        return cancelled(procedure)
     note = gs.edit_note(op, concept, result.get("metrics"))
     if note:
         Gimp.message(note)

@@ -408,6 +408,36 @@ def unavailable_message(cfg: Config, started: bool = False, log: Path | None = N
     )
 
 
+# Ask before an edit that would draw more than this share of the selection anew (the
+# server's estimate, before the fit; docs/protocol.md §6.7): that part looks soft.
+CONFIRM_REPLACED = 0.5
+QUESTION_CODES = ("would_replace",)  # error codes that are a question to the user
+
+
+def question(err: Exception) -> str:
+    """The text of the question a QUESTION_CODES reply asks (would_replace)."""
+    text = (getattr(err, "message", None) or str(err)).strip().rstrip(".")
+    return (
+        f"GANPaint: {text}.\n\nNew content is drawn at the model's own resolution; a "
+        "smaller selection, or one that covers only what should change colour, keeps more "
+        "of the photo. Run the edit anyway?"
+    )
+
+
+def ask_first(call, ask, errors=Exception):
+    """call(confirm=True): a job that may stop before its long part with a question (an
+    error whose code is in QUESTION_CODES); ask(text) -> bool answers it. Yes: the job runs
+    again, call(confirm=False); no: None. Other errors go to the caller."""
+    try:
+        return call(True)
+    except errors as e:
+        if getattr(e, "code", None) not in QUESTION_CODES:
+            raise
+        if not ask(question(e)):
+            return None
+    return call(False)
+
+
 def error_message(err: Exception, cfg: Config) -> str:
     """A ganpaint_client.ServerError (or anything) -> one clear message for the user."""
     code = getattr(err, "code", None)

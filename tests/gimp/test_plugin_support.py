@@ -376,3 +376,41 @@ def test_edit_note_speaks_only_when_a_remove_found_nothing():
     assert gs.edit_note("remove", "tree", {"psnr_inside": 30.0}) is None  # no probe: no claim
     assert gs.edit_note("add", "tree", {"present_fraction": 0}) is None
     assert gs.edit_note("remove", "tree", None) is None
+
+
+def test_an_edit_that_would_draw_most_anew_asks_first_and_runs_only_on_yes():
+    import numpy as np
+
+    from ganpaint.server import client as client_mod
+    from ganpaint.server.config import ServerConfig
+    from ganpaint.server.testing import running_server
+
+    rng = np.random.default_rng(6)
+    img = client_mod.RawImage(
+        rng.integers(0, 256, (320, 320, 3), np.uint8).tobytes(), 320, 320, 3, "u8"
+    )
+    m = np.zeros((320, 320), np.uint8)
+    m[60:260, 60:260] = 255  # a crop > 4× the model's resolution
+    mask = client_mod.RawImage(m.tobytes(), 320, 320, 1, "u8")
+    units = list(range(0, 256, 4))  # many units at once: new structure
+    lines: list[str] = []
+    cfg = ServerConfig(bind="tcp://127.0.0.1:*", steps=5, invert_steps=10, quality="fast")
+    with running_server(cfg, log=lines.append) as srv:
+        with client_mod.Client(srv.endpoint, timeout_s=10.0) as c:
+
+            def call(confirm):  # the plug-in sends CONFIRM_REPLACED; 0 asks at any share
+                sent = 0.0 if confirm else None
+                return c.edit(img, mask, op="add", units=units, confirm_replaced=sent)
+
+            asked: list[str] = []
+            errors = client_mod.ServerError
+            no = gs.ask_first(call, lambda text: asked.append(text) or False, errors)
+            assert no is None and len(asked) == 1
+            assert "of the selection anew" in asked[0] and asked[0].endswith("anyway?")
+            yes = gs.ask_first(call, lambda text: True, errors)
+            assert yes["session_reused"] and yes["metrics"]["replaced_fraction"] > 0
+            with pytest.raises(errors, match="bad_request"):  # not a question: raised
+                gs.ask_first(lambda confirm: c.edit(img, mask, op="add", units=[999]), bool)
+    edits = [line for line in lines if line.startswith("edit ")]
+    assert [" would_replace " in line for line in edits[:3]] == [True, True, False]
+    assert sum("psnr_keep=" in line for line in edits) == 1  # only the yes ran to the end
