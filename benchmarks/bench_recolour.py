@@ -16,8 +16,11 @@ while the composite's settings were chosen. Per edit, inside the selection erode
 - ``spread``: chroma spread (mean distance from the mean a*, b*) of the photo → the result
   (target: no more than the photo's + 2);
 - ``seam``: colour ΔE and texture log2-ratio steps across the selection's edge and across the
-  boundary of replaced content (metrics.seam_steps; "–" where nothing is replaced);
-- ``replaced``: the share of the selection drawn anew.
+  boundary of replaced content (metrics.seam_steps; "–" where nothing is replaced; at the
+  latter, only what exceeds the step of G′'s enlarged rendering there: new content's own
+  edges are no seam);
+- ``replaced``: the share of the selection drawn anew; ``est.``: the share estimated before
+  the fit, with G itself (what the plug-in asks about when it is over 0.5).
 
     python benchmarks/bench_recolour.py [--quality fast|faithful] [--feather PX]
         [--selection ellipse|polygon] [--concepts C ...] [--out DIR [--format jpg]] [CASE ...]
@@ -29,6 +32,7 @@ gallery's, docs/concepts/img/at100-*).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 import time
 from dataclasses import dataclass
@@ -40,6 +44,7 @@ from photos import photo
 from PIL import Image, ImageDraw, ImageFilter
 
 from ganpaint.core import pipeline
+from ganpaint.core.composite import upsample_window
 from ganpaint.core.concepts.library import ConceptLibrary
 from ganpaint.core.encoder import model_encoder
 from ganpaint.core.generators import load_model
@@ -171,13 +176,30 @@ def run_edit(gen, rgb, mask, concept, quality):
         return out
 
     pipeline.composite = keep_inputs
+    cache: dict = {}
     try:
         t0 = time.perf_counter()
-        res = pipeline.edit_photo(gen, rgb, mask, spec, cfg)
+        # The estimate the plug-in's question is based on (asked at any share), then the
+        # edit on the same inversion.
+        ask = dataclasses.replace(cfg, confirm_replaced=-1.0)
+        try:
+            pipeline.edit_photo(gen, rgb, mask, spec, ask, cache=cache)
+            seen["estimate"] = float("nan")  # a crop too small to ask about
+        except pipeline.WouldReplace as e:
+            seen["estimate"] = e.share
+        res = pipeline.edit_photo(gen, rgb, mask, spec, cfg, cache=cache)
         seconds = time.perf_counter() - t0
     finally:
         pipeline.composite = composite
     return res, seen, seconds
+
+
+def rendering(edited, box, shape) -> np.ndarray:
+    """G′'s rendering [1, 3, R, R] enlarged over its crop box, in the photo's frame [H, W, 3]
+    uint8 (the crop's border repeated past it)."""
+    rows, cols = (-box.y0, shape[0] - box.y0), (-box.x0, shape[1] - box.x0)
+    up = upsample_window((edited.detach().float().cpu() + 1) / 2, box.size, rows, cols)
+    return (up.clamp(0, 1) * 255).round().byte().permute(1, 2, 0).numpy()
 
 
 def measure(rgb, mask, res, seen) -> dict:
@@ -195,7 +217,12 @@ def measure(rgb, mask, res, seen) -> dict:
     seam_sel = seam_steps(rgb, out, mask > 0)
     rep = (replaced >= 0.5) & (mask >= 128)
     inside = erode(mask >= 128, 8)  # replaced content's boundary away from the selection's edge
-    seam_rep = seam_steps(rgb, out, rep, within=inside) if rep.sum() > 400 else (float("nan"),) * 2
+    drawn = rendering(seen["layers"].edited, seen["box"], rgb.shape)
+    seam_rep = (
+        seam_steps(rgb, out, rep, within=inside, reference=drawn)
+        if rep.sum() > 400
+        else (float("nan"),) * 2
+    )
     return {
         "corr": corr_of(out, rgb, region),
         "dLab": d_lab,
@@ -205,16 +232,22 @@ def measure(rgb, mask, res, seen) -> dict:
         "seam_sel": seam_sel,
         "seam_rep": seam_rep,
         "replaced": float(replaced[mask >= 128].mean()),
+        "estimate": seen["estimate"],
     }
 
 
-def save_crop(rgb, out, mask, path: Path) -> None:
-    """photo | result, 600×400 px each at 100 %, around the top of the selection."""
+def crop_window(mask: np.ndarray) -> tuple[slice, slice]:
+    """600×400 px around the top of the selection: where hair meets what is above it."""
     ys, xs = np.nonzero(mask)
     cy, cx = int(ys.min() + 0.2 * (ys.max() - ys.min())), int(xs.mean())
     y0, x0 = max(cy - 200, 0), max(cx - 300, 0)
-    pair = np.concatenate([rgb[y0 : y0 + 400, x0 : x0 + 600], out[y0 : y0 + 400, x0 : x0 + 600]], 1)
-    Image.fromarray(pair).save(path, quality=88)
+    return slice(y0, y0 + 400), slice(x0, x0 + 600)
+
+
+def save_crop(mask: np.ndarray, path: Path, *images: np.ndarray) -> None:
+    """The images side by side (photo | result | …) at 100 %, around the top of the selection."""
+    win = crop_window(mask)
+    Image.fromarray(np.concatenate([im[win] for im in images], 1)).save(path, quality=88)
 
 
 def fmt(v) -> str:
@@ -242,7 +275,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     print(
         "case        held  concept     corr  dLab (L*, a*, b*)   gen (L*, a*, b*)    ok  "
-        "spread        seam sel (dE, tex)  seam repl   replaced  s"
+        "spread        seam sel (dE, tex)  seam repl   replaced (est.)  s"
     )
     rows = []
     for name in args.cases:
@@ -261,12 +294,12 @@ def main(argv: list[str] | None = None) -> int:
                 f"{m['spread'][0]:5.1f} -> {m['spread'][1]:5.1f} ",
                 f"{fmt(m['seam_sel'][0]):>5} {fmt(m['seam_sel'][1]):>5}       ",
                 f"{fmt(m['seam_rep'][0]):>5} {fmt(m['seam_rep'][1]):>5} ",
-                f"{m['replaced']:.3f}  {seconds:.1f}",
+                f"{m['replaced']:.3f} ({fmt(m['estimate'])})  {seconds:.1f}",
             ]
             print(" ".join(cells), flush=True)
             if args.out:
                 stem = f"{name}-{concept.replace(' ', '-')}"
-                save_crop(rgb, res.image, mask, args.out / f"{stem}.{args.format}")
+                save_crop(mask, args.out / f"{stem}.{args.format}", rgb, res.image)
     keep = sum(r["corr"] >= 0.7 for r in rows)
     ok = sum(r["colour_ok"] for r in rows)
     calm = sum(r["spread"][1] <= r["spread"][0] + 2 for r in rows)

@@ -18,6 +18,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -287,6 +288,23 @@ def install_plugin(gimp: Gimp, address: str) -> str:
     if r.returncode != 0:
         raise RuntimeError("installer failed:\n" + r.stdout + r.stderr)
     return r.stdout
+
+
+@contextlib.contextmanager
+def served_plugin(gimp: Gimp, log_tail: int = 2000):
+    """For the block: the real `ganpaint serve` (with a scratch data folder) and the plug-in
+    installed in the chroot against it; yields the scratch folder. The server's log tail is
+    printed at the end."""
+    address = f"tcp://127.0.0.1:{free_port()}"
+    with tempfile.TemporaryDirectory() as tmp, mounted_proc(gimp.root):
+        log = Path(tmp) / "serve.log"
+        server = start_server(address, log, env={"GANPAINT_DATA": str(Path(tmp) / "data")})
+        try:
+            install_plugin(gimp, address)
+            yield Path(tmp)
+        finally:
+            stop_server(server)
+            print(log.read_text(errors="replace")[-log_tail:])
 
 
 def make_photo(size: int = 256, seed: int = 3):
