@@ -39,7 +39,7 @@ from ganpaint.core.invert import InvertConfig, default_config  # noqa: E402
 from ganpaint.core.metrics import photo_metrics  # noqa: E402
 from ganpaint.core.photo import DTYPE_MAX, Box, resize  # noqa: E402
 from ganpaint.core.pipeline import EditSpec, PipelineConfig, edit_photo, prepare  # noqa: E402
-from ganpaint.server.cli_bench import composite_seconds  # noqa: E402
+from ganpaint.server.cli.bench import composite_seconds  # noqa: E402
 
 # Where to put the selection on each photo: (cy, cx, ry, rx) as fractions of H, W.
 PLACES = {

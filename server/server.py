@@ -182,7 +182,7 @@ class EditServer:
             if loopback:
                 # A client reopening its socket with the same (secret, random) routing id
                 # takes its connection over at once instead of being refused until the old
-                # one is noticed gone (client.py does this). Not under CURVE: there a
+                # one is noticed gone (ganpaint_client.py does this). Not under CURVE: there a
                 # connection may not be taken over by another key, even knowing the id.
                 router.setsockopt(zmq.ROUTER_HANDOVER, 1)
             keys = None if loopback else secure(router, self.cfg.curve)

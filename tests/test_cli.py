@@ -148,8 +148,8 @@ def test_edit_concept_default_strength_and_leave_out(files, tmp_path):
 
 
 def test_invert_precision_flags_reach_the_inversion_config():
-    from ganpaint.server.cli import build_parser, fit_config
-    from ganpaint.server.cli_serve import config_from_args
+    from ganpaint.server.cli.main import build_parser, fit_config
+    from ganpaint.server.cli.serve import config_from_args
 
     parse = build_parser().parse_args
     edit = ["edit", "p.png", "--mask", "m.png", "-o", "o.png", "--units", "1", "--op", "add"]

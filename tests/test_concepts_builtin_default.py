@@ -17,7 +17,7 @@ from ganpaint.core.concepts.record import Concept
 from ganpaint.core.concepts.regions import FACE_REGIONS, box_mask, ellipse_mask
 from ganpaint.core.edit import apply_edit
 from ganpaint.server import concept_store
-from ganpaint.server.cli import main as cli_main
+from ganpaint.server.cli.main import main as cli_main
 
 UNNAMED = re.compile(r"^group-\d+$")
 
@@ -140,7 +140,7 @@ def test_demo_shows_an_edit_you_can_see(tmp_path, fast_cfg):
     """`ganpaint demo`'s picture: before | after | changed, and the after is visibly
     different inside the selection (dark hair on light hair), identical outside."""
     from ganpaint.core.imageio import read_image
-    from ganpaint.server.demo import SIZE, demo_mask, run_demo
+    from ganpaint.server.cli.demo import SIZE, demo_mask, run_demo
 
     info = run_demo(tmp_path / "demo.png", cfg=fast_cfg)
     assert info["edit"].startswith("add dark hair")

@@ -211,7 +211,7 @@ def test_a_remove_where_the_concept_is_absent_gives_the_photo_back(dcgan, fast_c
 
 
 def test_the_cli_removes_where_present_unless_told_remove_all(dcgan):
-    from ganpaint.server.cli import build_parser, resolve_edit
+    from ganpaint.server.cli.main import build_parser, resolve_edit
 
     edit = ["edit", "p.png", "--mask", "m.png", "-o", "o.png", "--concept", "open mouth"]
     shipped = ConceptLibrary("digiface-dcgan64", user_dir=Path("/nonexistent/never"))
@@ -227,7 +227,7 @@ def test_the_cli_removes_where_present_unless_told_remove_all(dcgan):
 def test_the_cli_says_when_a_remove_found_nothing_or_an_op_is_not_the_concepts(
     dcgan, tmp_path, capsys
 ):
-    from ganpaint.server.cli import main
+    from ganpaint.server.cli.main import main
 
     photo = make_photo(96, 96, seed=2)
     mask = np.zeros(photo.shape[:2], np.uint8)

@@ -25,7 +25,7 @@ from ganpaint.core.concepts.library import ConceptLibrary
 from ganpaint.core.generators import DEFAULT_MODEL, load_model
 from ganpaint.core.invert import InvertConfig
 from ganpaint.core.pipeline import EditSpec, PipelineConfig, edit_photo
-from ganpaint.server.client import Cancelled, Client, RawImage, ServerError
+from ganpaint.server.client.ganpaint_client import Cancelled, Client, RawImage, ServerError
 from ganpaint.server.config import Limits, ServerConfig
 from ganpaint.server.protocol import ProtocolError
 from ganpaint.server.requests import QUALITIES
@@ -372,7 +372,7 @@ def test_a_client_that_stops_sending_heartbeats_has_its_job_cancelled(server):
 
 def test_a_reconnected_client_gets_its_replies_and_no_one_else_does(server):
     """A new socket with the owner's routing id is the owner again (the lazy pirate
-    reconnect of client.py); a socket with any other id gets nothing of the job."""
+    reconnect of ganpaint_client.py); a socket with any other id gets nothing of the job."""
     me = b"gp-test-" + uuid.uuid4().bytes
     first = RawDealer(server.endpoint, identity=me)
     header, frames = edit_request(20, rid="retry-me")

@@ -154,10 +154,10 @@ def test_read_settings_takes_only_a_json_object():
 
 @pytest.fixture
 def real_client(tmp_path, monkeypatch):
-    """server/client.py importable as ganpaint_client, as the installer arranges."""
-    src = Path(__file__).resolve().parents[2] / "server" / "client.py"
+    """server/client/ganpaint_client.py importable as ganpaint_client, as the installer arranges."""
+    src = Path(__file__).resolve().parents[2] / "server" / "client" / "ganpaint_client.py"
     if not src.exists():
-        pytest.skip("server/client.py missing")
+        pytest.skip("server/client/ganpaint_client.py missing")
     (tmp_path / "ganpaint_client.py").write_bytes(src.read_bytes())
     monkeypatch.syspath_prepend(str(tmp_path))
     sys.modules.pop("ganpaint_client", None)
@@ -340,7 +340,7 @@ def test_opaque_alpha_is_added_to_each_pixel_in_8_and_16_bit():
 def test_invert_ahead_leaves_the_inversion_to_the_edit_and_stops_when_cancelled():
     import numpy as np
 
-    from ganpaint.server import client as client_mod
+    from ganpaint.server.client import ganpaint_client as client_mod
     from ganpaint.server.config import ServerConfig
     from ganpaint.server.testing import running_server
 

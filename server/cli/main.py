@@ -20,10 +20,10 @@ from ganpaint.core.progress import Cancelled, Progress
 
 # Modules that add sub-commands; each exposes register(subparsers).
 COMMAND_MODULES = (
-    "ganpaint.server.cli_concepts",
-    "ganpaint.server.cli_serve",
-    "ganpaint.server.cli_bench",
-    "ganpaint.server.cli_encoder",
+    "ganpaint.server.cli.concepts",
+    "ganpaint.server.cli.serve",
+    "ganpaint.server.cli.bench",
+    "ganpaint.server.cli.encoder",
 )
 
 
@@ -309,7 +309,7 @@ def cmd_edit(args: argparse.Namespace) -> int:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     """A before/after picture on the default model, made from nothing on disk."""
-    from ganpaint.server.demo import run_demo
+    from ganpaint.server.cli.demo import run_demo
 
     info = run_demo(args.output, steps=args.steps, progress=ProgressBar(not args.quiet))
     print(
