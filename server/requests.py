@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ganpaint.core import pipeline
+from ganpaint.core.fast import QUALITIES
 
 from .concept_store import DiscoverSpec
 from .config import Limits
@@ -39,8 +39,6 @@ FRAMES = {
 }
 OPS = ("add", "remove")
 STRENGTHS = ("low", "med", "high")
-# G′ fit qualities the pipeline offers ("fast" arrives with core/fast.py).
-QUALITIES: tuple[str, ...] = tuple(getattr(pipeline, "QUALITIES", ("faithful",)))
 MAX_ID_CHARS = 64
 MIN_SESSION_CHARS = 16  # a session name is a secret: long enough not to be guessed
 NAME_RE = re.compile(r"^[\w][\w .\-]{0,63}$")  # concept names: one line, no path characters

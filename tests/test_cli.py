@@ -85,7 +85,7 @@ def test_reconstruct_json(files):
         (["--mask", "{d}/small.png"], "mask size 40×30 differs from image size 400×300"),
         (["--mask", "{d}/empty.png"], "mask is empty"),
         (["--mask", "{d}/mask.png", "--model", "nope"], "unknown model 'nope'"),
-        (["--mask", "{d}/mask.png", "--units", "3,999"], "unknown unit index [999]"),
+        (["--mask", "{d}/mask.png", "--units", "3,999"], "unit indices [999] out of range"),
         (["--mask", "{d}/mask.png", "--units", "a,b"], "comma-separated integers"),
         (["--mask", "{d}/mask.png", "--checkpoint", "{d}/broken.tar"], "cannot read checkpoint"),
         (["--mask", "{d}/mask.png", "--concept", "no-such-concept"], "no-such-concept"),

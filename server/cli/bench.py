@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import torch
 
 from ganpaint.core import region
-from ganpaint.core.adapt import AdaptConfig, adapt, keep_mask
+from ganpaint.core.adapt import DEFAULT_STEPS, AdaptConfig, adapt, keep_mask
 from ganpaint.core.edit import apply_edit, unit_quantiles
 from ganpaint.core.fast import FastConfig, base_fit, fast_adapt
 from ganpaint.core.generators.base import LayeredGenerator, ModelError, freeze
@@ -263,8 +263,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
 def register(sub) -> None:
     p = sub.add_parser("bench", help="time the faithful G′ fit against the fast path")
     p.add_argument("--models", nargs="+", default=["dcgan", "progan"], choices=["dcgan", "progan"])
-    p.add_argument("--ref-steps", type=int, default=1000)
-    p.add_argument("--base-steps", type=int, default=1000)
+    p.add_argument("--ref-steps", type=int, default=DEFAULT_STEPS)
+    p.add_argument("--base-steps", type=int, default=DEFAULT_STEPS)
     p.add_argument("--ablations", action="store_true", help="time each technique alone")
     p.add_argument(
         "--base",

@@ -14,8 +14,9 @@ MIB = 1024 * 1024
 
 
 def register(subparsers) -> None:
+    from ganpaint.core.adapt import DEFAULT_STEPS
+    from ganpaint.core.fast import QUALITIES
     from ganpaint.core.generators import DEFAULT_MODEL
-    from ganpaint.server.requests import QUALITIES
 
     from .main import add_invert_args
 
@@ -29,7 +30,9 @@ def register(subparsers) -> None:
     p.add_argument("--bind", default=DEFAULT_BIND, help=f"ZeroMQ endpoint (default {DEFAULT_BIND})")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     p.add_argument("--model", default=DEFAULT_MODEL, help="model for requests that name none")
-    p.add_argument("--steps", type=int, default=1000, help="G′ steps when a request names none")
+    p.add_argument(
+        "--steps", type=int, default=DEFAULT_STEPS, help="G′ steps when a request names none"
+    )
     p.add_argument(
         "--quality",
         default="faithful",

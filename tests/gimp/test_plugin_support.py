@@ -33,13 +33,14 @@ def test_plugin_imports_only_stdlib_gi_zmq_msgpack(name):
 def test_crop_region_adds_context_and_clamps():
     layer = gs.Rect(10, 20, 400, 300)
     # small box: 32 px margin
-    assert gs.crop_region(gs.Rect(100, 100, 20, 10), layer) == gs.Rect(68, 68, 84, 74)
-    # large box: half its longer side
-    assert gs.crop_region(gs.Rect(100, 100, 100, 40), layer) == gs.Rect(50, 50, 200, 140)
+    assert gs.crop_region(gs.Rect(100, 100, 20, 10), layer, 0.5) == gs.Rect(68, 68, 84, 74)
+    # large box: the server's context × its longer side
+    assert gs.crop_region(gs.Rect(100, 100, 100, 40), layer, 0.5) == gs.Rect(50, 50, 200, 140)
+    assert gs.crop_region(gs.Rect(100, 100, 100, 40), layer, 0.75) == gs.Rect(25, 25, 250, 190)
     # clamped to the layer
-    assert gs.crop_region(gs.Rect(0, 0, 30, 30), layer) == gs.Rect(10, 20, 52, 42)
+    assert gs.crop_region(gs.Rect(0, 0, 30, 30), layer, 0.5) == gs.Rect(10, 20, 52, 42)
     # outside the layer: empty
-    assert gs.crop_region(gs.Rect(500, 500, 10, 10), layer).empty()
+    assert gs.crop_region(gs.Rect(500, 500, 10, 10), layer, 0.5).empty()
 
 
 def test_parse_units():
