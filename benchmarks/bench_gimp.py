@@ -1,4 +1,4 @@
-"""The first and the second fast edit of a photo through a real GIMP 3 (issue #12).
+"""The first and the second fast edit of a photo through a real GIMP 3.
 
 Wall seconds of the plug-in procedure's call, as the batch script of tests/gimp times it:
 read the layer and the selection, send the crop, wait for the server, make the result

@@ -1,4 +1,4 @@
-"""Inversion ablations (issue #12): each change to the inversion measured on its own.
+"""Inversion ablations: each change to the inversion measured on its own.
 
 Held-out real photos (the cases of bench_first_edit.py), cropped as the pipeline
 crops them and resized to the generator's resolution; one process, rows in order, so the
@@ -67,7 +67,7 @@ def rows(encoder) -> dict[str, InvertConfig]:
             "encoder + L-BFGS MSE r 75": rep(default_config(encoder), r_steps=75),
             "encoder + L-BFGS MSE r 100": rep(default_config(encoder), r_steps=100),
             "encoder + L-BFGS MSE r 150": rep(default_config(encoder), r_steps=150),
-            "session 5 default (encoder + L-BFGS 110; history 100)": rep(
+            "encoder + L-BFGS 110; history 100": rep(
                 default_config(encoder), r_steps=110, history=100
             ),
             "encoder + L-BFGS 130 (history 20)": rep(default_config(encoder), r_steps=130),

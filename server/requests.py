@@ -1,7 +1,8 @@
 """Every request checked before any work: kinds, field types, lengths, image shapes, limits.
 
-``parse_request(frames, limits, models)`` turns a multipart message (header + pixel frames)
-into a typed request or raises ProtocolError with a stable code. Unknown header fields are
+``parse_request(frames, header, limits, models, admit)`` turns a multipart message (the
+unpacked header, then its pixel frames) into a typed request or raises ProtocolError with a
+stable code. Unknown header fields are
 ignored (a newer client may send more); known ones must have exactly the documented type.
 """
 

@@ -120,7 +120,8 @@ def test_hidden_concepts_left_out_of_listings_unless_all(tmp_path, monkeypatch, 
 def test_dark_hair_darkens_the_hair_of_gan_samples(dcgan):
     """The built-in does what its name says, on the generator itself: add makes the top of
     the face darker and the rest of the face barely moves. (Its remove lightens any hair, a
-    dark one or not, so menus do not offer it: docs/performance.md, session 7.)"""
+    dark one or not, so menus do not offer it: docs/performance.md, "A remove acts only
+    where the concept is".)"""
     hair = next(c for c in builtins() if c.name == "dark hair")
     assert hair.ops == ["add"]
     units, values = hair.top("high")

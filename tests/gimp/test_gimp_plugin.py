@@ -542,7 +542,7 @@ def test_killed_plugin_cancels_its_job(gimp, installed, photo, concept):
         assert running, "the job never started"
         pids = _plugin_pids()
         assert pids
-        # status shows another client's job only by an opaque label (issue #14): find the
+        # status shows another client's job only by an opaque label: find the
         # job in the log lines written from the kill on.
         seen = len(Path(installed["log"]).read_text().splitlines())
         for pid in pids:  # as GIMP does: the plug-in shares GIMP's process group
