@@ -35,8 +35,8 @@ from stylegan_layouts import ada_state_dict, init_kwargs, write_nvidia_pickle  #
 from ganpaint.core.edit import unit_quantiles  # noqa: E402
 from ganpaint.core.generators import load_model, model_specs  # noqa: E402
 from ganpaint.core.pipeline import EditSpec, edit_photo, prepare  # noqa: E402
-from ganpaint.server.cli import build_parser, fit_config  # noqa: E402
-from ganpaint.server.cli_bench import PeakRSS  # noqa: E402
+from ganpaint.server.cli.bench import PeakRSS  # noqa: E402
+from ganpaint.server.cli.main import build_parser, fit_config  # noqa: E402
 
 FFHQ = dict(res=1024, z_dim=512, w_dim=512, maps=8, base=32768, cmax=512, clamp=256.0)
 DEFAULTS = {"invert": 120, "faithful": 1000, "fast": 300}

@@ -1,7 +1,8 @@
 """Every request checked before any work: kinds, field types, lengths, image shapes, limits.
 
-``parse_request(frames, limits, models)`` turns a multipart message (header + pixel frames)
-into a typed request or raises ProtocolError with a stable code. Unknown header fields are
+``parse_request(frames, header, limits, models, admit)`` turns a multipart message (the
+unpacked header, then its pixel frames) into a typed request or raises ProtocolError with a
+stable code. Unknown header fields are
 ignored (a newer client may send more); known ones must have exactly the documented type.
 """
 
@@ -13,7 +14,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ganpaint.core import pipeline
+from ganpaint.core.fast import QUALITIES
 
 from .concept_store import DiscoverSpec
 from .config import Limits
@@ -39,8 +40,6 @@ FRAMES = {
 }
 OPS = ("add", "remove")
 STRENGTHS = ("low", "med", "high")
-# G′ fit qualities the pipeline offers ("fast" arrives with core/fast.py).
-QUALITIES: tuple[str, ...] = tuple(getattr(pipeline, "QUALITIES", ("faithful",)))
 MAX_ID_CHARS = 64
 MIN_SESSION_CHARS = 16  # a session name is a secret: long enough not to be guessed
 NAME_RE = re.compile(r"^[\w][\w .\-]{0,63}$")  # concept names: one line, no path characters

@@ -327,7 +327,7 @@ def test_a_running_server_lists_and_serves_a_model_added_after_it_started(files)
 
     from ganpaint.core.generators import model_specs
     from ganpaint.core.generators.user_models import add_model
-    from ganpaint.server.client import Client
+    from ganpaint.server.client.ganpaint_client import Client
     from ganpaint.server.config import ServerConfig
     from ganpaint.server.testing import running_server
 

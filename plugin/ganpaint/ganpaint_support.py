@@ -136,21 +136,16 @@ class Rect:
         x2, y2 = min(self.x2, other.x2), min(self.y2, other.y2)
         return Rect(x, y, max(0, x2 - x), max(0, y2 - y))
 
-    def moved(self, dx: int, dy: int) -> Rect:
-        return Rect(self.x + dx, self.y + dy, self.w, self.h)
 
-
-def context_margin(side: int, min_px: int = 32, fraction: float = 0.5) -> int:
-    return max(min_px, int(round(fraction * side)))
-
-
-def crop_region(selection: Rect, layer: Rect, min_px: int = 32, fraction: float = 0.5) -> Rect:
-    """The selection's bounding box plus context on each side (max(min_px, fraction × the
-    box's longer side)), clamped to the layer. All in image coordinates."""
+def crop_region(selection: Rect, layer: Rect, context: float, min_px: int = 32) -> Rect:
+    """The selection's bounding box plus context on each side (max(min_px, context × the
+    box's longer side)), clamped to the layer. All in image coordinates. ``context`` is the
+    server's own (``crop_context`` in its hello), the margin its crop adds around the
+    selection, so the plug-in sends the context the server uses."""
     box = selection.intersect(layer)
     if box.empty():
         return box
-    m = context_margin(max(box.w, box.h), min_px, fraction)
+    m = max(min_px, int(round(context * max(box.w, box.h))))
     grown = Rect(box.x - m, box.y - m, box.w + 2 * m, box.h + 2 * m)
     return grown.intersect(layer)
 

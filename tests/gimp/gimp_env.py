@@ -208,7 +208,7 @@ def ganpaint_command() -> list[str]:
 
 
 def copy_sources(root: Path) -> Path:
-    """installer/, plugin/ and server/client.py into the chroot (what a user would have)."""
+    """installer/, plugin/ and the client module into the chroot (what a user would have)."""
     dest = root / CHROOT_SRC.lstrip("/")
     if dest.exists():
         shutil.rmtree(dest)
@@ -216,8 +216,9 @@ def copy_sources(root: Path) -> Path:
     ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
     shutil.copytree(REPO / "installer", dest / "installer", ignore=ignore)
     shutil.copytree(REPO / "plugin", dest / "plugin", ignore=ignore)
-    (dest / "server").mkdir()
-    shutil.copy2(REPO / "server" / "client.py", dest / "server" / "client.py")
+    client = Path("server", "client", "ganpaint_client.py")
+    (dest / client.parent).mkdir(parents=True)
+    shutil.copy2(REPO / client, dest / client)
     return dest
 
 
@@ -230,7 +231,7 @@ def start_server(
 ) -> subprocess.Popen:
     """The real `ganpaint serve` on ``address`` (from this Python's environment); returns once
     it answers hello. RuntimeError with the log's tail if it does not."""
-    from ganpaint.server import client as gc
+    from ganpaint.server.client import ganpaint_client as gc
 
     out = open(log, "wb")  # noqa: SIM115 - the child keeps it
     env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "2"), **(env or {})}

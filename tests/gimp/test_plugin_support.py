@@ -33,13 +33,14 @@ def test_plugin_imports_only_stdlib_gi_zmq_msgpack(name):
 def test_crop_region_adds_context_and_clamps():
     layer = gs.Rect(10, 20, 400, 300)
     # small box: 32 px margin
-    assert gs.crop_region(gs.Rect(100, 100, 20, 10), layer) == gs.Rect(68, 68, 84, 74)
-    # large box: half its longer side
-    assert gs.crop_region(gs.Rect(100, 100, 100, 40), layer) == gs.Rect(50, 50, 200, 140)
+    assert gs.crop_region(gs.Rect(100, 100, 20, 10), layer, 0.5) == gs.Rect(68, 68, 84, 74)
+    # large box: the server's context × its longer side
+    assert gs.crop_region(gs.Rect(100, 100, 100, 40), layer, 0.5) == gs.Rect(50, 50, 200, 140)
+    assert gs.crop_region(gs.Rect(100, 100, 100, 40), layer, 0.75) == gs.Rect(25, 25, 250, 190)
     # clamped to the layer
-    assert gs.crop_region(gs.Rect(0, 0, 30, 30), layer) == gs.Rect(10, 20, 52, 42)
+    assert gs.crop_region(gs.Rect(0, 0, 30, 30), layer, 0.5) == gs.Rect(10, 20, 52, 42)
     # outside the layer: empty
-    assert gs.crop_region(gs.Rect(500, 500, 10, 10), layer).empty()
+    assert gs.crop_region(gs.Rect(500, 500, 10, 10), layer, 0.5).empty()
 
 
 def test_parse_units():
@@ -154,10 +155,10 @@ def test_read_settings_takes_only_a_json_object():
 
 @pytest.fixture
 def real_client(tmp_path, monkeypatch):
-    """server/client.py importable as ganpaint_client, as the installer arranges."""
-    src = Path(__file__).resolve().parents[2] / "server" / "client.py"
+    """server/client/ganpaint_client.py importable as ganpaint_client, as the installer arranges."""
+    src = Path(__file__).resolve().parents[2] / "server" / "client" / "ganpaint_client.py"
     if not src.exists():
-        pytest.skip("server/client.py missing")
+        pytest.skip("server/client/ganpaint_client.py missing")
     (tmp_path / "ganpaint_client.py").write_bytes(src.read_bytes())
     monkeypatch.syspath_prepend(str(tmp_path))
     sys.modules.pop("ganpaint_client", None)
@@ -340,7 +341,7 @@ def test_opaque_alpha_is_added_to_each_pixel_in_8_and_16_bit():
 def test_invert_ahead_leaves_the_inversion_to_the_edit_and_stops_when_cancelled():
     import numpy as np
 
-    from ganpaint.server import client as client_mod
+    from ganpaint.server.client import ganpaint_client as client_mod
     from ganpaint.server.config import ServerConfig
     from ganpaint.server.testing import running_server
 
@@ -381,7 +382,7 @@ def test_edit_note_speaks_only_when_a_remove_found_nothing():
 def test_an_edit_that_would_draw_most_anew_asks_first_and_runs_only_on_yes():
     import numpy as np
 
-    from ganpaint.server import client as client_mod
+    from ganpaint.server.client import ganpaint_client as client_mod
     from ganpaint.server.config import ServerConfig
     from ganpaint.server.testing import running_server
 
