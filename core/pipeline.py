@@ -239,7 +239,7 @@ def edit_photo(
             edit.units, edit.op, on_values if on_values is not None else torch.zeros(0)
         )
     r_e, present = edit_representation(
-        inv.r, prep.mask, list(edit.units), edit.op, values, edit.presence
+        inv.r, gen.layer_mask(prep.mask, layer), list(edit.units), edit.op, values, edit.presence
     )
     keep = keep_mask(prep.mask, gen.resolution)
     z_h = _to_split(gen, r_e, cfg.adapt)
