@@ -1,7 +1,7 @@
 """Check our StyleGAN2 and StyleGAN3 against the reference implementations, with random weights.
 
     python scripts/verify_stylegan.py [--ada DIR] [--rosinality DIR] [--sg3 DIR]
-                                      [--shapes small,ffhq]
+                                      [--sg3-variants t,r] [--shapes small,ffhq]
 
 DIR is a checkout of NVlabs/stylegan2-ada-pytorch (resp. rosinality/stylegan2-pytorch,
 NVlabs/stylegan3); nothing is downloaded. The script imports *their* code (it is a
@@ -16,7 +16,8 @@ StyleGAN3's custom ops take their pure-PyTorch reference paths, as they do on ev
 prints one row per case: max |ours − reference| and max |reference|. ``ffhq`` is FFHQ-1024's
 shape (StyleGAN2: channel base 32768, max 512, 8 mapping layers, 4 FP16 resolutions,
 conv_clamp 256; StyleGAN3-T: 2 mapping layers, the stylegan3 defaults; -R: 1×1 convs, radial
-filters, channel base 65536, max 1024); ``small`` is 32 px with conv_clamp 1 (StyleGAN2) or
+filters, channel base 65536, max 1024; a batch of 1: the reference's CPU path needs ~14 GiB
+for it); ``small`` is 32 px with conv_clamp 1 (StyleGAN2) or
 64 px, channel base 2048, max 64 (StyleGAN3, conv_clamp 1) so that the clamps act. The
 references need ``requests`` importable (an empty module will do: nothing is fetched);
 stylegan3 also needs scipy (to design its filters) and ``pkg_resources.parse_version``
@@ -177,6 +178,7 @@ def main() -> int:
     p.add_argument("--ada", type=Path)
     p.add_argument("--rosinality", type=Path)
     p.add_argument("--sg3", type=Path)
+    p.add_argument("--sg3-variants", default="t,r", help="StyleGAN3 configs to check")
     p.add_argument("--shapes", default="small,ffhq")
     args = p.parse_args()
     torch.manual_seed(0)
@@ -191,7 +193,7 @@ def main() -> int:
                     shape,
                     *check_rosinality(args.rosinality, shape, Path(tmp)),
                 )
-            for variant in ("t", "r") if args.sg3 else ():
+            for variant in args.sg3_variants.split(",") if args.sg3 else ():
                 case = f"stylegan3-{variant} {name}"
                 row(case, SG3_SHAPES[name], *check_sg3(args.sg3, name, variant, Path(tmp)))
     return 0

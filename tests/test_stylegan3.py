@@ -147,6 +147,8 @@ def test_catalogue_lists_stylegan3_ffhq_and_downloads_only_when_asked():
 
 
 def test_models_add_and_a_fast_edit_end_to_end_on_a_stylegan3(files, tmp_path):
+    """Removing units (no on-values to sample: the add path is the same code) changes the
+    selection and nothing outside it."""
     import numpy as np
     from samples import make_mask, make_photo
 
@@ -164,7 +166,7 @@ def test_models_add_and_a_fast_edit_end_to_end_on_a_stylegan3(files, tmp_path):
     write_image(tmp_path / "m.png", mask[..., None])
     r = ganpaint(
         "edit", tmp_path / "p.png", "--mask", tmp_path / "m.png", "-o", tmp_path / "o.png",
-        "--model", "tiny-sg3", "--units", "1,4,7", "--op", "add", "--quality", "fast",
+        "--model", "tiny-sg3", "--units", "1,4,7", "--op", "remove", "--quality", "fast",
         "--steps", "3", "--invert-steps", "3", "--json", "--quiet", env_extra=env,
     )  # fmt: skip
     assert r.returncode == 0, r.stderr

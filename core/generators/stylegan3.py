@@ -17,7 +17,9 @@ NVlabs/stylegan3 builds it):
   demodulated (not in ToRGB, whose style is ×1/√C_in), the input ×1/√magnitude_ema; a
   k×k conv padded k − 1 (k = 3 for -T, 1 for -R; 1 in ToRGB). Then the filtered leaky ReLU:
   + bias, zero-insert ×up, pad (negative pads crop), the up filter ×up², lrelu(0.2)·√2
-  (ToRGB: linear, gain 1), clamp ±conv_clamp, the down filter, keep every down-th pixel.
+  (ToRGB: linear, gain 1), clamp ±conv_clamp, the down filter, keep every down-th pixel
+  (computed as transposed convolutions with stride up and convolutions with stride down,
+  which skip the inserted zeros and the dropped pixels).
   Filters are the file's (separable 1-D Kaiser, or a radial 2-D jinc for -R's down filters;
   absent where a layer neither up- nor downsamples); they are convolutions (flipped).
 - the image: LN's output × output_scale (0.25).
@@ -177,6 +179,27 @@ def fir(x: torch.Tensor, f: torch.Tensor | None, down: int = 1, gain: float = 1.
     return F.conv2d(x, f[None, None, :, None].expand(c, 1, -1, 1), stride=(down, 1), groups=c)
 
 
+def upsample(x: torch.Tensor, f: torch.Tensor | None, up: int, padding) -> torch.Tensor:
+    """Zero-insert ×up, pad (x0, x1, y0, y1; negative crops), convolve with f ×up²:
+    [B, C, H, W] → [B, C, H·up + y0 + y1 − taps + 1, …]. A separable f runs as two
+    transposed convolutions (stride up), which skip the inserted zeros' products."""
+    if f is None or f.ndim == 2 or up == 1:
+        return fir(F.pad(zero_insert(x, up), padding), f, gain=up**2)
+    c, taps = x.shape[1], f.shape[0]
+    f = (f * up).to(x)
+    for dim, (p0, p1) in ((3, padding[:2]), (2, padding[2:])):
+        n = x.shape[dim]
+        shape = (c, 1, 1, taps) if dim == 3 else (c, 1, taps, 1)
+        stride = (1, up) if dim == 3 else (up, 1)
+        y = F.conv_transpose2d(
+            x, f.reshape(1, 1, *shape[2:]).expand(shape), stride=stride, groups=c
+        )
+        start, size = taps - 1 - p0, n * up + p0 + p1 - taps + 1  # the valid part
+        pads = (-start, start + size - y.shape[dim])
+        x = F.pad(y, pads if dim == 3 else (0, 0, *pads))
+    return x
+
+
 def zero_insert(x: torch.Tensor, up: int) -> torch.Tensor:
     """[B, C, H, W] → [B, C, H·up, W·up], each sample followed by up − 1 zeros."""
     if up == 1:
@@ -220,7 +243,7 @@ class SynthesisInput(nn.Module):
         arg = arg + p[None, :, None, None] * freqs[:, None, None, :, 1]  # [B, H, W, C]
         x = torch.sin((arg + phases[:, None, None]) * (2 * math.pi)) * amp[:, None, None]
         x = x @ (self.weight / math.sqrt(self.weight.shape[0])).t()
-        return x.permute(0, 3, 1, 2)
+        return x.permute(0, 3, 1, 2).contiguous()
 
 
 class SynthesisLayer(nn.Module):
@@ -260,8 +283,7 @@ class SynthesisLayer(nn.Module):
         if demod is not None:
             x = x * demod[:, :, None, None]
         x = x + self.bias[:, None, None]
-        x = F.pad(zero_insert(x, spec.up), spec.padding)  # negative pads crop
-        x = fir(x, self.up_filter, gain=spec.up**2)
+        x = upsample(x, self.up_filter, spec.up, spec.padding)
         x = F.leaky_relu(x, 0.2) * SQRT2 if not spec.torgb else x
         if self.clamp is not None:
             x = x.clamp(-self.clamp, self.clamp)
