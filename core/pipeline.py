@@ -302,7 +302,7 @@ def edit_photo(
     given = None if edit.values is None else torch.tensor(list(edit.values))
     values = unit_values(gen, layer, edit.units, edit.op, cfg.quantile_samples, on_values, given)
     r_e, present = edit_representation(
-        inv.r, prep.mask, list(edit.units), edit.op, values, edit.presence
+        inv.r, gen.layer_mask(prep.mask, layer), list(edit.units), edit.op, values, edit.presence
     )
     keep = keep_mask(prep.mask, gen.resolution)
     _confirm_replaced(gen, prep, r_e, keep, cfg)

@@ -308,7 +308,7 @@ def build_parser() -> argparse.ArgumentParser:
     msub = p.add_subparsers(dest="models_command")
     a = msub.add_parser(
         "add",
-        help="add a StyleGAN2 file (NVIDIA .pkl or rosinality .pt), read without running its code",
+        help="add a StyleGAN2/3 file (NVIDIA .pkl, rosinality .pt), read without running its code",
     )
     a.add_argument("file", type=Path)
     a.add_argument("--name", help="model id (default: from the file name)")
