@@ -184,9 +184,13 @@ def relative_structure(img: np.ndarray) -> np.ndarray:
     """[H, W] float32: fine-structure energy relative to the local brightness (the LoG's square
     over the squared local mean luma, σ = 4 px): a tone change leaves it as it was, a smear
     lowers it, grain raises it."""
+    return fine_structure(img) ** 2 / _brightness(img)
+
+
+def _brightness(img: np.ndarray) -> np.ndarray:
+    """[H, W]: the squared local mean luma (σ = 4 px) that relative_structure divides by."""
     lum = torch.from_numpy(_luma(img).astype(np.float32))[None, None]
-    local = gaussian_blur(lum, 4.0)[0, 0].numpy()
-    return fine_structure(img) ** 2 / (local + 0.02) ** 2
+    return (gaussian_blur(lum, 4.0)[0, 0].numpy() + 0.02) ** 2
 
 
 def seam_steps(
@@ -218,9 +222,11 @@ def seam_steps(
     change = cielab(result) - cielab(photo)
     drawn = None if reference is None else cielab(reference) - cielab(photo)
     fr, fp = relative_structure(result), relative_structure(photo)
-    # A floor of a tenth of the photo's mean texture by the boundary: on a flat wall the
-    # ratio of two near-zero energies says nothing.
+    # Floors: a tenth of the photo's mean texture by the boundary, and per window the
+    # relative energy of a one-level (1/255) structure there: on a flat wall or a clipped
+    # black the ratio of two near-zero energies says nothing anyone can see.
     floor = 0.1 * float(fp[inner | outer].mean()) + 1e-12
+    one_level = (1 / 255) ** 2 / _brightness(photo)
     # Windows centred on the boundary: one edge pixel per 2·width square cell.
     edge = boundary & _dilate(~boundary, 1)
     ys, xs = np.nonzero(edge)
@@ -237,8 +243,9 @@ def seam_steps(
             own = drawn[sl][i].mean(0) - drawn[sl][o].mean(0)
             step = max(0.0, step - float(np.sqrt((own**2).sum())))
         colour = np.nanmax([colour, step])
-        ri = (fr[sl][i].mean() + floor) / (fp[sl][i].mean() + floor)
-        ro = (fr[sl][o].mean() + floor) / (fp[sl][o].mean() + floor)
+        low = max(floor, float(one_level[sl].mean()))
+        ri = (fr[sl][i].mean() + low) / (fp[sl][i].mean() + low)
+        ro = (fr[sl][o].mean() + low) / (fp[sl][o].mean() + low)
         texture = np.nanmax([texture, abs(math.log2(ri / ro))])
     return float(colour), float(texture)
 
