@@ -23,7 +23,7 @@ while the composite's settings were chosen. Per edit, inside the selection erode
   the fit, with G itself (what the plug-in asks about when it is over 0.5).
 
     python benchmarks/bench_recolour.py [--quality fast|faithful] [--feather PX]
-        [--selection ellipse|polygon] [--concepts C ...] [--out DIR [--format jpg]] [CASE ...]
+        [--selection ellipse|polygon|hair] [--concepts C ...] [--out DIR [--format jpg]] [CASE ...]
 
 ``--out`` writes, per edit, a 100 % crop of photo | result to look at (``--format jpg``: the
 gallery's, docs/concepts/img/at100-*).
@@ -64,23 +64,170 @@ class Case:
     head: tuple[float, float, float, float]  # ellipse (cx, cy, rx, ry) around the head, crop px
     face: tuple[float, float, float, float]  # ellipse of the face: the hair is head − face
     held_out: bool
+    # The hair as a user traces it with the free-select tool (crop px): its outline, then the
+    # hairline back; drawn by looking at the photo, not at any result.
+    hair: tuple[tuple[float, float], ...] = ()
 
 
 CASES = {
     "obama": Case(
-        "obama", (300, 0, 680, 380), 4.0, (190, 150, 138, 124), (190, 222, 128, 128), False
+        "obama",
+        (300, 0, 680, 380),
+        4.0,
+        (190, 150, 138, 124),
+        (190, 222, 128, 128),
+        False,
+        hair=(
+            (55, 200),
+            (58, 140),
+            (70, 100),
+            (95, 60),
+            (140, 38),
+            (190, 30),
+            (240, 38),
+            (280, 60),
+            (305, 100),
+            (320, 150),
+            (322, 200),
+            (305, 200),
+            (300, 150),
+            (285, 110),
+            (260, 85),
+            (220, 72),
+            (180, 70),
+            (140, 75),
+            (110, 95),
+            (90, 130),
+            (78, 170),
+            (72, 200),
+        ),
     ),
     "astronaut": Case(
-        "astronaut", (130, 0, 370, 240), 6.5, (118, 115, 103, 100), (128, 175, 62, 100), False
+        "astronaut",
+        (130, 0, 370, 240),
+        6.5,
+        (118, 115, 103, 100),
+        (128, 175, 62, 100),
+        False,
+        hair=(
+            (30, 120),
+            (25, 80),
+            (33, 55),
+            (55, 30),
+            (90, 17),
+            (120, 15),
+            (150, 25),
+            (165, 50),
+            (172, 80),
+            (168, 115),
+            (150, 130),
+            (140, 125),
+            (143, 95),
+            (130, 85),
+            (100, 88),
+            (75, 85),
+            (55, 92),
+            (50, 115),
+            (45, 125),
+        ),
     ),
     "biden": Case(
-        "biden", (280, 0, 760, 480), 3.3, (290, 300, 200, 215), (300, 370, 175, 215), True
+        "biden",
+        (280, 0, 760, 480),
+        3.3,
+        (290, 300, 200, 215),
+        (300, 370, 175, 215),
+        True,
+        hair=(
+            (110, 300),
+            (115, 230),
+            (125, 175),
+            (145, 140),
+            (180, 115),
+            (230, 98),
+            (290, 92),
+            (350, 100),
+            (400, 125),
+            (440, 160),
+            (465, 210),
+            (475, 270),
+            (470, 330),
+            (430, 300),
+            (425, 230),
+            (405, 180),
+            (370, 150),
+            (300, 138),
+            (240, 140),
+            (190, 155),
+            (160, 185),
+            (145, 230),
+            (140, 300),
+        ),
     ),
     "obama2": Case(
-        "obama2", (150, 100, 550, 500), 4.0, (225, 220, 150, 160), (215, 300, 150, 185), True
+        "obama2",
+        (150, 100, 550, 500),
+        4.0,
+        (225, 220, 150, 160),
+        (215, 300, 150, 185),
+        True,
+        hair=(
+            (58, 240),
+            (62, 180),
+            (80, 130),
+            (110, 95),
+            (160, 72),
+            (210, 62),
+            (260, 68),
+            (310, 90),
+            (350, 125),
+            (372, 170),
+            (378, 230),
+            (372, 290),
+            (325, 290),
+            (310, 225),
+            (300, 165),
+            (275, 145),
+            (200, 130),
+            (125, 125),
+            (100, 140),
+            (85, 180),
+            (75, 240),
+        ),
     ),
     "obama3": Case(
-        "obama3", (540, 160, 1000, 620), 3.4, (230, 235, 168, 178), (230, 305, 150, 190), True
+        "obama3",
+        (540, 160, 1000, 620),
+        3.4,
+        (230, 235, 168, 178),
+        (230, 305, 150, 190),
+        True,
+        hair=(
+            (75, 255),
+            (78, 200),
+            (90, 160),
+            (110, 125),
+            (150, 90),
+            (200, 66),
+            (240, 60),
+            (285, 66),
+            (325, 90),
+            (355, 125),
+            (372, 165),
+            (378, 210),
+            (376, 250),
+            (358, 250),
+            (352, 180),
+            (338, 135),
+            (310, 105),
+            (270, 93),
+            (230, 90),
+            (190, 93),
+            (150, 110),
+            (120, 140),
+            (102, 180),
+            (97, 255),
+        ),
     ),
 }
 
@@ -127,16 +274,17 @@ def crescent_polygon(case: Case, vertices: int = 12) -> list[tuple[float, float]
 
 def head(case: Case, feather: float = 0, shape: str = "ellipse") -> tuple[np.ndarray, np.ndarray]:
     """The enlarged head [H, W, 3] uint8 and its hair selection [H, W] uint8: the head's
-    ellipse less the face's (a crescent over the hair; feathered on both edges), or
-    (``shape="polygon"``) that crescent drawn as a polygon, feathered by a Gaussian blur
-    (σ = feather / 2, as GIMP's Select › Feather roughly does)."""
+    ellipse less the face's (a crescent over the hair; feathered on both edges); or as a
+    polygon, feathered by a Gaussian blur (σ = feather / 2, as GIMP's Select › Feather
+    roughly does): ``shape="polygon"`` that crescent with corners, ``"hair"`` the hair as
+    traced (``Case.hair``)."""
     im = Image.open(photo(case.photo)).convert("RGB").crop(case.crop)
     im = im.resize((round(im.width * case.scale), round(im.height * case.scale)), Image.LANCZOS)
     rgb = np.asarray(im).copy()
-    if shape == "polygon":
+    if shape in ("polygon", "hair"):
         sel = Image.new("L", im.size, 0)
-        corners = [(x * case.scale, y * case.scale) for x, y in crescent_polygon(case)]
-        ImageDraw.Draw(sel).polygon(corners, fill=255)
+        corners = case.hair if shape == "hair" else crescent_polygon(case)
+        ImageDraw.Draw(sel).polygon([(x * case.scale, y * case.scale) for x, y in corners], 255)
         if feather > 0:
             sel = sel.filter(ImageFilter.GaussianBlur(feather / 2))
         return rgb, np.asarray(sel).copy()
@@ -261,7 +409,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--concepts", nargs="+", default=list(CONCEPTS), metavar="CONCEPT")
     ap.add_argument("--out", type=Path)
     ap.add_argument("--feather", type=float, default=0, help="px of selection feather")
-    ap.add_argument("--selection", default="ellipse", choices=("ellipse", "polygon"))
+    ap.add_argument("--selection", default="ellipse", choices=("ellipse", "polygon", "hair"))
     ap.add_argument("--format", default="png", choices=("png", "jpg"), help="of --out's crops")
     args = ap.parse_args(argv)
     torch.manual_seed(0)

@@ -6,7 +6,7 @@
 # would), and writes what happened to PARAMS["out"]: result.json (status, message, layers with
 # their GANPaint parasite, the selected layers), the layers' pixels and the selection as raw
 # files, and the flattened image as after.png. With "edits" (a list of {"ellipse" or "polygon",
-# "subtract", "feather", "args"}, see select()) it runs the procedure once per selection
+# "subtract", "within", "feather", "args"}, see select()) it runs the procedure once per selection
 # instead, with each edit's "args" over the common ones, and also writes each edit's selection
 # (selection<i>.raw), the canvas after each edit (after<i>.png) and, at the end, the canvas
 # with each layer beside the source hidden in turn (hidden<i>.png, i = the layer's position).
@@ -33,15 +33,18 @@ if P.get("indexed"):
 fmt = "R'G'B'A u16" if P.get("precision") == "u16" else "R'G'B'A u8"
 
 
-def select(ellipse, feather, subtract=None, polygon=None):
+def select(ellipse, feather, subtract=None, polygon=None, within=None):
     """An ellipse [x, y, w, h] (or a polygon [x0, y0, x1, y1, ...]), less the ellipse
-    ``subtract``, feathered: as a user makes it with the selection tools."""
+    ``subtract``, cut to the rectangle ``within`` [x, y, w, h], feathered: as a user makes
+    it with the selection tools."""
     if polygon:
         img.select_polygon(Gimp.ChannelOps.REPLACE, [float(v) for v in polygon])
     else:
         img.select_ellipse(Gimp.ChannelOps.REPLACE, *ellipse)
     if subtract:
         img.select_ellipse(Gimp.ChannelOps.SUBTRACT, *subtract)
+    if within:
+        img.select_rectangle(Gimp.ChannelOps.INTERSECT, *within)
     if feather:
         Gimp.Selection.feather(img, feather)
 
@@ -111,7 +114,8 @@ def run_once(drawables, extra_args=None):
 if P.get("edits"):
     runs = []
     for i, edit in enumerate(P["edits"]):
-        select(edit.get("ellipse"), edit.get("feather"), edit.get("subtract"), edit.get("polygon"))
+        shape = {k: edit.get(k) for k in ("subtract", "polygon", "within")}
+        select(edit.get("ellipse"), edit.get("feather"), **shape)
         save_selection(f"selection{i}.raw")
         layers = list(img.get_selected_layers())  # as the menu would
         runs.append(run_once(layers, edit.get("args")))

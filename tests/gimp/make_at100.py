@@ -6,13 +6,15 @@ benchmarks/photos.py, never committed):
     docs/concepts/img/at100/stack-<case>.jpg       photo | first edit | a second edit above it
 
     sudo .venv/bin/python tests/gimp/make_at100.py [--quality fast|faithful] [--feather 15]
+        [--selection hair|crescent]
         [--concepts C ...] [--stack CASE] [--out DIR] [CASE ...]
 
-Each selection is made in GIMP as a user makes it: an ellipse around the head, the face's
-ellipse subtracted, feathered (Select › Feather). Each edit is the menu's Add Concept with
-strength high, run non-interactively (no dialog, no question asked). The stack: the first
-concept on the hair, then the second on the hair's upper half, a second result layer above
-the first (docs/concepts/img/at100/stack-*.jpg: photo | first | both).
+Each selection is made in GIMP as a user makes it: the hair traced with the free-select tool
+(benchmarks/bench_recolour.py's Case.hair; ``--selection crescent``: an ellipse around the
+head, the face's ellipse subtracted), feathered (Select › Feather). Each edit is the menu's
+Add Concept with strength high, run non-interactively (no dialog, no question asked). The
+stack: the first concept on the hair, then the second on the hair's upper half, a second
+result layer above the first (docs/concepts/img/at100/stack-*.jpg: photo | first | both).
 Root only: it uses the chroot of the GIMP tests (built if missing).
 """
 
@@ -81,8 +83,10 @@ def one_edit(gimp, name, rgb, inside, hair, concept, fast, out: Path) -> None:
 def stack(gimp, name, rgb, inside, hair, first, second, fast, out: Path) -> None:
     """``first`` on the hair, then ``second`` on its upper half (a second result layer):
     photo | after the first | after both."""
-    x, y, w, h = hair["ellipse"]
-    upper = {**hair, "ellipse": [x, y, w, h // 2]}
+    ys = hair["polygon"][1::2] if "polygon" in hair else [hair["ellipse"][1]]
+    top = min(ys)
+    bottom = max(ys) if "polygon" in hair else top + hair["ellipse"][3]
+    upper = {**hair, "within": [0, top, rgb.shape[1], (bottom - top) // 2]}
     edits = [{**hair, "args": {"concept": first}}, {**upper, "args": {"concept": second}}]
     info = run_edits(gimp, f"{name}-stack", inside, edits, fast)
     after = [canvas(info, f"after{i}.png") for i in (0, 1)]
@@ -95,6 +99,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("cases", nargs="*", default=list(CASES))
     p.add_argument("--quality", choices=("fast", "faithful"), default="fast")
     p.add_argument("--feather", type=float, default=15)
+    p.add_argument("--selection", choices=("hair", "crescent"), default="hair")
     p.add_argument("--concepts", nargs="+", default=["dark hair", "blond hair"])
     p.add_argument("--stack", default="obama", help="the case of the two-edit stack ('': none)")
     p.add_argument("--out", type=Path, default=REPO / "docs" / "concepts" / "img" / "at100")
@@ -111,11 +116,15 @@ def main(argv: list[str] | None = None) -> int:
             inside = f"{WORK}/{name}.png"
             gimp.path(WORK).mkdir(parents=True, exist_ok=True)
             Image.fromarray(rgb).save(gimp.path(inside))
-            hair = {
-                "ellipse": box(case.head, case.scale),
-                "subtract": box(case.face, case.scale),
-                "feather": args.feather,
-            }
+            if args.selection == "hair":  # traced with the free-select tool
+                corners = [v * case.scale for point in case.hair for v in point]
+                hair = {"polygon": corners, "feather": args.feather}
+            else:
+                hair = {
+                    "ellipse": box(case.head, case.scale),
+                    "subtract": box(case.face, case.scale),
+                    "feather": args.feather,
+                }
             for concept in args.concepts:
                 one_edit(gimp, name, rgb, inside, hair, concept, fast, args.out)
             if name == args.stack and len(args.concepts) >= 2:
