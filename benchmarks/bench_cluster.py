@@ -35,7 +35,7 @@ from dataclasses import replace
 import numpy as np
 import ray
 
-from ganpaint.server.client import Client, RawImage, ServerError
+from ganpaint.server.client.ganpaint_client import Client, RawImage, ServerError
 from ganpaint.server.config import ClusterConfig, Limits, ServerConfig
 from ganpaint.server.testing import running_server
 

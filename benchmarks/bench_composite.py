@@ -1,4 +1,4 @@
-"""Photo-resolution results (issue #10) on real 2560×1600 photos, default model.
+"""Photo-resolution results on real 2560×1600 photos, default model.
 
 For each photo and edit: the edit through core/pipeline.py (the composite of core/composite.py)
 against the previous composite (G′'s rendering enlarged and pasted over the selection, kept
@@ -39,7 +39,7 @@ from ganpaint.core.invert import InvertConfig, default_config  # noqa: E402
 from ganpaint.core.metrics import photo_metrics  # noqa: E402
 from ganpaint.core.photo import DTYPE_MAX, Box, resize  # noqa: E402
 from ganpaint.core.pipeline import EditSpec, PipelineConfig, edit_photo, prepare  # noqa: E402
-from ganpaint.server.cli_bench import composite_seconds  # noqa: E402
+from ganpaint.server.cli.bench import composite_seconds  # noqa: E402
 
 # Where to put the selection on each photo: (cy, cx, ry, rx) as fractions of H, W.
 PLACES = {
@@ -119,7 +119,7 @@ def run(args) -> dict:
     gen = load_model("digiface-dcgan64", "cpu")
     lib = ConceptLibrary(gen.model_id, generator=gen)
     cfg = PipelineConfig(
-        # What the CLI and the server invert with, or session 1–4's 400 Adam steps
+        # What the CLI and the server invert with, or the 16-start, 400-step Adam inversion
         invert=default_config(model_encoder(gen))
         if args.inversion == "default"
         else InvertConfig(),

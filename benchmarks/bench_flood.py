@@ -96,7 +96,7 @@ class Flood:
         return {i for i, m in enumerate(self.monitors) if m.poll(0) and recv_monitor_message(m)}
 
     def run(self, n: int, img: np.ndarray, mask: np.ndarray, steps: int, hold: bool) -> dict:
-        from ganpaint.server.client import Chunked
+        from ganpaint.server.client.ganpaint_client import Chunked
 
         header = {
             "v": 2,
@@ -215,7 +215,7 @@ def main() -> int:
     small = np.full((64, 64, 3), 128, np.uint8)
     try:
         sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-        from ganpaint.server.client import Client, RawImage
+        from ganpaint.server.client.ganpaint_client import Client, RawImage
 
         with Client(endpoint, timeout_s=120.0, retries=1) as c:  # loads the model
             info = c.hello()

@@ -1,4 +1,4 @@
-"""The first and the second fast edit of a photo through a real GIMP 3 (issue #12).
+"""The first and the second fast edit of a photo through a real GIMP 3.
 
 Wall seconds of the plug-in procedure's call, as the batch script of tests/gimp times it:
 read the layer and the selection, send the crop, wait for the server, make the result
@@ -28,6 +28,7 @@ HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(HERE), str(HERE.parent / "tests" / "gimp")]
 
 import numpy as np  # noqa: E402
+from bench_first_edit import FIRST_EDIT_CASES  # noqa: E402
 from gimp_env import (  # noqa: E402
     Gimp,
     ensure_root,
@@ -42,8 +43,6 @@ from gimp_env import (  # noqa: E402
 )
 from photos import photo as photo_path  # noqa: E402
 from PIL import Image  # noqa: E402
-
-from ganpaint.server.cli_bench import FIRST_EDIT_CASES  # noqa: E402
 
 
 def run_batch(gimp: Gimp, params: dict) -> dict:

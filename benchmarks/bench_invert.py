@@ -1,6 +1,6 @@
-"""Inversion ablations (issue #12): each change to the inversion measured on its own.
+"""Inversion ablations: each change to the inversion measured on its own.
 
-Held-out real photos (the first-edit cases of ``ganpaint bench``), cropped as the pipeline
+Held-out real photos (the cases of bench_first_edit.py), cropped as the pipeline
 crops them and resized to the generator's resolution; one process, rows in order, so the
 ratios against today's path ("today": 16 random starts, 150 z + 250 r steps) are taken
 under the same load.
@@ -20,17 +20,18 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from bench_first_edit import FIRST_EDIT_CASES, real_photo
 
 from ganpaint.core.encoder import load_encoder, model_encoder
 from ganpaint.core.invert import InvertConfig, default_config, invert
 from ganpaint.core.photo import crop, selection_box, to_model
-from ganpaint.server.cli_bench import FIRST_EDIT_CASES, _real_photo, load_generator
+from ganpaint.server.cli.bench import load_generator
 
 
 def targets(name: str, res: int) -> list[tuple[str, torch.Tensor]]:
     out = []
     for case, photo_name, cy, cx, side in FIRST_EDIT_CASES[name]:
-        photo = _real_photo(photo_name)
+        photo = real_photo(photo_name)
         mask = np.zeros(photo.shape[:2], np.uint8)
         mask[cy - side // 2 : cy + side // 2, cx - side // 2 : cx + side // 2] = 255
         box = selection_box(mask, 0.5, min_size=res)
@@ -66,7 +67,7 @@ def rows(encoder) -> dict[str, InvertConfig]:
             "encoder + L-BFGS MSE r 75": rep(default_config(encoder), r_steps=75),
             "encoder + L-BFGS MSE r 100": rep(default_config(encoder), r_steps=100),
             "encoder + L-BFGS MSE r 150": rep(default_config(encoder), r_steps=150),
-            "session 5 default (encoder + L-BFGS 110; history 100)": rep(
+            "encoder + L-BFGS 110; history 100": rep(
                 default_config(encoder), r_steps=110, history=100
             ),
             "encoder + L-BFGS 130 (history 20)": rep(default_config(encoder), r_steps=130),

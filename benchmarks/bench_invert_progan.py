@@ -1,6 +1,6 @@
 """ProGAN-256 (random weights) inversion: Adam (today's r phase) against L-BFGS on the MSE
 from the same start, PSNR and seconds every 10 steps, and how much of G's output the
-Hardtanh clamp would cut (issue #12, #11). One process; a loaded machine, so compare rows.
+Hardtanh clamp would cut. One process; a loaded machine, so compare rows.
 
     python benchmarks/bench_invert_progan.py [--threads 2] [--steps 60]
 """

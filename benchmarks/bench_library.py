@@ -31,7 +31,7 @@ import torch
 from ganpaint.core.concepts.files import atomic_write_json
 from ganpaint.core.concepts.library import ConceptLibrary
 from ganpaint.core.generators import DEFAULT_MODEL
-from ganpaint.server.client import Client, RawImage
+from ganpaint.server.client.ganpaint_client import Client, RawImage
 from ganpaint.server.config import ServerConfig
 from ganpaint.server.testing import running_server
 

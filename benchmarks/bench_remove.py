@@ -1,4 +1,5 @@
-"""Does a remove leave alone what the photo does not show? (issue #10's last target)
+"""Does a remove leave alone what the photo does not show (≥ 35 dB and detail ≥ 0.9 inside
+the selection)?
 
 The target: removing a concept a photo does not contain leaves the selection as it was
 (≥ 35 dB inside, detail ratio ≥ 0.9). Two removes are compared for the default model's

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from ganpaint.core.generators import DEFAULT_MODEL
-from ganpaint.server.client import Client, RawImage
+from ganpaint.server.client.ganpaint_client import Client, RawImage
 from ganpaint.server.config import ServerConfig
 from ganpaint.server.testing import running_server
 

@@ -1,7 +1,9 @@
-"""One fast and one faithful edit of a 1024² photo with a StyleGAN2 of FFHQ's shape.
+"""One fast and one faithful edit of a 1024² photo with a StyleGAN2 or StyleGAN3 of FFHQ's shape.
 
-The weights are random (seeded; the architecture is FFHQ-1024's: channel base 32768, max
-512, 8 mapping layers, conv_clamp 256, 4 FP16 resolutions), written as an NVIDIA pickle,
+The weights are random (seeded; the architecture is FFHQ-1024's: StyleGAN2 with channel base
+32768, max 512, 8 mapping layers, conv_clamp 256, 4 FP16 resolutions; ``--arch sg3-t``
+StyleGAN3-T with the stylegan3 defaults and 2 mapping layers, ``sg3-r`` its -R: 1×1 convs,
+radial filters, channel base 65536, max 1024), written as an NVIDIA pickle,
 added with ``models add`` and edited through core/pipeline.py as ``ganpaint edit`` does.
 Image quality means nothing here; this sizes time and memory. A full-length edit takes
 hours on a 2-core CPU, so each phase runs a capped number of steps and the row gives its
@@ -10,7 +12,8 @@ the composite, so an over-estimate), then the default-length time it implies (in
 120 evaluations; faithful: 1000 G′ steps; fast: at most 300, usually fewer). Peak RSS is the
 process's, sampled every 5 ms.
 
-    python benchmarks/bench_stylegan.py [--steps 4] [--invert-steps 4] [--json out.json]
+    python benchmarks/bench_stylegan.py [--arch sg2|sg3-t|sg3-r] [--steps 4]
+        [--invert-steps 4] [--per-step-only] [--json out.json]
 """
 
 from __future__ import annotations
@@ -35,10 +38,49 @@ from stylegan_layouts import ada_state_dict, init_kwargs, write_nvidia_pickle  #
 from ganpaint.core.edit import unit_quantiles  # noqa: E402
 from ganpaint.core.generators import load_model, model_specs  # noqa: E402
 from ganpaint.core.pipeline import EditSpec, edit_photo, prepare  # noqa: E402
-from ganpaint.server.cli import build_parser, fit_config  # noqa: E402
-from ganpaint.server.cli_bench import PeakRSS  # noqa: E402
+from ganpaint.server.cli.bench import PeakRSS  # noqa: E402
+from ganpaint.server.cli.main import build_parser, fit_config  # noqa: E402
 
 FFHQ = dict(res=1024, z_dim=512, w_dim=512, maps=8, base=32768, cmax=512, clamp=256.0)
+
+
+def write_sg3_ffhq(path: Path, variant: str) -> None:
+    """A StyleGAN3-``variant`` of FFHQ-1024's shape, seeded random weights (filters: a
+    normalised Hann low-pass of each layer's length), as NVIDIA's pickle."""
+    from stylegan_layouts import _EasyDict, _lowpass
+
+    from ganpaint.core.generators.stylegan3 import StyleGAN3, StyleGAN3Config
+
+    r = variant == "r"
+    cfg = StyleGAN3Config(channel_base=32768 * (1 + r), channel_max=512 * (1 + r),
+                          conv_kernel=1 if r else 3, use_radial_filters=r)  # fmt: skip
+    kw = dict(z_dim=512, c_dim=0, w_dim=512, img_resolution=1024, img_channels=3,
+              mapping_kwargs=_EasyDict(num_layers=2), channel_base=cfg.channel_base,
+              channel_max=cfg.channel_max, magnitude_ema_beta=0.999, num_fp16_res=4,
+              conv_clamp=256)  # fmt: skip
+    if r:
+        kw.update(conv_kernel=1, use_radial_filters=True)
+    gen = StyleGAN3(cfg)
+    g = torch.Generator().manual_seed(0)
+    own = gen.state_dict()
+    sd = {}
+    for theirs, ours in gen.published_names().items():
+        t = own[ours]
+        if theirs.endswith("_filter"):
+            f = _lowpass(t.shape[0])
+            t = torch.outer(f, f) if t.ndim == 2 else f
+        elif theirs.endswith(("magnitude_ema", "transform")):
+            pass  # 1 and the identity, as a model starts training
+        elif theirs.startswith("mapping.fc") and theirs.endswith("weight"):
+            t = torch.randn(t.shape, generator=g) * 100  # randn / lr 0.01
+        elif theirs.endswith("bias") or theirs.endswith("phases"):
+            t = (1.0 if "affine" in theirs else 0.0) + 0.1 * torch.randn(t.shape, generator=g)
+        else:
+            t = torch.randn(t.shape, generator=g)
+        sd[theirs] = t
+    write_nvidia_pickle(path, sd, kw)
+
+
 DEFAULTS = {"invert": 120, "faithful": 1000, "fast": 300}
 
 
@@ -88,13 +130,17 @@ def main() -> int:
     p.add_argument("--invert-steps", type=int, default=4)
     p.add_argument("--json", type=Path)
     p.add_argument("--per-step-only", action="store_true", help="only the fwd+bwd rows")
+    p.add_argument("--arch", choices=["sg2", "sg3-t", "sg3-r"], default="sg2")
     args = p.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="bench-stylegan-"))
     os.environ["GANPAINT_DATA"] = str(tmp / "data")
     os.environ["GANPAINT_CACHE"] = str(tmp / "cache")
     rows: list[dict] = []
     pkl = tmp / "ffhq-shaped.pkl"
-    write_nvidia_pickle(pkl, ada_state_dict(FFHQ, seed=0), init_kwargs(FFHQ))
+    if args.arch == "sg2":
+        write_nvidia_pickle(pkl, ada_state_dict(FFHQ, seed=0), init_kwargs(FFHQ))
+    else:
+        write_sg3_ffhq(pkl, args.arch[-1])
     from ganpaint.core.generators.user_models import add_model
 
     t0 = time.perf_counter()

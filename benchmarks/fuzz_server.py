@@ -30,7 +30,7 @@ import torch
 import zmq
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from ganpaint.server.client import Client, RawImage, ServerError  # noqa: E402
+from ganpaint.server.client.ganpaint_client import Client, RawImage, ServerError  # noqa: E402
 from ganpaint.server.config import Limits, ServerConfig  # noqa: E402
 from ganpaint.server.protocol import ERROR_CODES  # noqa: E402
 from ganpaint.server.testing import running_server  # noqa: E402

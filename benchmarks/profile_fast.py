@@ -15,7 +15,7 @@ from torch.profiler import ProfilerActivity, profile
 
 from ganpaint.core.adapt import AdaptConfig, adapt
 from ganpaint.core.fast import FastConfig, fast_adapt
-from ganpaint.server.cli_bench import load_generator, make_case
+from ganpaint.server.cli.bench import load_generator, make_case
 
 
 def main() -> None:

@@ -27,9 +27,12 @@ from .progress import CancelFn, ProgressFn, Reporter
 VARIANTS = ("network", "direct")
 
 
+DEFAULT_STEPS = 1000  # G′ steps of a faithful fit, as the method publishes
+
+
 @dataclass
 class AdaptConfig:
-    steps: int = 1000
+    steps: int = DEFAULT_STEPS
     lr: float = 0.1
     lambda_reg: float = 0.1
     variant: str = "network"  # "network" (R, faithful) | "direct" (learn δ_i directly)

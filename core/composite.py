@@ -24,9 +24,10 @@ change Δ = E − B reaches the photo P in one of two regimes:
 through it smoothly: the low band is (1 − α)·(colour change) + α·up(E − x).
 Two feathers around one boundary: the low-band change fades in over ``feather`` × S (at
 least two generator pixels) from exactly 0 at the selection's edge (an eroded selection,
-not a blurred one cut at the edge); the high band switches within ``fine_feather`` px of
-where the low band is half way, H to N with energy-preserving weights cos/sin, so no band
-leaves a seam or a rim.
+not a blurred one cut at the edge); the high band switches where the low band is half
+way, H to N with energy-preserving weights cos/sin, over ``fine_feather`` px but at least
+one generator pixel (S / R px): H holds structure up to that scale, and beside an edge it is
+locally far from zero-mean, so a faster switch steps there. No band leaves a seam or a rim.
 
 out = P + w_low·((1 − α)·C + up(α·(E − x))) + (a − 1)·H + b·N, with C the colour
 transform's change of P, a = cos(π/2·w_high·α), b = sin(π/2·w_high·α). α = 0 gives
@@ -58,7 +59,8 @@ DARK = 0.05  # added to brightness before grain is scaled by it: shadows keep so
 @dataclass
 class CompositeConfig:
     feather: float = 0.02  # low-band fade inside the selection, × crop side (≥ 2 gen. px)
-    fine_feather: float = 3.0  # high-band transition width, px
+    fine_feather: float = 3.0  # high-band transition width, px ...
+    band_feather: float = 1.0  # ... at least this many generator px (H holds that scale)
     change_low: float = 0.15  # |ρ| (channel mean, [-1, 1] units) up to which content stays
     change_high: float = 0.40  # |ρ| from which content counts as replaced
     change_blur: float = 1.0  # σ of the blur on |ρ|, generator px
@@ -134,6 +136,15 @@ def colour_transform(layers: Layers, cfg: CompositeConfig) -> tuple[torch.Tensor
         alpha = replaced_map(layers, cfg, explained * 2, gain)
         weight = 1 - alpha
     return grid, alpha
+
+
+def replaced_share(layers: Layers, mask: torch.Tensor, cfg: CompositeConfig) -> float:
+    """Share of the selection ``mask`` [1, 1, R, R] (in [0, 1]) that ``composite`` would
+    draw anew (α of ``colour_transform``) rather than recolour, at R: what an edit is
+    about to do, before the photo's resolution is touched."""
+    _, alpha = colour_transform(layers, cfg)
+    m = mask.detach().float().cpu()
+    return float((alpha * m).sum() / m.sum().clamp_min(1e-8))
 
 
 def interp_matrix(res: int, size: int, start: int, stop: int) -> torch.Tensor:
@@ -353,7 +364,7 @@ def composite(
         # The high band switches where the low band is half way (as in multi-band blending:
         # one boundary, a narrow transition for fine bands); switching it sooner would leave
         # a rim of the photo's low band without its detail, a blurred glow.
-        k = max(1.0, r_low / max(cfg.fine_feather, 1e-3))
+        k = max(1.0, r_low / max(cfg.fine_feather, size / res * cfg.band_feather, 1e-3))
         w_high = smoothstep((w_low - 0.5) * k + 0.5)
     a_low = up(alpha)[0].clamp_(0, 1)
     a_up = a_low * w_high

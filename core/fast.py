@@ -1,4 +1,4 @@
-"""The fast G′ fit (issue #6): same objective, far less work per edit.
+"""The fast G′ fit: same objective, far less work per edit.
 
 What the loss really needs. Far from the edit the photo pins G′ and the image's base fit (a
 fit of the unedited image, kept in the session) already reproduces it; only pixels near the

@@ -184,9 +184,13 @@ def relative_structure(img: np.ndarray) -> np.ndarray:
     """[H, W] float32: fine-structure energy relative to the local brightness (the LoG's square
     over the squared local mean luma, σ = 4 px): a tone change leaves it as it was, a smear
     lowers it, grain raises it."""
+    return fine_structure(img) ** 2 / _brightness(img)
+
+
+def _brightness(img: np.ndarray) -> np.ndarray:
+    """[H, W]: the squared local mean luma (σ = 4 px) that relative_structure divides by."""
     lum = torch.from_numpy(_luma(img).astype(np.float32))[None, None]
-    local = gaussian_blur(lum, 4.0)[0, 0].numpy()
-    return fine_structure(img) ** 2 / (local + 0.02) ** 2
+    return (gaussian_blur(lum, 4.0)[0, 0].numpy() + 0.02) ** 2
 
 
 def seam_steps(
@@ -195,6 +199,7 @@ def seam_steps(
     boundary: np.ndarray,
     width: int = 8,
     within: np.ndarray | None = None,
+    reference: np.ndarray | None = None,
 ) -> tuple[float, float]:
     """How much colour and texture step across a boundary ([H, W] bool: the pixels on one
     side), compared with the photo's own: (colour, texture).
@@ -206,16 +211,22 @@ def seam_steps(
     (relative fine-structure energy, result ÷ photo, inside) ÷ (the same, outside) over those
     windows (``relative_structure``): 0 when both sides keep as much of the photo's texture,
     1 when one side has twice the other's. ``within``: only windows whose outside pixels all
-    lie in it (e.g. a boundary inside the selection, away from its edge)."""
+    lie in it (e.g. a boundary inside the selection, away from its edge). ``reference``
+    ([H, W, 3], e.g. the generator's rendering enlarged): where new content is drawn, its own
+    edges step too; the colour step then counts only what exceeds the reference's change's
+    step there (a seam is an edge that neither the photo nor the new content has)."""
     inner = boundary & ~_dilate(~boundary, width // 2)
     outer = _dilate(boundary, width) & ~_dilate(boundary, width // 2)
     if not inner.any() or not outer.any():
         return float("nan"), float("nan")
     change = cielab(result) - cielab(photo)
+    drawn = None if reference is None else cielab(reference) - cielab(photo)
     fr, fp = relative_structure(result), relative_structure(photo)
-    # A floor of a tenth of the photo's mean texture by the boundary: on a flat wall the
-    # ratio of two near-zero energies says nothing.
+    # Floors: a tenth of the photo's mean texture by the boundary, and per window the
+    # relative energy of a one-level (1/255) structure there: on a flat wall or a clipped
+    # black the ratio of two near-zero energies says nothing anyone can see.
     floor = 0.1 * float(fp[inner | outer].mean()) + 1e-12
+    one_level = (1 / 255) ** 2 / _brightness(photo)
     # Windows centred on the boundary: one edge pixel per 2·width square cell.
     edge = boundary & _dilate(~boundary, 1)
     ys, xs = np.nonzero(edge)
@@ -227,10 +238,14 @@ def seam_steps(
         i, o = inner[sl], outer[sl]
         if i.sum() < width or o.sum() < width or (within is not None and not within[sl][o].all()):
             continue
-        step = change[sl][i].mean(0) - change[sl][o].mean(0)
-        colour = np.nanmax([colour, float(np.sqrt((step**2).sum()))])
-        ri = (fr[sl][i].mean() + floor) / (fp[sl][i].mean() + floor)
-        ro = (fr[sl][o].mean() + floor) / (fp[sl][o].mean() + floor)
+        step = float(np.sqrt(((change[sl][i].mean(0) - change[sl][o].mean(0)) ** 2).sum()))
+        if drawn is not None:
+            own = drawn[sl][i].mean(0) - drawn[sl][o].mean(0)
+            step = max(0.0, step - float(np.sqrt((own**2).sum())))
+        colour = np.nanmax([colour, step])
+        low = max(floor, float(one_level[sl].mean()))
+        ri = (fr[sl][i].mean() + low) / (fp[sl][i].mean() + low)
+        ro = (fr[sl][o].mean() + low) / (fp[sl][o].mean() + low)
         texture = np.nanmax([texture, abs(math.log2(ri / ro))])
     return float(colour), float(texture)
 

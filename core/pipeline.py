@@ -14,14 +14,16 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import math
 import time
-from collections.abc import MutableMapping, Sequence
+from collections.abc import Iterator, MutableMapping
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 
 from .adapt import (
+    DEFAULT_STEPS,
     AdaptConfig,
     AdaptResult,
     Fit,
@@ -30,14 +32,15 @@ from .adapt import (
     make_perturbation,
     run_gprime,
 )
-from .composite import CompositeConfig, Layers, composite
-from .edit import Presence, edit_representation, edit_values, unit_quantiles
+from .composite import CompositeConfig, Layers, composite, replaced_share
+from .edit import edit_representation
 from .fast import QUALITIES, FastConfig, base_fit, fast_adapt
 from .generators.base import LayeredGenerator
-from .invert import Encoder, Inversion, InvertConfig, invert
+from .invert import Encoder, Inversion, InvertConfig, default_config, invert
 from .metrics import photo_metrics
 from .photo import Box, check_photo, crop_scaled, region_to_model, selection_box, whole_box
 from .progress import CancelFn, ProgressFn
+from .resolve import EditSpec, unit_values
 
 
 @dataclass
@@ -47,19 +50,50 @@ class PipelineConfig:
     context: float = 0.5  # margin around the selection on each side, × its larger side
     composite: CompositeConfig = field(default_factory=CompositeConfig)  # step 4 (feathers)
     quantile_samples: int = 256  # samples for the units' 0.99-quantile "on" values
-    quality: str = "faithful"  # "faithful" (the method, 1000 steps) | "fast" (core/fast.py)
+    quality: str = "faithful"  # "faithful" (the method) | "fast" (core/fast.py)
     fast: FastConfig = field(default_factory=FastConfig)  # used when quality == "fast"
+    # Stop before the G′ fit (WouldReplace) when the edit would draw anew more than this
+    # share of a selection enlarged ≥ SOFT_SCALE× from the generator's resolution (new
+    # content is drawn at R and looks soft there); None: never ask.
+    confirm_replaced: float | None = None
 
 
-@dataclass
-class EditSpec:
-    units: Sequence[int]
-    op: str  # "add" | "remove"
-    values: Sequence[float] | None = None  # per-unit "on" values; None = 0.99 quantiles
-    layer: str | int | None = None  # None = the generator's edit layer
-    # With a remove: switch the units off only where the concept is (edit.py); None = in
-    # every selected cell, as the published method does.
-    presence: Presence | None = None
+SOFT_SCALE = 4.0  # crop side ÷ generator resolution from which new content looks soft
+
+
+class WouldReplace(ValueError):
+    """The edit would draw most of a large selection anew (PipelineConfig.confirm_replaced):
+    nothing was fitted yet; the caller asks the user and runs it again without the check."""
+
+    def __init__(self, share: float, scale: float):
+        self.share, self.scale = share, scale
+        super().__init__(
+            f"this edit would draw {share:.0%} of the selection anew at the model's "
+            f"resolution, enlarged {scale:.0f}× here: that part will look soft at 100 %; "
+            "colour changes keep the photo's detail"
+        )
+
+
+def fit_settings(
+    quality: str = "faithful",
+    steps: int = DEFAULT_STEPS,
+    encoder: Encoder | None = None,
+    invert_steps: int | None = None,
+    precision: str = "auto",
+    seed: int = 0,
+    variant: str = "network",
+) -> PipelineConfig:
+    """The settings an edit runs with, as the CLI's flags and a server request name them:
+    the inversion from the model's encoder start when it has one, else random starts
+    (invert.default_config, ``invert_steps`` its cap), and ``steps`` G′ steps, which also
+    cap every fit of the fast path (``_fast_edit``, fast.base_fit)."""
+    cfg = PipelineConfig(
+        invert=default_config(encoder, invert_steps, seed, precision, quality),
+        adapt=AdaptConfig(steps=steps, variant=variant, seed=seed),
+        quality=quality,
+    )
+    _check_quality(cfg)
+    return cfg
 
 
 @dataclass
@@ -76,6 +110,44 @@ class FitSession:
         if len(fits) == 2 and fits[0] is fits[1]:
             fits = fits[:1]
         return self.inversion.nbytes() + sum(f.nbytes() for f in fits)
+
+
+class GuardedCache(MutableMapping):
+    """A session cache as one call sees it. It remembers the sessions the call read (and
+    their fits) and the ones it added, so that ``rollback`` leaves the cache exactly as it
+    was, e.g. after a result that is not finite: a poisoned fit must never warm-start
+    anyone's next edit."""
+
+    def __init__(self, cache: MutableMapping):
+        self.cache = cache
+        self._before: dict[str, tuple[FitSession, Fit | None, Fit | None]] = {}
+        self._added: set[str] = set()
+
+    def __getitem__(self, key: str) -> FitSession:
+        session = self.cache[key]
+        if key not in self._before and key not in self._added:
+            self._before[key] = (session, session.fit, session.base)
+        return session
+
+    def __setitem__(self, key: str, session: FitSession) -> None:
+        if key not in self._before:
+            self._added.add(key)
+        self.cache[key] = session
+
+    def __delitem__(self, key: str) -> None:
+        del self.cache[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.cache)
+
+    def __len__(self) -> int:
+        return len(self.cache)
+
+    def rollback(self) -> None:
+        for key in self._added:
+            self.cache.pop(key, None)
+        for session, fit, base in self._before.values():
+            session.fit, session.base = fit, base
 
 
 @dataclass
@@ -98,10 +170,14 @@ class PhotoResult:
     steps: int
     session_reused: bool
     box: Box
-    extra: dict = field(default_factory=dict)
     # Photo-resolution numbers (metrics.photo_metrics): psnr_inside, psnr_kept, detail_ratio,
     # detail_ratio_kept, edge_gradient_ratio, replaced_fraction; empty for reconstruct.
     metrics: dict = field(default_factory=dict)
+
+    def is_finite(self) -> bool:
+        """Whether the fit's loss and the generated image are finite numbers (a diverged
+        fit is neither)."""
+        return math.isfinite(self.psnr_keep) and bool(torch.isfinite(self.generated).all())
 
 
 def _device(gen: LayeredGenerator) -> torch.device:
@@ -208,8 +284,9 @@ def edit_photo(
 ) -> PhotoResult:
     """Switch a concept's units on (add) or off (remove) inside the selection.
 
-    on_values: [C] per-unit "on" values of the edit layer, when the caller has them cached;
-    otherwise edit.values or the 0.99 quantiles over random samples are used.
+    Values: edit.values, else ``on_values`` ([C], the edit layer's, when the caller has them),
+    else the model's on-values (resolve.unit_values: published where the reference ships
+    them, else sampled and cached).
     """
     cfg = cfg or PipelineConfig()
     _check_quality(cfg)
@@ -222,26 +299,13 @@ def edit_photo(
         raise ValueError(
             f"edits at layer {layer} need an inversion at that layer (have {inv.layer})"
         )
-    n_units = gen.infos[layer].channels
-    bad = [u for u in edit.units if not 0 <= int(u) < n_units]
-    if bad or not edit.units:
-        raise ValueError(f"unit indices must be in 0..{n_units - 1}: got {list(edit.units)}")
-    if edit.values is not None:
-        if len(edit.values) != len(edit.units):
-            raise ValueError("one value per unit")
-        values = (
-            torch.tensor(list(edit.values)) if edit.op == "add" else torch.zeros(len(edit.units))
-        )
-    else:
-        if on_values is None and edit.op == "add":
-            on_values = unit_quantiles(gen, layer, cfg.quantile_samples)
-        values = edit_values(
-            edit.units, edit.op, on_values if on_values is not None else torch.zeros(0)
-        )
+    given = None if edit.values is None else torch.tensor(list(edit.values))
+    values = unit_values(gen, layer, edit.units, edit.op, cfg.quantile_samples, on_values, given)
     r_e, present = edit_representation(
-        inv.r, prep.mask, list(edit.units), edit.op, values, edit.presence
+        inv.r, gen.layer_mask(prep.mask, layer), list(edit.units), edit.op, values, edit.presence
     )
     keep = keep_mask(prep.mask, gen.resolution)
+    _confirm_replaced(gen, prep, r_e, keep, cfg)
     z_h = _to_split(gen, r_e, cfg.adapt)
     if cfg.quality == "fast":
         res = _fast_edit(gen, prep, z_h, keep, cfg, progress, cancel)
@@ -260,6 +324,31 @@ def edit_photo(
     if present is not None:
         result.metrics["present_fraction"] = present
     return result
+
+
+def _confirm_replaced(
+    gen: LayeredGenerator,
+    prep: Prepared,
+    r_e: torch.Tensor,
+    keep: torch.Tensor,
+    cfg: PipelineConfig,
+) -> None:
+    """Raise WouldReplace when cfg asks and the edit would draw most of a large selection
+    anew. Estimated with G itself (G′ is not fitted yet: two forward passes and the colour
+    transform's fit at R, milliseconds on the default model): G′ changes the rendering
+    outside the edit, not which of its changes are new content."""
+    if cfg.confirm_replaced is None:
+        return
+    scale = prep.box.size / gen.resolution
+    if scale < SOFT_SCALE:
+        return
+    start = gen.edit_index + 1
+    with torch.no_grad():
+        edited, unedited = gen.run(r_e, start), gen.run(prep.session.inversion.r, start)
+    layers = Layers(prep.x, edited, unedited, 1 - keep)
+    share = replaced_share(layers, prep.mask, cfg.composite)
+    if share > cfg.confirm_replaced:
+        raise WouldReplace(share, scale)
 
 
 def _photo_result(

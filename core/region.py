@@ -79,6 +79,8 @@ def plan(gen: LayeredGenerator, h: int, target: Window) -> list[Window]:
     is ``target``.
     """
     sizes = [gen.infos[i].size for i in range(h - 1, gen.n_layers)]  # input of layer h first
+    if not gen.local_layers:  # whole frames (sizes need not be multiples: StyleGAN3)
+        return [full(s) for s in sizes]
     wins = [target]
     for j in range(gen.n_layers - 1, h - 1, -1):
         s_in, s_out = sizes[j - h], sizes[j - h + 1]
@@ -90,6 +92,8 @@ def plan(gen: LayeredGenerator, h: int, target: Window) -> list[Window]:
 def interior(gen: LayeredGenerator, h: int, target: Window) -> list[Window]:
     """Windows of the perturbed layers (h .. n−2) whose every output pixel only reaches
     ``target``: changing δ there changes nothing outside target. Frame edges stay put."""
+    if not gen.local_layers:
+        return [full(gen.infos[i].size) for i in range(h, gen.n_layers - 1)]
     res = gen.resolution
     wins, cur, size = [], target, res
     for j in range(gen.n_layers - 1, h, -1):  # from the output back to layer h+1's input

@@ -8,7 +8,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 PLUGIN_NAME = "ganpaint"
 PLUGIN_SRC = REPO / "plugin" / PLUGIN_NAME
-CLIENT_SRC = REPO / "server" / "client.py"
+CLIENT_SRC = REPO / "server" / "client" / "ganpaint_client.py"
 CLIENT_NAME = "ganpaint_client.py"
 CONFIG_NAME = "ganpaint.json"
 DEFAULT_ADDRESS = "tcp://127.0.0.1:5570"

@@ -143,7 +143,7 @@ def plugin_files(client_src: Path) -> dict[str, Path]:
     if not client_src.is_file():
         raise InstallError(
             f"{client_src} is missing: the plug-in needs the server's client "
-            "module (server/client.py)"
+            "module (server/client/ganpaint_client.py)"
         )
     files[CLIENT_NAME] = client_src
     return files

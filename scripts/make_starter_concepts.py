@@ -66,7 +66,8 @@ class Learned:
 LEARNED: dict[str, Learned] = {
     # No "remove" for the hair colours: the units' remove recoloured any hair (it changed
     # faces without the colour 0.5-0.6x as much as faces with it), and gated by presence
-    # it keeps only 0.06-0.30 of that on held-out samples (docs/performance.md, session 7).
+    # it keeps only 0.06-0.30 of that on held-out samples (docs/performance.md, "A remove
+    # acts only where the concept is").
     "dark hair": Learned(
         (30, 36, 40, 46, 48, 70, 71, 74),
         "hair",

@@ -25,7 +25,7 @@ from PIL import Image, ImageFilter
 from ganpaint.core.concepts.library import ConceptLibrary
 from ganpaint.core.generators import load_model
 from ganpaint.core.pipeline import EditSpec, PipelineConfig, edit_photo
-from ganpaint.server.demo import CONCEPT, OP, STRENGTH, demo_mask, demo_photo
+from ganpaint.server.cli.demo import CONCEPT, OP, STRENGTH, demo_mask, demo_photo
 
 
 def linear(v: np.ndarray) -> np.ndarray:

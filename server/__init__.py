@@ -1,1 +1,2 @@
-"""ganpaint.server: the local ZeroMQ edit server, its client and the `ganpaint` CLI."""
+"""ganpaint.server: the local ZeroMQ edit server; cli/ holds the `ganpaint` command and client/
+the module the GIMP plug-in ships to talk to the server."""

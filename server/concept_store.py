@@ -1,4 +1,4 @@
-"""The server's view of ganpaint.core.concepts: list, resolve a name, learn, discover.
+"""The server's view of ganpaint.core.concepts: list, check a name, learn, discover.
 
 Each model's library is parsed once and again only when its user file changes (inode, size,
 mtime): a ``ConceptIndex`` keeps one long-lived ``ConceptLibrary`` per model and a
@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from ganpaint.core.concepts import Concept, ConceptError, ConceptLibrary
-from ganpaint.core.edit import Presence
+from ganpaint.core.errors import one_line
 from ganpaint.core.progress import CancelFn, ProgressFn
 
 from .protocol import BAD_REQUEST, UNKNOWN_CONCEPT, ProtocolError
@@ -145,7 +145,7 @@ class DiscoverSpec:
 
 
 def _bad(e: ConceptError) -> ProtocolError:
-    return ProtocolError(BAD_REQUEST, _one_line(e))
+    return ProtocolError(BAD_REQUEST, one_line(e))
 
 
 def list_concepts(model_id: str, log: Log | None = None, include_all: bool = False) -> list[dict]:
@@ -153,41 +153,6 @@ def list_concepts(model_id: str, log: Log | None = None, include_all: bool = Fal
     visible concepts; unnamed (``hidden``) ones only with ``include_all``. ``ops`` is always
     there: the operations that do what the name says."""
     return ConceptIndex(log).load(model_id).concepts(include_all)
-
-
-@dataclass
-class ResolvedConcept:
-    units: list[int]
-    values: list[float] | None
-    layer: str
-    strength: str | int  # the brush used (the request's, else the concept's default)
-    presence: Presence | None = None  # where a remove acts (core.edit.remove_where_present)
-
-
-def resolve(
-    index: ConceptIndex,
-    gen,
-    name: str,
-    strength: str | None,
-    leave_out: list[int] | tuple[int, ...] = (),
-) -> ResolvedConcept:
-    """The brush of a concept: its top units for a strength (None = the concept's default),
-    skipping ``leave_out``, with "on" values (the published table where the reference ships
-    one, else the generator's cached quantiles)."""
-    concept = index.load(gen.model_id).check_exists(name)  # what follows is bad_request
-    try:
-        # With the generator, fill() checks the layer, units and values against the model.
-        lib = ConceptLibrary(gen.model_id, generator=gen, on_problem=index.log)
-        concept = lib.fill([concept])[0]
-        if concept.layer != gen.edit_layer:
-            raise ConceptError(
-                f"concept {name!r} is for layer {concept.layer}; {gen.model_id} edits at "
-                f"layer {gen.edit_layer}"
-            )
-        units, values = concept.top(strength, leave_out=leave_out)
-    except ConceptError as e:
-        raise _bad(e) from e
-    return ResolvedConcept(units, values, concept.layer, concept.brush(strength), concept.presence)
 
 
 def learn(
@@ -251,8 +216,3 @@ def discover(
             with Image.open(path) as im:
                 sheet = np.asarray(im.convert("RGB"), dtype=np.uint8).copy()
     return [c.to_dict() for c in concepts], sheet
-
-
-def _one_line(e: BaseException) -> str:
-    text = str(e).strip()
-    return text.splitlines()[0] if text else type(e).__name__

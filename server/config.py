@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from ganpaint.core.adapt import DEFAULT_STEPS
 from ganpaint.core.generators import DEFAULT_MODEL
 
 DEFAULT_BIND = "tcp://127.0.0.1:5570"
@@ -69,8 +70,8 @@ class ServerConfig:
     bind: str = DEFAULT_BIND
     device: str = "auto"  # "auto" | "cpu" | "cuda"
     model: str = DEFAULT_MODEL  # used when a request names none
-    steps: int = 1000  # G′ steps when a request names none
-    quality: str = "faithful"  # G′ fit when a request names none (see requests.QUALITIES)
+    steps: int = DEFAULT_STEPS  # G′ steps when a request names none
+    quality: str = "faithful"  # G′ fit when a request names none (core.fast.QUALITIES)
     invert_steps: int | None = None  # inversion z + r steps; None = the core's default
     invert_precision: str = "auto"  # G's arithmetic while inverting (core/invert.py)
     session_budget_bytes: int = 512 * 1024 * 1024  # memory for cached inversions and fits

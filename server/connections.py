@@ -24,7 +24,7 @@ after ``HANDSHAKE_S``.
 
 What a refused client sees: its handshake fails at once with ZAP status 500 (400: an
 unknown CURVE key), and libzmq does not reconnect that socket: the messages queued on it are
-dropped. client.py hears it from its socket's monitor, says the server is full, and opens a
+dropped. ganpaint_client.py hears it from its socket's monitor, says the server is full, and opens a
 new socket every half second until its timeout.
 """
 

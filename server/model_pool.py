@@ -1,4 +1,4 @@
-"""Models loaded on first use, and each model's cached per-unit "on" values."""
+"""Models loaded on first use, one of each per server."""
 
 from __future__ import annotations
 
@@ -8,7 +8,6 @@ from pathlib import Path
 
 import torch
 
-from ganpaint.core.concepts.quantiles import on_values as cached_on_values
 from ganpaint.core.generators import load_model, model_specs
 from ganpaint.core.generators.base import LayeredGenerator
 
@@ -27,7 +26,6 @@ class ModelPool:
         self.download = download
         self.checkpoints = dict(checkpoints or {})  # model id -> file (`serve --checkpoint`)
         self._models: dict[str, LayeredGenerator] = {}
-        self._on_values: dict[tuple[str, int, int], torch.Tensor] = {}
         self._lock = threading.Lock()
 
     @staticmethod
@@ -50,18 +48,6 @@ class ModelPool:
                 )
                 self._models[model_id] = gen
             return gen
-
-    def on_values(self, gen: LayeredGenerator, samples: int) -> torch.Tensor:
-        """The edit layer's 0.99-quantile activations: sampled once per model (and kept on
-        disk by the concepts' quantile cache, so a restarted server reads them back)."""
-        key = (gen.model_id, gen.edit_index, samples)
-        with self._lock:
-            values = self._on_values.get(key)
-        if values is None:
-            values = cached_on_values(gen, gen.edit_index, n_samples=samples)
-            with self._lock:
-                self._on_values[key] = values
-        return values
 
     def describe(self) -> list[dict]:
         """Every registered model, whether or not loaded: [{"id", "resolution", ...}]."""

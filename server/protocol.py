@@ -1,8 +1,8 @@
 """The wire format shared by the server and docs/protocol.md: versions, error codes, framing.
 
 A message is a ZeroMQ multipart message: frame 0 is a msgpack map (the header), any further
-frames are raw pixel buffers that the header describes. The client module (client.py) keeps
-its own copy of these few constants: it must not import this package.
+frames are raw pixel buffers that the header describes. The client (client/ganpaint_client.py)
+keeps its own copy of these few constants: it must not import this package.
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ UNKNOWN_CONCEPT = "unknown_concept"
 CANCELLED = "cancelled"
 BUSY = "busy"
 INTERNAL = "internal"
+WOULD_REPLACE = "would_replace"  # edit with confirm_replaced: it would draw most anew
 ERROR_CODES = (BAD_REQUEST, TOO_LARGE, UNKNOWN_MODEL, UNKNOWN_CONCEPT, CANCELLED, BUSY, INTERNAL)
 
 

@@ -1,7 +1,8 @@
 """Every request checked before any work: kinds, field types, lengths, image shapes, limits.
 
-``parse_request(frames, limits, models)`` turns a multipart message (header + pixel frames)
-into a typed request or raises ProtocolError with a stable code. Unknown header fields are
+``parse_request(frames, header, limits, models, admit)`` turns a multipart message (the
+unpacked header, then its pixel frames) into a typed request or raises ProtocolError with a
+stable code. Unknown header fields are
 ignored (a newer client may send more); known ones must have exactly the documented type.
 """
 
@@ -13,7 +14,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ganpaint.core import pipeline
+from ganpaint.core.fast import QUALITIES
 
 from .concept_store import DiscoverSpec
 from .config import Limits
@@ -39,8 +40,6 @@ FRAMES = {
 }
 OPS = ("add", "remove")
 STRENGTHS = ("low", "med", "high")
-# G′ fit qualities the pipeline offers ("fast" arrives with core/fast.py).
-QUALITIES: tuple[str, ...] = tuple(getattr(pipeline, "QUALITIES", ("faithful",)))
 MAX_ID_CHARS = 64
 MIN_SESSION_CHARS = 16  # a session name is a secret: long enough not to be guessed
 NAME_RE = re.compile(r"^[\w][\w .\-]{0,63}$")  # concept names: one line, no path characters
@@ -75,6 +74,9 @@ class JobRequest(Request):
     strength: str | None = None  # None = the concept's default, else core.edit.DEFAULT_STRENGTH
     leave_out: list[int] = field(default_factory=list)  # with concept: ranked units to skip
     remove_all: bool = False  # with concept and remove: ignore its presence probe
+    # edit: stop before the fit (would_replace) when it would draw more than this share of
+    # the selection anew; None: never ask
+    confirm_replaced: float | None = None
     name: str = ""  # learn_concept
     replace: bool = False  # learn_concept, discover: may overwrite concepts of that name
     discover: DiscoverSpec | None = None
@@ -190,6 +192,7 @@ def _job_request(
                 raise ProtocolError(BAD_REQUEST, "'leave_out' goes with 'concept', not 'units'")
             req.leave_out = _units(h, limits.max_units, "leave_out") or []
         req.remove_all = _bool(h, "remove_all")
+        req.confirm_replaced = _fraction(h, "confirm_replaced")
     elif kind == "learn_concept":
         req.name = _name(h, "name", 64, required=True)
         req.replace = _bool(h, "replace")
@@ -247,6 +250,15 @@ def _int(h: dict, key: str, lo: int, hi: int, required: bool = False) -> int | N
     if not lo <= v <= hi:
         raise ProtocolError(BAD_REQUEST, f"field {key!r} must be in {lo}..{hi}, got {v}")
     return v
+
+
+def _fraction(h: dict, key: str) -> float | None:
+    v = h.get(key)
+    if v is None:
+        return None
+    if type(v) not in (int, float) or not 0 <= v <= 1:
+        raise ProtocolError(BAD_REQUEST, f"field {key!r} must be a number in 0..1")
+    return float(v)
 
 
 def _bool(h: dict, key: str) -> bool:

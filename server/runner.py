@@ -10,20 +10,28 @@ from __future__ import annotations
 import math
 import time
 import traceback
-from collections.abc import Callable, Iterator, MutableMapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
 import torch
 
-from ganpaint.core.adapt import AdaptConfig
 from ganpaint.core.concepts import ConceptError
 from ganpaint.core.encoder import model_encoder
+from ganpaint.core.errors import one_line
 from ganpaint.core.generators.base import ModelError
-from ganpaint.core.invert import default_config
 from ganpaint.core.photo import PhotoError
-from ganpaint.core.pipeline import EditSpec, PipelineConfig, edit_photo, prepare, reconstruct_photo
+from ganpaint.core.pipeline import (
+    GuardedCache,
+    PhotoResult,
+    PipelineConfig,
+    WouldReplace,
+    edit_photo,
+    fit_settings,
+    prepare,
+    reconstruct_photo,
+)
 from ganpaint.core.progress import Cancelled, Progress
+from ganpaint.core.resolve import EditError, resolve_edit
 
 from . import concept_store
 from .config import ServerConfig
@@ -36,6 +44,7 @@ from .protocol import (
     INTERNAL,
     TOO_LARGE,
     UNKNOWN_MODEL,
+    WOULD_REPLACE,
     ProtocolError,
     error_header,
     reply_header,
@@ -56,47 +65,9 @@ class Outcome:
     frames: list[bytes | memoryview] = field(default_factory=list)
 
 
-class SessionGuard(MutableMapping):
-    """The session cache as one job sees it. It remembers the sessions the job read (and
-    their fits) and the ones it added, so that a job whose output is not finite can leave
-    the cache exactly as it was: a poisoned fit must never warm-start anyone's next edit."""
-
-    def __init__(self, cache: MutableMapping):
-        self.cache = cache
-        self._before: dict[str, tuple[Any, Any, Any]] = {}
-        self._added: set[str] = set()
-
-    def __getitem__(self, key: str) -> Any:
-        value = self.cache[key]
-        if key not in self._before and key not in self._added:
-            self._before[key] = (value, getattr(value, "fit", None), getattr(value, "base", None))
-        return value
-
-    def __setitem__(self, key: str, value: Any) -> None:
-        if key not in self._before:
-            self._added.add(key)
-        self.cache[key] = value
-
-    def __delitem__(self, key: str) -> None:
-        del self.cache[key]
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self.cache)
-
-    def __len__(self) -> int:
-        return len(self.cache)
-
-    def rollback(self) -> None:
-        for key in self._added:
-            self.cache.pop(key, None)
-        for value, fit, base in self._before.values():
-            if hasattr(value, "fit"):
-                value.fit, value.base = fit, base
-
-
-def check_finite(res, guard: SessionGuard) -> None:
+def check_finite(res: PhotoResult, guard: GuardedCache) -> None:
     """A result whose loss or image is not finite is an error, and nothing of it is kept."""
-    if math.isfinite(float(res.psnr_keep)) and bool(torch.isfinite(res.generated).all()):
+    if res.is_finite():
         return
     guard.rollback()
     raise ProtocolError(
@@ -186,27 +157,19 @@ class JobRunner:
     def _pipeline_config(self, req: JobRequest, gen) -> PipelineConfig:
         if gen.model_id not in self._encoders:
             self._encoders[gen.model_id] = model_encoder(gen)
-        # The model's encoder start when it has one; invert_steps caps z + r steps.
-        quality = req.quality or self.cfg.quality
-        invert = default_config(
+        cfg = fit_settings(
+            req.quality or self.cfg.quality,
+            req.steps or self.cfg.steps,
             self._encoders[gen.model_id],
             self.cfg.invert_steps,
-            precision=self.cfg.invert_precision,
-            quality=quality,
+            self.cfg.invert_precision,
         )
-        cfg = PipelineConfig(invert=invert, adapt=AdaptConfig(steps=req.steps or self.cfg.steps))
-        if hasattr(cfg, "quality"):
-            cfg.quality = quality
-            fast = getattr(cfg, "fast", None)
-            if hasattr(fast, "max_steps"):  # steps caps the fast fit too
-                fast.max_steps = min(fast.max_steps, cfg.adapt.steps)
-        elif quality != "faithful":
-            raise ProtocolError(BAD_REQUEST, f"this server has no {quality!r} fit")
+        cfg.confirm_replaced = req.confirm_replaced
         return cfg
 
     def _reconstruct(self, job: Job, gen, model_id: str) -> Outcome:
         req = job.request
-        guard = SessionGuard(ScopedSessions(self.sessions, req.scope))
+        guard = GuardedCache(ScopedSessions(self.sessions, req.scope))
         res = reconstruct_photo(
             gen,
             req.image,
@@ -221,26 +184,25 @@ class JobRunner:
     def _edit(self, job: Job, gen, model_id: str) -> Outcome:
         req = job.request
         cfg = self._pipeline_config(req, gen)
-        if req.concept is not None:
-            c = concept_store.resolve(self.concepts, gen, req.concept, req.strength, req.leave_out)
-            presence = None if req.remove_all else c.presence
-            spec = EditSpec(c.units, req.op, c.values, c.layer, presence)
-            extra = {"concept": req.concept, "units": c.units, "strength": c.strength}
-        else:
-            n_units = gen.out_shape(gen.edit_layer)[0]
-            bad = [u for u in req.units if u >= n_units]
-            if bad:
-                raise ProtocolError(
-                    BAD_REQUEST,
-                    f"unit indices {bad} out of range: {model_id} layer {gen.edit_layer} has "
-                    f"units 0..{n_units - 1}",
-                )
-            spec = EditSpec(req.units, req.op)
-            extra = {"units": list(req.units)}
-        on_values = None
-        if spec.values is None and req.op == "add":
-            on_values = self.pool.on_values(gen, cfg.quantile_samples)
-        guard = SessionGuard(ScopedSessions(self.sessions, req.scope))
+        library = None
+        if req.concept is not None:  # unknown_concept before anything else
+            self.concepts.load(gen.model_id).check_exists(req.concept)
+            library = self.concepts.library(gen.model_id)
+        spec = resolve_edit(
+            gen,
+            req.op,
+            units=None if req.concept is not None else req.units,
+            concept=req.concept,
+            strength=req.strength,
+            leave_out=req.leave_out,
+            remove_all=req.remove_all,
+            library=library,
+            samples=cfg.quantile_samples,
+        )
+        extra = {"units": list(spec.units)}
+        if spec.concept is not None:
+            extra.update(concept=req.concept, strength=spec.strength)
+        guard = GuardedCache(ScopedSessions(self.sessions, req.scope))
         res = edit_photo(
             gen,
             req.image,
@@ -250,7 +212,6 @@ class JobRunner:
             self._progress(job),
             job.is_cancelled,
             guard,
-            on_values=on_values,
         )
         check_finite(res, guard)
         out = self._image_outcome(req, res, model_id)
@@ -261,7 +222,7 @@ class JobRunner:
         """Invert the selection's region into its session, ahead of the edit (the plug-in
         asks while its dialog is open): the edit that follows finds the inversion done."""
         req, t0 = job.request, time.perf_counter()
-        guard = SessionGuard(ScopedSessions(self.sessions, req.scope))
+        guard = GuardedCache(ScopedSessions(self.sessions, req.scope))
         cfg = self._pipeline_config(req, gen)
         prep = prepare(gen, req.image, req.mask, cfg, self._progress(job), job.is_cancelled, guard)
         inv = prep.session.inversion
@@ -296,8 +257,7 @@ class JobRunner:
             # At the photo's resolution, inside the selection (core/metrics.photo_metrics);
             # null where a figure is undefined (no kept pixels, a bit-identical result).
             "metrics": {
-                k: float(v) if math.isfinite(float(v)) else None
-                for k, v in getattr(res, "metrics", {}).items()
+                k: float(v) if math.isfinite(float(v)) else None for k, v in res.metrics.items()
             },
             "image": meta.to_dict(),
         }
@@ -333,16 +293,16 @@ class JobRunner:
             return "cancelled", f"{reason} ({where})" if where else reason
         if isinstance(e, ProtocolError):
             return e.code, e.message
-        if isinstance(e, PhotoError):
-            return BAD_REQUEST, _one_line(e)
+        if isinstance(e, WouldReplace):
+            return WOULD_REPLACE, one_line(e)
+        if isinstance(e, (PhotoError, ConceptError, EditError)):
+            return BAD_REQUEST, one_line(e)
         if isinstance(e, ModelError):
-            return UNKNOWN_MODEL, _one_line(e)
-        if isinstance(e, ConceptError):
-            return BAD_REQUEST, _one_line(e)
+            return UNKNOWN_MODEL, one_line(e)
         if isinstance(e, (MemoryError, torch.cuda.OutOfMemoryError)):
             return TOO_LARGE, "out of memory for this image; try a smaller one"
         self.log(f"{job.kind} {job.id} internal error:\n{traceback.format_exc().rstrip()}")
-        return INTERNAL, _one_line(e) or type(e).__name__
+        return INTERNAL, one_line(e)
 
     def _log_line(self, job: Job, seconds: float, h: dict) -> str:
         req = job.request
@@ -357,8 +317,3 @@ class JobRunner:
         if "session_reused" in h:
             parts.append("session=reused" if h["session_reused"] else "session=new")
         return " ".join(parts)
-
-
-def _one_line(e: BaseException) -> str:
-    text = str(e).strip()
-    return text.splitlines()[0] if text else type(e).__name__

@@ -29,7 +29,10 @@ from dataclasses import dataclass
 
 import zmq
 
+from ganpaint.core.errors import one_line
+from ganpaint.core.fast import QUALITIES
 from ganpaint.core.generators import ModelError, resolve_device
+from ganpaint.core.pipeline import PipelineConfig
 
 from . import concept_store
 from .config import ServerConfig
@@ -48,7 +51,7 @@ from .protocol import (
     reply_header,
     unpack_header,
 )
-from .requests import JOB_KINDS, QUALITIES, JobRequest, Request, parse_request, upload_sizes
+from .requests import JOB_KINDS, JobRequest, Request, parse_request, upload_sizes
 from .runner import JobRunner
 from .security import BindRefused, check_bind, is_loopback, secure
 from .sessions import SessionCache
@@ -189,7 +192,7 @@ class EditServer:
             if loopback:
                 # A client reopening its socket with the same (secret, random) routing id
                 # takes its connection over at once instead of being refused until the old
-                # one is noticed gone (client.py does this). Not under CURVE: there a
+                # one is noticed gone (ganpaint_client.py does this). Not under CURVE: there a
                 # connection may not be taken over by another key, even knowing the id.
                 router.setsockopt(zmq.ROUTER_HANDOVER, 1)
             keys = None if loopback else secure(router, self.cfg.curve)
@@ -352,7 +355,7 @@ class EditServer:
             self._bad(identity, request_id, e)
         except Exception as e:
             self.log(f"internal error on a request:\n{traceback.format_exc().rstrip()}")
-            self._send(identity, [pack(error_header(INTERNAL, _one_line(e), request_id))])
+            self._send(identity, [pack(error_header(INTERNAL, one_line(e), request_id))])
 
     def _start_upload(self, owner: Owner, req: JobRequest, header: dict, raw: bytes) -> None:
         """A job request whose pixels follow in chunks: reserve their bytes, grant credit."""
@@ -480,6 +483,9 @@ class EditServer:
             limits=self.cfg.limits.to_dict(),
             concepts=True,
             qualities=list(QUALITIES),
+            # The margin around a selection that the edit's crop adds, × the selection's
+            # longer side: a client that crops before sending adds the same.
+            crop_context=PipelineConfig.context,
             default_quality=self.cfg.quality,
             sessions="shared" if self.cfg.share_sessions else "client",
             kinds=["hello", "models", "concepts", "status", "cancel", "heartbeat", *JOB_KINDS],
@@ -524,7 +530,7 @@ class EditServer:
                     reply = error_header(e.code, e.message, req.id)
                 except Exception as e:
                     self.log(f"reading the concepts of {model}:\n{traceback.format_exc().rstrip()}")
-                    reply = error_header(INTERNAL, _one_line(e), req.id)
+                    reply = error_header(INTERNAL, one_line(e), req.id)
                 if identity is not None:
                     sock.send_multipart([identity, pack(reply)])
         finally:
@@ -729,7 +735,7 @@ class EditServer:
         self.log(f"{job.kind} {job.id}: worker error:\n{traceback.format_exc().rstrip()}")
         if job.state in (QUEUED, RUNNING):
             job.state = FAILED
-            self._emit(job, error_header(INTERNAL, _one_line(e), job.request.id, job.id), [])
+            self._emit(job, error_header(INTERNAL, one_line(e), job.request.id, job.id), [])
 
     def _forward(self, parts: list) -> None:
         job = self.jobs.get(parts[0].bytes.decode())
@@ -779,8 +785,3 @@ class EditServer:
 
 def _concepts_reply(req: Request, model: str, listing: concept_store.Listing) -> dict:
     return reply_header("concepts", req.id, model=model, concepts=listing.concepts(req.all))
-
-
-def _one_line(e: BaseException) -> str:
-    text = str(e).strip()
-    return text.splitlines()[0] if text else type(e).__name__

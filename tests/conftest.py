@@ -16,7 +16,7 @@ from ganpaint.core.pipeline import PipelineConfig
 @pytest.fixture(scope="session")
 def dcgan():
     # GANPAINT_TEST_THREADS=1 runs the suite single-threaded: thresholds must hold either way
-    # (kernels differ with the thread count, issue #13).
+    # (kernels differ with the thread count).
     torch.set_num_threads(int(os.environ.get("GANPAINT_TEST_THREADS", "2")))
     return load_model("digiface-dcgan64", "cpu")
 

@@ -8,6 +8,9 @@
   kwargs as ``dnnlib.util.EasyDict``. Stand-in modules are put into sys.modules only while
   pickling, so that pickle can name those globals; nothing of theirs runs on loading.
 - ``to_rosinality``: the same tensors under rosinality/stylegan2-pytorch's names.
+- ``sg3_state_dict`` / ``sg3_init_kwargs``: a small StyleGAN3-T or -R ``G_ema`` in NVlabs/
+  stylegan3's names, shapes and constructor arguments (the layer table is the reference's
+  for that architecture), pickled by the same ``write_nvidia_pickle``.
 """
 
 from __future__ import annotations
@@ -64,7 +67,8 @@ def ada_state_dict(arch: dict = ARCH, seed: int = 0) -> dict[str, torch.Tensor]:
     return sd
 
 
-def init_kwargs(arch: dict = ARCH) -> dict:
+def _generator_kwargs(arch: dict) -> dict:
+    """The arguments every NVIDIA Generator takes (unconditional, RGB)."""
     return dict(
         z_dim=arch["z_dim"],
         c_dim=0,
@@ -72,6 +76,12 @@ def init_kwargs(arch: dict = ARCH) -> dict:
         img_resolution=arch["res"],
         img_channels=3,
         mapping_kwargs=_EasyDict(num_layers=arch["maps"]),
+    )
+
+
+def init_kwargs(arch: dict = ARCH) -> dict:
+    return dict(
+        **_generator_kwargs(arch),
         synthesis_kwargs=_EasyDict(
             channel_base=arch["base"],
             channel_max=arch["cmax"],
@@ -87,13 +97,18 @@ class _EasyDict(dict):
 
 
 _EasyDict.__module__, _EasyDict.__qualname__ = "dnnlib.util", "EasyDict"
-BUFFERS = ("w_avg", "noise_const", "resample_filter")
+BUFFERS = ("w_avg", "noise_const", "resample_filter", "magnitude_ema", "up_filter")
+BUFFERS += ("down_filter", "transform", "freqs", "phases")
 
 
 def _class_name(path: str) -> str:
     last = path.rsplit(".", 1)[-1]
     if path == "":
         return "Generator"
+    if last == "input":
+        return "SynthesisInput"
+    if last[:1] == "L" and last[1:2].isdigit():
+        return "SynthesisLayer"
     if last in ("mapping", "synthesis"):
         return {"mapping": "MappingNetwork", "synthesis": "SynthesisNetwork"}[last]
     if last.startswith("fc") or last == "affine":
@@ -234,3 +249,76 @@ def to_rosinality(sd: dict[str, torch.Tensor], arch: dict = ARCH) -> dict:
         if ro != "to_rgb1":
             g[f"{ro}.upsample.kernel"] = blur * 4
     return {"g_ema": g, "latent_avg": sd["mapping.w_avg"]}
+
+
+# -- StyleGAN3 -------------------------------------------------------------------------------
+SG3_ARCH = dict(res=32, z_dim=32, w_dim=32, maps=2, base=1024, cmax=32, layers=4, clamp=256.0)
+# NVlabs/stylegan3's SynthesisNetwork for SG3_ARCH: (name, in, out, up taps, down taps) per
+# layer; in -R the non-critically-sampled layers' (L0, L1) down filters are radial (2-D).
+SG3_LAYERS = [
+    ("L0_36_32", 32, 32, 12, 12),
+    ("L1_52_32", 32, 32, 24, 12),
+    ("L2_52_32", 32, 32, 12, 12),
+    ("L3_32_32", 32, 32, 12, 12),
+    ("L4_32_3", 32, 3, 1, 1),
+]
+SG3_RADIAL = ("L0_36_32", "L1_52_32")
+
+
+def _lowpass(taps: int) -> torch.Tensor:
+    f = torch.hann_window(taps + 2, periodic=False)[1:-1]
+    return f / f.sum()
+
+
+def sg3_state_dict(variant: str = "t", seed: int = 0) -> dict[str, torch.Tensor]:
+    """A StyleGAN3-``variant`` (t or r) ``G_ema.state_dict()`` of SG3_ARCH, seeded."""
+    a, g = SG3_ARCH, torch.Generator().manual_seed(seed)
+
+    def rnd(*shape, mean=0.0, std=1.0):
+        return mean + std * torch.randn(shape, generator=g)
+
+    w, sd = a["w_dim"], {}
+    for i in range(a["maps"]):
+        sd[f"mapping.fc{i}.weight"] = rnd(w, a["z_dim"] if i == 0 else w, std=100.0)
+        sd[f"mapping.fc{i}.bias"] = rnd(w, std=0.1)
+    sd["mapping.w_avg"] = rnd(w)
+    c0 = SG3_LAYERS[0][1]
+    sd["synthesis.input.weight"] = rnd(c0, c0)
+    sd["synthesis.input.transform"] = torch.eye(3)
+    sd["synthesis.input.freqs"] = rnd(c0, 2)
+    sd["synthesis.input.phases"] = torch.rand(c0, generator=g) - 0.5
+    sd["synthesis.input.affine.weight"] = rnd(4, w, std=0.3)
+    sd["synthesis.input.affine.bias"] = torch.tensor([1.0, 0, 0, 0])
+    k = 1 if variant == "r" else 3
+    for name, cin, cout, up, down in SG3_LAYERS:
+        p = f"synthesis.{name}"
+        torgb = cout == 3
+        sd[f"{p}.weight"] = rnd(cout, cin, *(2 * (1 if torgb else k,)))
+        sd[f"{p}.bias"] = rnd(cout, std=0.2)
+        sd[f"{p}.magnitude_ema"] = 0.5 + torch.rand((), generator=g)
+        if up > 1:
+            sd[f"{p}.up_filter"] = _lowpass(up)
+        if down > 1:
+            f = _lowpass(down)
+            radial = variant == "r" and name in SG3_RADIAL
+            sd[f"{p}.down_filter"] = torch.outer(f, f) if radial else f
+        sd[f"{p}.affine.weight"] = rnd(cin, w)
+        sd[f"{p}.affine.bias"] = rnd(cin, mean=1.0, std=0.2)
+    return sd
+
+
+def sg3_init_kwargs(variant: str = "t") -> dict:
+    """Generator's ``_init_kwargs`` as stylegan3's train.py passes them (synthesis flat)."""
+    a = SG3_ARCH
+    kw = dict(
+        **_generator_kwargs(a),
+        channel_base=a["base"],
+        channel_max=a["cmax"],
+        num_layers=a["layers"],
+        magnitude_ema_beta=0.5 ** (32 / 20e3),
+        num_fp16_res=4,
+        conv_clamp=a["clamp"],
+    )
+    if variant == "r":
+        kw.update(conv_kernel=1, use_radial_filters=True)
+    return kw

@@ -85,7 +85,7 @@ def test_reconstruct_json(files):
         (["--mask", "{d}/small.png"], "mask size 40×30 differs from image size 400×300"),
         (["--mask", "{d}/empty.png"], "mask is empty"),
         (["--mask", "{d}/mask.png", "--model", "nope"], "unknown model 'nope'"),
-        (["--mask", "{d}/mask.png", "--units", "3,999"], "unknown unit index [999]"),
+        (["--mask", "{d}/mask.png", "--units", "3,999"], "unit indices [999] out of range"),
         (["--mask", "{d}/mask.png", "--units", "a,b"], "comma-separated integers"),
         (["--mask", "{d}/mask.png", "--checkpoint", "{d}/broken.tar"], "cannot read checkpoint"),
         (["--mask", "{d}/mask.png", "--concept", "no-such-concept"], "no-such-concept"),
@@ -148,8 +148,8 @@ def test_edit_concept_default_strength_and_leave_out(files, tmp_path):
 
 
 def test_invert_precision_flags_reach_the_inversion_config():
-    from ganpaint.server.cli import build_parser, fit_config
-    from ganpaint.server.cli_serve import config_from_args
+    from ganpaint.server.cli.main import build_parser, fit_config
+    from ganpaint.server.cli.serve import config_from_args
 
     parse = build_parser().parse_args
     edit = ["edit", "p.png", "--mask", "m.png", "-o", "o.png", "--units", "1", "--op", "add"]

@@ -14,8 +14,8 @@ import msgpack
 import pytest
 import zmq
 
-from ganpaint.server import client as client_mod
-from ganpaint.server.client import Client, RawImage, ServerError, ServerUnavailable
+from ganpaint.server.client import ganpaint_client as client_mod
+from ganpaint.server.client.ganpaint_client import Client, RawImage, ServerError, ServerUnavailable
 
 CLIENT_FILE = Path(client_mod.__file__)
 LIMITS = {"max_side": 100, "max_pixels": 5000}

@@ -48,7 +48,7 @@ from test_server_jobs import (  # noqa: E402  (the protocol tests, run through t
     wait_until,
 )
 
-from ganpaint.server.client import Client  # noqa: E402
+from ganpaint.server.client.ganpaint_client import Client  # noqa: E402
 from ganpaint.server.config import ClusterConfig, Limits, ServerConfig  # noqa: E402
 from ganpaint.server.testing import running_server  # noqa: E402
 

@@ -48,8 +48,9 @@ def test_the_server_works_without_ray_and_cluster_asks_for_the_extra():
     """Ray blocked: the server and the CLI import, and --cluster is one clear line, exit 2."""
     code = (
         "import sys; sys.modules['ray'] = None\n"
-        "import ganpaint.server.server, ganpaint.server.cli as cli\n"
-        "sys.exit(cli.main(['serve', '--cluster', 'ray', '--workers', '2']))\n"
+        "import ganpaint.server.server\n"
+        "from ganpaint.server.cli.main import main\n"
+        "sys.exit(main(['serve', '--cluster', 'ray', '--workers', '2']))\n"
     )
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert run.returncode == 2

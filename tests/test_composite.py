@@ -15,6 +15,7 @@ from ganpaint.core.composite import (
     feather_weights,
     grain,
     replaced_map,
+    replaced_share,
     upsample_window,
 )
 from ganpaint.core.metrics import (
@@ -228,3 +229,22 @@ def test_replaced_map_follows_the_change_inside_the_free_zone():
     a = replaced_map(Layers(b, e, b, free), CompositeConfig())
     assert a[0, 0, 16, 12] == pytest.approx(1.0) and a[0, 0, 16, 20] == 0  # right: not free
     assert a[0, 0, 2, 2] == 0  # no change
+
+
+def test_replaced_share_tells_new_content_from_a_recolour_before_compositing():
+    photo = textured(256, 256, seed=5)
+    mask = make_mask(256, 256, (64, 64, 192, 192))
+    box = selection_box(mask, context=0.5, min_size=R)
+    sel = to_model(crop(mask[..., None], box), R)[:, :1].add(1).div(2)
+    tint = torch.tensor([0.3, 0.1, -0.2]).view(1, 3, 1, 1)
+    recolour = layers_for(photo, box, lambda b: 0.7 * b + tint)
+    check = torch.from_numpy(np.indices((R, R)).sum(0) // 2 % 2 * 1.6 - 0.8).float()
+    new = layers_for(photo, box, lambda b: torch.where(sel > 0.5, check, b))
+    cfg = CompositeConfig()
+    share_recolour = replaced_share(recolour, sel, cfg)
+    share_new = replaced_share(new, sel, cfg)
+    assert share_recolour < 0.05 and share_new > 0.6
+    # What it estimates is what composite then draws anew (inside the selection's feather).
+    drawn = composite(photo, mask, box, new, cfg)
+    y0, _, x0, _ = drawn.window
+    assert drawn.replaced[90 - y0 : 166 - y0, 90 - x0 : 166 - x0].mean() > 0.95

@@ -17,7 +17,7 @@ from ganpaint.core.concepts.record import Concept
 from ganpaint.core.concepts.regions import FACE_REGIONS, box_mask, ellipse_mask
 from ganpaint.core.edit import apply_edit
 from ganpaint.server import concept_store
-from ganpaint.server.cli import main as cli_main
+from ganpaint.server.cli.main import main as cli_main
 
 UNNAMED = re.compile(r"^group-\d+$")
 
@@ -120,7 +120,8 @@ def test_hidden_concepts_left_out_of_listings_unless_all(tmp_path, monkeypatch, 
 def test_dark_hair_darkens_the_hair_of_gan_samples(dcgan):
     """The built-in does what its name says, on the generator itself: add makes the top of
     the face darker and the rest of the face barely moves. (Its remove lightens any hair, a
-    dark one or not, so menus do not offer it: docs/performance.md, session 7.)"""
+    dark one or not, so menus do not offer it: docs/performance.md, "A remove acts only
+    where the concept is".)"""
     hair = next(c for c in builtins() if c.name == "dark hair")
     assert hair.ops == ["add"]
     units, values = hair.top("high")
@@ -140,7 +141,7 @@ def test_demo_shows_an_edit_you_can_see(tmp_path, fast_cfg):
     """`ganpaint demo`'s picture: before | after | changed, and the after is visibly
     different inside the selection (dark hair on light hair), identical outside."""
     from ganpaint.core.imageio import read_image
-    from ganpaint.server.demo import SIZE, demo_mask, run_demo
+    from ganpaint.server.cli.demo import SIZE, demo_mask, run_demo
 
     info = run_demo(tmp_path / "demo.png", cfg=fast_cfg)
     assert info["edit"].startswith("add dark hair")

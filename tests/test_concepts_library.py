@@ -23,7 +23,7 @@ from ganpaint.core.concepts.published import (
 )
 from ganpaint.core.concepts.quantiles import on_values, published_table, values_source
 from ganpaint.core.concepts.record import Concept, ConceptError
-from ganpaint.server.cli import main as cli_main
+from ganpaint.server.cli.main import main as cli_main
 
 MODEL = "test-model"
 

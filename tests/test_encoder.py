@@ -180,7 +180,7 @@ def test_auto_precision_is_bf16_only_on_a_bf16_cpu_for_a_large_model(dcgan, samp
 
 
 def test_cli_trains_resumes_and_shows_an_encoder(tmp_path, capsys):
-    from ganpaint.server.cli import main
+    from ganpaint.server.cli.main import main
 
     out = tmp_path / "enc"
     common = ["encoder", "train", "--out", str(out), "--batch", "2", "--width", "8"]

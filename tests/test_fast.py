@@ -1,4 +1,4 @@
-"""The fast G′ path (issue #6): exact window computation, locality, quality, early stop."""
+"""The fast G′ path: exact window computation, locality, quality, early stop."""
 
 from __future__ import annotations
 
@@ -112,7 +112,7 @@ def test_fast_path_changes_only_the_window_and_keeps_quality(dcgan):
     out = torch.ones_like(fast.image, dtype=torch.bool)
     out[..., target[0] : target[1], target[2] : target[3]] = False
     assert torch.equal(fast.image[out], base_img[out])
-    assert fast.psnr_keep > ref.psnr_keep - 0.5  # issue #6: within 0.5 dB of faithful
+    assert fast.psnr_keep > ref.psnr_keep - 0.5  # within 0.5 dB of faithful
 
 
 def test_fast_path_starts_from_g_where_the_edit_frees_it(dcgan):

@@ -112,6 +112,10 @@ def test_seam_steps_see_a_step_and_not_a_fade():
     smooth = photo.copy()
     smooth[sel] = blurred(photo, 2.0)[sel]  # the texture stops at the edge
     assert seam_steps(smooth, photo, sel)[1] > 1
+    # New content whose own edge is the boundary (the reference has that step too): no seam;
+    # the same step where the reference fades is one.
+    assert seam_steps(photo, step, sel, reference=step)[0] == pytest.approx(0, abs=1e-6)
+    assert seam_steps(photo, step, sel, reference=faded)[0] > colour / 2
 
 
 def test_photo_metrics_split_kept_and_replaced_content():

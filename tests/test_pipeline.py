@@ -7,7 +7,13 @@ import pytest
 from samples import make_mask, make_photo
 
 from ganpaint.core.invert import InvertConfig, default_config
-from ganpaint.core.pipeline import EditSpec, edit_photo, prepare, reconstruct_photo
+from ganpaint.core.pipeline import (
+    EditSpec,
+    WouldReplace,
+    edit_photo,
+    prepare,
+    reconstruct_photo,
+)
 
 UNITS = [3, 17, 42, 99]
 
@@ -91,7 +97,29 @@ def test_reconstruct_fits_the_whole_frame(dcgan, fast_cfg):
 def test_bad_edits_are_rejected(dcgan, fast_cfg):
     photo = make_photo(50, 50)
     mask = make_mask(50, 50, (10, 10, 20, 20))
-    with pytest.raises(ValueError, match="unit indices must be in 0..255"):
+    with pytest.raises(ValueError, match=r"unit indices \[256\] out of range: .* has units 0..255"):
         edit_photo(dcgan, photo, mask, EditSpec([256], "add"), fast_cfg)
     with pytest.raises(ValueError, match="add or remove"):
         edit_photo(dcgan, photo, mask, EditSpec([1], "paint"), fast_cfg)
+
+
+def test_an_edit_that_would_draw_a_large_selection_anew_stops_before_the_fit(dcgan, fast_cfg):
+    photo = make_photo(400, 400, seed=2)
+    mask = make_mask(400, 400, (80, 80, 260, 260))  # a crop of ≥ 4× the model's 64 px
+    spec = EditSpec(UNITS, "add")
+    cache: dict = {}
+    stages: list[str] = []
+    asking = dataclasses.replace(fast_cfg, confirm_replaced=-1.0)  # any share: ask
+    with pytest.raises(WouldReplace, match="would draw .* of the selection anew") as e:
+        edit_photo(dcgan, photo, mask, spec, asking, lambda p: stages.append(p.stage), None, cache)
+    share = e.value.share
+    assert 0 <= share <= 1 and e.value.scale >= 4
+    assert "invert" in stages and "adapt" not in stages  # no fit ...
+    assert len(cache) == 1  # ... and the inversion is kept
+    # The threshold decides: just above the estimate, the edit runs.
+    above = dataclasses.replace(fast_cfg, confirm_replaced=share + 1e-3)
+    res = edit_photo(dcgan, photo, mask, spec, above, cache=cache)
+    assert res.session_reused and res.steps > 0
+    # A small crop is not enlarged enough for new content to look soft: never asked.
+    small, small_mask = make_photo(100, 100), make_mask(100, 100, (30, 30, 60, 60))
+    edit_photo(dcgan, small, small_mask, spec, asking)

@@ -210,24 +210,23 @@ def test_a_remove_where_the_concept_is_absent_gives_the_photo_back(dcgan, fast_c
     assert not np.array_equal(plain.image, photo) and "present_fraction" not in plain.metrics
 
 
-def test_the_cli_removes_where_present_unless_told_remove_all(dcgan):
-    from ganpaint.server.cli import build_parser, resolve_edit
+def test_a_remove_acts_where_present_unless_told_remove_all(dcgan):
+    """The edit the CLI and the server resolve (core.resolve) carries the concept's
+    presence probe for a remove, and none with remove_all."""
+    from ganpaint.core.resolve import resolve_edit
 
-    edit = ["edit", "p.png", "--mask", "m.png", "-o", "o.png", "--concept", "open mouth"]
     shipped = ConceptLibrary("digiface-dcgan64", user_dir=Path("/nonexistent/never"))
     presence = shipped.get("open mouth").presence
-    spec, _ = resolve_edit(build_parser().parse_args([*edit, "--op", "remove"]), dcgan)
+    spec = resolve_edit(dcgan, "remove", concept="open mouth", library=shipped)
     assert spec.presence == presence and presence is not None
-    spec, _ = resolve_edit(
-        build_parser().parse_args([*edit, "--op", "remove", "--remove-all"]), dcgan
-    )
+    spec = resolve_edit(dcgan, "remove", concept="open mouth", remove_all=True, library=shipped)
     assert spec.presence is None
 
 
 def test_the_cli_says_when_a_remove_found_nothing_or_an_op_is_not_the_concepts(
     dcgan, tmp_path, capsys
 ):
-    from ganpaint.server.cli import main
+    from ganpaint.server.cli.main import main
 
     photo = make_photo(96, 96, seed=2)
     mask = np.zeros(photo.shape[:2], np.uint8)

@@ -465,15 +465,15 @@ def test_config_file_checkpoint_is_used_by_load_model(files, tmp_path, monkeypat
 def test_every_model_command_takes_checkpoint(command, files):
     """--checkpoint FILE (the way to use a file that fails the name's hash) on every
     command that loads a model; each hands it to load_model."""
-    from ganpaint.server.cli import build_parser
+    from ganpaint.server.cli.main import build_parser
 
     args = build_parser().parse_args([*command, "--checkpoint", str(files["old"])])
     assert args.checkpoint == files["old"]
 
 
 def test_serve_checkpoint_reaches_the_model_pool(files, tmp_path):
-    from ganpaint.server.cli import UserError, build_parser
-    from ganpaint.server.cli_serve import config_from_args
+    from ganpaint.server.cli.main import UserError, build_parser
+    from ganpaint.server.cli.serve import config_from_args
     from ganpaint.server.model_pool import ModelPool
 
     def cfg(*extra):

@@ -1,6 +1,6 @@
 """Selections of every shape through the whole pipeline: wide and tall, small and large, both
 models, fast and faithful, first and later edits of a session (the cache is what the server
-keeps per session). Wide areas crashed the fast path in region.run_window (issue #10)."""
+keeps per session). Wide areas once crashed the fast path in region.run_window."""
 
 from __future__ import annotations
 

@@ -14,7 +14,13 @@ from pathlib import Path
 
 import pytest
 
-from ganpaint.server.client import Cancelled, Client, CurveKeys, RawImage, ServerUnavailable
+from ganpaint.server.client.ganpaint_client import (
+    Cancelled,
+    Client,
+    CurveKeys,
+    RawImage,
+    ServerUnavailable,
+)
 from ganpaint.server.config import ServerConfig
 from ganpaint.server.security import curve_files
 from ganpaint.server.testing import running_server

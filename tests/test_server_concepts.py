@@ -17,7 +17,7 @@ from ganpaint.core.concepts import library
 from ganpaint.core.concepts.library import ConceptLibrary
 from ganpaint.core.concepts.record import Concept
 from ganpaint.core.generators import DEFAULT_MODEL
-from ganpaint.server.client import Client, RawImage, ServerError
+from ganpaint.server.client.ganpaint_client import Client, RawImage, ServerError
 from ganpaint.server.config import ServerConfig
 from ganpaint.server.testing import running_server
 

@@ -1,6 +1,6 @@
 """The connection cap (server/connections.py) on a real server: past ``max_connections`` a
 handshake is refused, so a flood over many connections cannot make libzmq hold a whole
-message for each; a refused client.py waits, saying so, and is served once a slot frees.
+message for each; a refused ganpaint_client.py waits, saying so, and is served once a slot frees.
 
 No timing assertions: the waits have generous deadlines only so that a bug fails instead of
 hanging.
@@ -20,7 +20,13 @@ import zmq
 import zmq.auth
 from zmq.utils.monitor import recv_monitor_message
 
-from ganpaint.server.client import Client, CurveKeys, RawImage, ServerError, ServerUnavailable
+from ganpaint.server.client.ganpaint_client import (
+    Client,
+    CurveKeys,
+    RawImage,
+    ServerError,
+    ServerUnavailable,
+)
 from ganpaint.server.config import Limits, ServerConfig
 from ganpaint.server.security import curve_files, make_keys
 from ganpaint.server.testing import running_server
@@ -81,7 +87,7 @@ def test_past_the_cap_connections_are_refused_and_a_freed_slot_admits_a_waiting_
         assert refused_handshake(ep, {"v": 1, "kind": "hello", "id": "x"}) == 500
         assert capped._gate.refused == 1
         assert any("refusing connections" in line for line in capped.lines)
-        # client.py says why instead of "nothing answers".
+        # ganpaint_client.py says why instead of "nothing answers".
         with Client(ep, timeout_s=0.3, retries=1) as c:
             with pytest.raises(ServerError) as e:
                 c.hello()
@@ -144,8 +150,8 @@ def test_the_cap_holds_under_curve_and_unknown_keys_are_told_apart(tmp_path: Pat
 
 
 def test_serve_flags_set_the_memory_limits():
-    from ganpaint.server.cli import UserError, build_parser
-    from ganpaint.server.cli_serve import config_from_args
+    from ganpaint.server.cli.main import UserError, build_parser
+    from ganpaint.server.cli.serve import config_from_args
 
     parse = build_parser().parse_args
     lim = config_from_args(parse(["serve"])).limits

@@ -16,7 +16,7 @@ import pytest
 import torch
 import zmq
 
-from ganpaint.server.client import Client, RawImage
+from ganpaint.server.client.ganpaint_client import Client, RawImage
 from ganpaint.server.config import Limits, ServerConfig
 from ganpaint.server.protocol import ERROR_CODES
 from ganpaint.server.testing import running_server

@@ -24,12 +24,11 @@ from ganpaint.core.concepts.files import atomic_write_json
 from ganpaint.core.concepts.library import ConceptLibrary
 from ganpaint.core.generators import DEFAULT_MODEL, load_model
 from ganpaint.core.invert import InvertConfig
-from ganpaint.core.pipeline import EditSpec, PipelineConfig, edit_photo
-from ganpaint.server.client import Cancelled, Client, RawImage, ServerError
+from ganpaint.core.pipeline import EditSpec, GuardedCache, PipelineConfig, edit_photo
+from ganpaint.server.client.ganpaint_client import Cancelled, Client, RawImage, ServerError
 from ganpaint.server.config import Limits, ServerConfig
 from ganpaint.server.protocol import ProtocolError
-from ganpaint.server.requests import QUALITIES
-from ganpaint.server.runner import SessionGuard, check_finite
+from ganpaint.server.runner import check_finite
 from ganpaint.server.sessions import SessionCache
 from ganpaint.server.testing import running_server
 
@@ -183,7 +182,6 @@ def test_edit_keeps_unselected_pixels_and_reuses_the_session(client):
     assert np.array_equal(array(second["image"])[m == 0], img[m == 0])
 
 
-@pytest.mark.skipif("fast" not in QUALITIES, reason="the pipeline has no fast fit yet")
 def test_fast_quality_edit(client):
     img, m = photo(seed=7), soft_mask()
     assert "fast" in client.hello()["qualities"]
@@ -372,7 +370,7 @@ def test_a_client_that_stops_sending_heartbeats_has_its_job_cancelled(server):
 
 def test_a_reconnected_client_gets_its_replies_and_no_one_else_does(server):
     """A new socket with the owner's routing id is the owner again (the lazy pirate
-    reconnect of client.py); a socket with any other id gets nothing of the job."""
+    reconnect of ganpaint_client.py); a socket with any other id gets nothing of the job."""
     me = b"gp-test-" + uuid.uuid4().bytes
     first = RawDealer(server.endpoint, identity=me)
     header, frames = edit_request(20, rid="retry-me")
@@ -700,7 +698,7 @@ def test_a_non_finite_fit_is_an_error_and_leaves_the_session_as_it_was():
     poison = EditSpec([1, 2], "add", [1e39, 1e39])
     cache = SessionCache(1 << 30)
 
-    guard = SessionGuard(cache)
+    guard = GuardedCache(cache)
     res = edit_photo(gen, img, m, poison, cfg, cache=guard)
     assert not np.isfinite(res.psnr_keep)  # the poison is real
     with pytest.raises(ProtocolError) as e:
@@ -709,17 +707,17 @@ def test_a_non_finite_fit_is_an_error_and_leaves_the_session_as_it_was():
     assert len(cache) == 0  # the new session went
 
     good = EditSpec([1, 2], "remove")
-    guard = SessionGuard(cache)
+    guard = GuardedCache(cache)
     check_finite(edit_photo(gen, img, m, good, cfg, cache=guard), guard)
     (session,) = [cache[k] for k in cache]
     fit = session.fit
-    guard = SessionGuard(cache)
+    guard = GuardedCache(cache)
     res = edit_photo(gen, img, m, poison, cfg, cache=guard)
     assert res.session_reused and not np.isfinite(res.psnr_keep)
     with pytest.raises(ProtocolError):
         check_finite(res, guard)
     assert session.fit is fit  # the poisoned fit was not kept
-    again = edit_photo(gen, img, m, good, cfg, cache=SessionGuard(cache))
+    again = edit_photo(gen, img, m, good, cfg, cache=GuardedCache(cache))
     assert again.session_reused and np.isfinite(again.psnr_keep)
 
 
@@ -767,3 +765,19 @@ def test_large_pixels_arrive_as_an_upload_under_credit(server):
             assert not c._needs_upload([raw(img).data])
             sent_whole = c.edit(raw(img), raw(m), **edit)
     assert np.array_equal(array(uploaded["image"]), array(sent_whole["image"]))
+
+
+def test_an_edit_may_ask_before_drawing_a_large_selection_anew(client):
+    img = photo(320, 320, channels=3, seed=7)
+    m = np.zeros((320, 320), np.uint8)
+    m[60:260, 60:260] = 255  # its crop is > 4× the model's 64 px
+    units = list(range(0, 256, 4))  # many units at once: new structure, not a recolour
+    with pytest.raises(ServerError) as e:
+        client.edit(raw(img), raw(m), op="add", units=units, confirm_replaced=0.0)
+    assert e.value.code == "would_replace"
+    assert "of the selection anew" in e.value.message and "enlarged" in e.value.message
+    # Asked and answered: the same edit without the question runs on the kept inversion.
+    res = client.edit(raw(img), raw(m), op="add", units=units)
+    assert res["session_reused"] and res["metrics"]["replaced_fraction"] > 0
+    with pytest.raises(ServerError, match="confirm_replaced"):
+        client.edit(raw(img), raw(m), op="add", units=units, confirm_replaced=1.5)

@@ -225,3 +225,13 @@ def test_remove_all_is_an_optional_bool():
     for bad in (1, "yes", 0):
         header, frames = edit_msg(units=None, concept="open mouth", remove_all=bad)
         assert code_of(header, frames) == "bad_request"
+
+
+def test_confirm_replaced_is_an_optional_share():
+    header, frames = edit_msg()
+    assert parse(header, frames).confirm_replaced is None  # default: never ask
+    header, frames = edit_msg(confirm_replaced=0.5)
+    assert parse(header, frames).confirm_replaced == 0.5
+    for bad in (-0.1, 1.5, "half", True):
+        header, frames = edit_msg(confirm_replaced=bad)
+        assert code_of(header, frames) == "bad_request"

@@ -106,8 +106,9 @@ def test_rosinality_file_gives_the_same_image_as_the_nvidia_pickle(files, kind):
         torch.testing.assert_close(x, b(wb), rtol=0, atol=1e-5)
 
 
-def test_layers_compose_and_bind_fixes_the_styles(files):
-    gen = load_stylegan(files["pkl"]).eval()
+def check_layers_compose(gen) -> tuple[torch.Tensor, torch.Tensor]:
+    """G run whole equals G_H then G_F at every split, with the styles bound; unbound, the
+    later layers use the mean w. Returns (W+, image) of a batch of 2."""
     w = gen.sample_latent(2, torch.Generator().manual_seed(3))
     assert w.shape == (2, 6, 32)
     with torch.no_grad():
@@ -118,6 +119,14 @@ def test_layers_compose_and_bind_fixes_the_styles(files):
         # Unbound, the later layers use the mean w: another image from the same features.
         k = gen.edit_index + 1
         assert not torch.allclose(gen.run(gen.run(w, 0, k), k), x)
+    return w, x
+
+
+def test_layers_compose_and_bind_fixes_the_styles(files):
+    gen = load_stylegan(files["pkl"]).eval()
+    w, x = check_layers_compose(gen)
+    with torch.no_grad():
+        bound = gen.bind(w)
         # A view: the same weights, the original left unbound.
         assert bound.layers[1].conv is gen.layers[1].conv and gen.layers[1].ws is None
 
@@ -180,7 +189,7 @@ def _malicious(kind: str, folder: Path, marker: Path) -> tuple[Path, str]:
     payload = f"open({str(marker)!r}, 'w').write('ran')"
     if kind == "carried-source":  # NVIDIA's own loader would exec this module source
         write_nvidia_pickle(path, {"mapping.w_avg": torch.zeros(4)}, init_kwargs(), payload)
-        return path, "not a StyleGAN2"
+        return path, "neither a StyleGAN2 nor a StyleGAN3"
     if kind == "os-system":
         with open(path, "wb") as f:
             pickle.dump({"G_ema": SystemCall(f"touch {marker}")}, f)
@@ -327,7 +336,7 @@ def test_a_running_server_lists_and_serves_a_model_added_after_it_started(files)
 
     from ganpaint.core.generators import model_specs
     from ganpaint.core.generators.user_models import add_model
-    from ganpaint.server.client import Client
+    from ganpaint.server.client.ganpaint_client import Client
     from ganpaint.server.config import ServerConfig
     from ganpaint.server.testing import running_server
 

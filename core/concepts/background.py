@@ -6,9 +6,10 @@ show: on the 96 samples the default model's concepts were learned from, the inve
 differs from the sampled one by 72 % of its norm while both render the same picture
 (45 dB). There the probe fires on things it was never shown: the face model's "blond hair"
 on autumn leaves in every selected cell, "open mouth" on a third of them, and a remove by
-such a probe repaints the leaves (docs/performance.md, session 8). So the level is raised
-to what real photos without the concept reach (``background_level``): photo windows at
-several scales, inverted as the pipeline inverts a selection's region.
+such a probe repaints the leaves (docs/performance.md, "Presence levels calibrated on real
+photos"). So the level is raised to what real photos without the concept reach
+(``background_level``): photo windows at several scales, inverted as the pipeline inverts a
+selection's region.
 """
 
 from __future__ import annotations
@@ -26,7 +27,8 @@ from ..invert import InvertConfig, default_config, invert
 from ..photo import Box, check_photo, region_to_model
 
 # The share of real cells without the concept that a remove leaves alone: 1 % may still
-# switch. The only level tried (docs/performance.md, session 8).
+# switch. The only level tried (docs/performance.md, "Presence levels calibrated on real
+# photos").
 BACKGROUND_QUANTILE = 0.99
 # Window sides as a share of the photo's shorter side: a mouth-sized selection's region on a
 # 2560 px photo is about 1/6 of it, a face's 1/3 to 2/3.

@@ -30,7 +30,7 @@ TOP_UNITS = 15  # GANPaint's largest brush
 # The share of cells without the concept that a remove leaves alone. 0.9: on the default
 # model's GAN samples, held out, "open mouth" keeps 0.69 of the method's removal where a
 # mouth is open and 87 % of faces without one stay within 35 dB (41 % with the method's
-# remove); docs/performance.md, session 7.
+# remove); docs/performance.md, "A remove acts only where the concept is".
 PRESENCE_QUANTILE = 0.9
 
 

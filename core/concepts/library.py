@@ -29,6 +29,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from ..errors import one_line
 from .files import (
     atomic_write_json,
     atomic_write_text,
@@ -117,7 +118,7 @@ class ConceptLibrary:
                 except (ValueError, ConceptError) as e:
                     raise ConceptError(
                         f"built-in concepts {self.builtin_path} are broken "
-                        f"(reinstall ganpaint): {_first_line(e)}"
+                        f"(reinstall ganpaint): {one_line(e)}"
                     ) from None
         return list(self._builtins)
 
@@ -148,9 +149,9 @@ class ConceptLibrary:
             raise ConceptError(str(e)) from None
         except (ValueError, ConceptError) as e:  # JSONDecodeError and UnicodeError too
             if held:
-                return self._set_aside(path, raw, _first_line(e))
+                return self._set_aside(path, raw, one_line(e))
             with locked(path):
-                return self._set_aside(path, raw, _first_line(e))
+                return self._set_aside(path, raw, one_line(e))
 
     def _set_aside(self, path: Path, raw: bytes, reason: str) -> tuple[list, list]:
         """Move the corrupt file aside; call under the lock."""
@@ -200,11 +201,12 @@ class ConceptLibrary:
     def names(self) -> list[str]:
         return [c.name for c in self._visible()]
 
-    def get(self, name: str) -> Concept:
+    def get(self, name: str, generator: Any = None) -> Concept:
+        """The visible concept ``name``, filled (``fill``) for ``generator`` when given."""
         visible = self._visible()
         for c in visible:
             if c.name == name:
-                return self.fill([c])[0]
+                return self.fill([c], generator)[0]
         raise self._unknown_error(name, visible)
 
     def _unknown_error(self, name: str, visible: list[Concept]) -> ConceptError:
@@ -227,19 +229,18 @@ class ConceptLibrary:
             self.get(name)  # raises the unknown-concept error
         return "built-in"
 
-    def fill(self, concepts: list[Concept]) -> list[Concept]:
+    def fill(self, concepts: list[Concept], generator: Any = None) -> list[Concept]:
         """Concepts without values get their model's on-values (one lookup a layer): the
         published table where the reference ships one, else the generator's cached 0.99
-        quantiles when a generator was given. With a generator every concept is first checked
-        against its layers, and given values against the same on-values (ConceptError, never
-        a crash or a black edit)."""
-        if self.generator is None and all(c.values is not None for c in concepts):
+        quantiles when a generator was given (here, else the library's). With a generator
+        every concept is first checked against its layers, and given values against the same
+        on-values (ConceptError, never a crash or a black edit)."""
+        gen = generator if generator is not None else self.generator
+        if gen is None and all(c.values is not None for c in concepts):
             return concepts
         from .quantiles import on_values, published_table
 
-        channels = (
-            None if self.generator is None else {i.name: i.channels for i in self.generator.infos}
-        )
+        channels = None if gen is None else {i.name: i.channels for i in gen.infos}
         tables: dict[str, list[float] | None] = {}
         out = []
         for c in concepts:
@@ -249,8 +250,8 @@ class ConceptLibrary:
                 table = published_table(self.model_id, c.layer)
                 if table is not None:
                     tables[c.layer] = [float(v) for v in table["values"]]
-                elif self.generator is not None:
-                    tables[c.layer] = on_values(self.generator, c.layer).tolist()
+                elif gen is not None:
+                    tables[c.layer] = on_values(gen, c.layer).tolist()
                 else:
                     tables[c.layer] = None
             on = tables[c.layer]
@@ -428,7 +429,7 @@ class ConceptLibrary:
         except FileNotFoundError:
             raise ConceptError(f"no such file: {path}") from None
         except (OSError, ValueError) as e:
-            raise ConceptError(f"cannot read {path}: {_first_line(e)}") from None
+            raise ConceptError(f"cannot read {path}: {one_line(e)}") from None
         try:
             incoming = _parse(data, None)[0]
             channels = model_layers(self.model_id)
@@ -437,7 +438,7 @@ class ConceptLibrary:
                 if channels is not None:  # a registered model: layers known without weights
                     c.check_layer(channels)
         except (ConceptError, _NewerFormat) as e:
-            raise ConceptError(f"{path}: {_first_line(e)}") from None
+            raise ConceptError(f"{path}: {one_line(e)}") from None
 
         def change(concepts: list[Concept], hidden: list[str]) -> list[str]:
             clash = sorted({c.name for c in incoming} & self._visible_names(concepts, hidden))
@@ -514,8 +515,3 @@ def _some(names: list[str], shown: int = 20) -> str:
     """The first ``shown`` names, and how many more: a message stays one readable line."""
     more = f" and {len(names) - shown} more" if len(names) > shown else ""
     return (", ".join(names[:shown]) or "none") + more
-
-
-def _first_line(e: BaseException) -> str:
-    text = str(e).strip()
-    return text.splitlines()[0] if text else type(e).__name__

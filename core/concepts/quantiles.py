@@ -18,6 +18,7 @@ GANPaint sets a concept's units to each unit's 0.99-quantile activation over ran
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import weakref
@@ -64,6 +65,13 @@ def published_dir() -> Path:
 def published_table(model_id: str, layer: str, q: float = DEFAULT_Q) -> dict | None:
     """The reference's on-values of a model's layer: {"values": [C floats], "source", ...},
     or None when the reference ships none (then they are sampled)."""
+    data = _published_file(model_id, layer)
+    return data if data is not None and abs(float(data.get("quantile", -1)) - q) < 1e-9 else None
+
+
+@functools.lru_cache(maxsize=32)
+def _published_file(model_id: str, layer: str) -> dict | None:
+    """The parsed package-data file (read once a process: it never changes under us)."""
     path = published_dir() / f"{model_id}-{layer}.json"
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
@@ -73,7 +81,7 @@ def published_table(model_id: str, layer: str, q: float = DEFAULT_Q) -> dict | N
         raise ConceptError(f"{path} is unreadable ({e}); reinstall ganpaint") from None
     if data.get("model") != model_id or data.get("layer") != layer:
         raise ConceptError(f"{path} is not the table of {model_id} {layer}; reinstall ganpaint")
-    return data if abs(float(data.get("quantile", -1)) - q) < 1e-9 else None
+    return data
 
 
 def values_source(model_id: str, layer: str, q: float = DEFAULT_Q) -> dict:

@@ -117,6 +117,12 @@ class LayeredGenerator(nn.Module):
         with the latent's styles fixed (stylegan2.py)."""
         return self
 
+    def layer_mask(self, mask: torch.Tensor, layer: int) -> torch.Tensor:
+        """A selection [B, 1, H, W] over the image, in the frame of layer ``layer``'s map
+        (what edit.edit_mask pools to the map's cells). Here the map covers the image
+        exactly: the mask itself. StyleGAN3's maps carry a margin (stylegan3.py)."""
+        return mask
+
     def describe(self) -> dict:
         return {
             "id": self.model_id,

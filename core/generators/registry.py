@@ -17,7 +17,7 @@ DEFAULT_MODEL = DCGAN_ID
 @dataclass(frozen=True)
 class ModelSpec:
     id: str
-    family: str  # "dcgan64" | "progan256" | "progan1024" | "stylegan2"
+    family: str  # "dcgan64" | "progan256" | "progan1024" | "stylegan2" | "stylegan3"
     resolution: int
     source: str  # where the weights come from, for humans
     file_name: str = ""
@@ -109,7 +109,7 @@ def load_model(
     dev = device if isinstance(device, torch.device) else resolve_device(device)
     if spec.family == "dcgan64":
         gen = load_dcgan64(checkpoint, verify=checkpoint is None)
-    elif spec.family == "stylegan2":
+    elif spec.family in ("stylegan2", "stylegan3"):
         gen = _load_stylegan(spec, checkpoint, download)
     else:
         from .progan import load_progan

@@ -214,7 +214,96 @@ class Mapping(nn.Module):
         return x
 
 
-class StyleGAN2(LayeredGenerator):
+class StyleBased(LayeredGenerator):
+    """What StyleGAN2 and StyleGAN3 share: the mapping network, W+ latents [B, n_ws, w_dim],
+    layers wrapped in :class:`Styled`, ``bind``, and loading NVIDIA's tensor names.
+
+    Subclasses set ``cfg`` (with ``z_dim``, ``w_dim``, ``num_ws``), ``mapping`` and the
+    layers, and give ``published_names`` and ``describe_arch``.
+    """
+
+    # -- latents and styles -----------------------------------------------------------
+    def map(self, z: torch.Tensor, psi: float | None = None) -> torch.Tensor:
+        """z [B, z_dim] → W+ [B, n_ws, w_dim], truncated towards w_avg by ψ."""
+        psi = self.truncation if psi is None else psi
+        w = self.mapping(z)
+        if psi != 1:
+            w = self.mapping.w_avg.lerp(w, psi)
+        return w[:, None].expand(-1, self.cfg.num_ws, -1)
+
+    def sample_latent(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        device = next(self.parameters()).device
+        z = torch.randn((n, self.cfg.z_dim), generator=generator).to(device)
+        with torch.no_grad():
+            return self.map(z).contiguous()
+
+    def bind(self, latent: torch.Tensor) -> StyleBased:
+        """A view (same weights, same modules) whose layers take their styles from
+        ``latent`` [1 or B, n_ws, w_dim] when run from a layer after the first."""
+        view = copy.copy(self)
+        view._modules = dict(self._modules)  # the copy's own, so the original keeps its layers
+        ws = latent.detach()
+        view.layers = nn.ModuleList(Styled(s.conv, self.mapping, ws) for s in self.layers)
+        return view
+
+    # -- running ----------------------------------------------------------------------
+    def run(self, x: torch.Tensor, start: int = 0, stop: int | None = None) -> torch.Tensor:
+        """From layer 0, x is W+ and gives every layer its styles; from a later layer, x
+        is that layer's input and the styles are the bound ones (or the mean w)."""
+        stop = self.n_layers if stop is None else stop
+        if start > 0:
+            return super().run(x, start, stop)
+        h = None
+        for layer in self.layers[:stop]:
+            h = layer(h, x)
+        return x if h is None else h
+
+    # -- the published layout ---------------------------------------------------------
+    def published_names(self) -> dict[str, str]:
+        """NVIDIA's state-dict name (``G_ema.state_dict()``) → ours, for every tensor."""
+        raise NotImplementedError
+
+    def describe_arch(self) -> str:
+        raise NotImplementedError
+
+    def mapping_names(self) -> dict[str, str]:
+        """The mapping network's tensors: NVIDIA's name → ours."""
+        names = {"mapping.w_avg": "mapping.w_avg"}
+        for i in range(self.cfg.map_layers):
+            names[f"mapping.fc{i}.weight"] = f"mapping.fc.{i}.weight"
+            names[f"mapping.fc{i}.bias"] = f"mapping.fc.{i}.bias"
+        return names
+
+    def load_published(self, sd: dict[str, torch.Tensor], source: object) -> None:
+        """Load tensors named as in NVIDIA's ``G_ema.state_dict()`` (StyleGAN2's resample
+        filters, fixed [1,3,3,1], are skipped); any mismatch is a one-line ModelError."""
+        names = self.published_names()
+        sd = {k: v for k, v in sd.items() if not k.endswith("resample_filter")}
+        missing = [k for k in names if k not in sd]
+        extra = [k for k in sd if k not in names]
+        for what, keys in (("missing", missing), ("unexpected key", extra)):
+            if keys:
+                more = f" (and {len(keys) - 1} more)" if len(keys) > 1 else ""
+                raise ModelError(f"{source}: {what} {keys[0]}{more} for {self.describe_arch()}")
+        own = self.state_dict()
+        mapped = {}
+        for theirs, ours in names.items():
+            value = sd[theirs]
+            if tuple(value.shape) != tuple(own[ours].shape):
+                raise ModelError(
+                    f"{source}: {theirs} has shape {list(value.shape)}, expected "
+                    f"{list(own[ours].shape)} for {self.describe_arch()}"
+                )
+            if not value.is_floating_point():
+                raise ModelError(f"{source}: {theirs} holds {value.dtype}, not floats")
+            mapped[ours] = value.float()
+        self.load_state_dict(mapped, strict=True)
+
+    def describe(self) -> dict:
+        return {**super().describe(), "arch": self.describe_arch()}
+
+
+class StyleGAN2(StyleBased):
     """A StyleGAN2 generator, W+ [B, n_ws, w_dim] → RGB [B, 3, R, R] (see module docstring)."""
 
     # The constant noise and the skip image are frame-sized: G_F runs on whole frames only.
@@ -248,49 +337,9 @@ class StyleGAN2(LayeredGenerator):
         self.edit_layer = default_edit_layer(cfg.resolution)
         self.truncation = 1.0
 
-    # -- latents and styles -----------------------------------------------------------
-    def map(self, z: torch.Tensor, psi: float | None = None) -> torch.Tensor:
-        """z [B, z_dim] → W+ [B, n_ws, w_dim], truncated towards w_avg by ψ."""
-        psi = self.truncation if psi is None else psi
-        w = self.mapping(z)
-        if psi != 1:
-            w = self.mapping.w_avg.lerp(w, psi)
-        return w[:, None].expand(-1, self.cfg.num_ws, -1)
-
-    def sample_latent(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
-        device = next(self.parameters()).device
-        z = torch.randn((n, self.cfg.z_dim), generator=generator).to(device)
-        with torch.no_grad():
-            return self.map(z).contiguous()
-
-    def bind(self, latent: torch.Tensor) -> StyleGAN2:
-        """A view (same weights, same modules) whose layers take their styles from
-        ``latent`` [1 or B, n_ws, w_dim] when run from a layer after the first."""
-        view = copy.copy(self)
-        view._modules = dict(self._modules)  # the copy's own, so the original keeps its layers
-        ws = latent.detach()
-        view.layers = nn.ModuleList(Styled(s.conv, self.mapping, ws) for s in self.layers)
-        return view
-
-    # -- running ----------------------------------------------------------------------
-    def run(self, x: torch.Tensor, start: int = 0, stop: int | None = None) -> torch.Tensor:
-        """From layer 0, x is W+ and gives every layer its styles; from a later layer, x
-        is that layer's input and the styles are the bound ones (or the mean w)."""
-        stop = self.n_layers if stop is None else stop
-        if start > 0:
-            return super().run(x, start, stop)
-        h = None
-        for layer in self.layers[:stop]:
-            h = layer(h, x)
-        return x if h is None else h
-
-    # -- the published layout ---------------------------------------------------------
     def published_names(self) -> dict[str, str]:
         """NVIDIA's state-dict name (``G_ema.state_dict()``) → ours, for every tensor."""
-        names = {"mapping.w_avg": "mapping.w_avg"}
-        for i in range(self.cfg.map_layers):
-            names[f"mapping.fc{i}.weight"] = f"mapping.fc.{i}.weight"
-            names[f"mapping.fc{i}.bias"] = f"mapping.fc.{i}.bias"
+        names = self.mapping_names()
         for i, (info, styled) in enumerate(zip(self.infos, self.layers, strict=True)):
             layer = styled.conv
             if not isinstance(layer, StyleConv):
@@ -307,40 +356,12 @@ class StyleGAN2(LayeredGenerator):
                     names[f"synthesis.{block}.torgb.{key}"] = ours + "torgb." + key
         return names
 
-    def load_published(self, sd: dict[str, torch.Tensor], source: object) -> None:
-        """Load tensors named as in NVIDIA's ``G_ema.state_dict()`` (resample filters,
-        fixed [1,3,3,1], are skipped); any mismatch is a one-line ModelError."""
-        names = self.published_names()
-        sd = {k: v for k, v in sd.items() if not k.endswith("resample_filter")}
-        missing = [k for k in names if k not in sd]
-        extra = [k for k in sd if k not in names]
-        for what, keys in (("missing", missing), ("unexpected key", extra)):
-            if keys:
-                more = f" (and {len(keys) - 1} more)" if len(keys) > 1 else ""
-                raise ModelError(f"{source}: {what} {keys[0]}{more} for {self.describe_arch()}")
-        own = self.state_dict()
-        mapped = {}
-        for theirs, ours in names.items():
-            value = sd[theirs]
-            if tuple(value.shape) != tuple(own[ours].shape):
-                raise ModelError(
-                    f"{source}: {theirs} has shape {list(value.shape)}, expected "
-                    f"{list(own[ours].shape)} for {self.describe_arch()}"
-                )
-            if not value.is_floating_point():
-                raise ModelError(f"{source}: {theirs} holds {value.dtype}, not floats")
-            mapped[ours] = value.float()
-        self.load_state_dict(mapped, strict=True)
-
     def describe_arch(self) -> str:
         c = self.cfg
         return (
             f"StyleGAN2 {c.resolution}px (channel_base {c.channel_base}, max "
             f"{c.channel_max}, {c.map_layers} mapping layers)"
         )
-
-    def describe(self) -> dict:
-        return {**super().describe(), "arch": self.describe_arch()}
 
 
 _AFFINE = ("affine.weight", "affine.bias")

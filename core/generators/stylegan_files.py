@@ -25,11 +25,13 @@ import torch
 from .base import ModelError
 from .registry import ModelSpec
 from .safe_pickle import Record, read_network_pickle
-from .stylegan2 import StyleGAN2, StyleGAN2Config
+from .stylegan2 import StyleBased, StyleGAN2, StyleGAN2Config
+from .stylegan3 import StyleGAN3, StyleGAN3Config
 
-# The published StyleGAN2 networks we know by name, downloaded only when asked for. Their
-# names carry no hash, so nothing checks them beyond loading.
+# The published StyleGAN2 and StyleGAN3 networks we know by name, downloaded only when asked
+# for. Their names carry no hash, so nothing checks them beyond loading.
 _NVIDIA = "https://nvlabs-fi-cdn.nvidia.com/"
+_NGC = "https://api.ngc.nvidia.com/v2/models/nvidia/research/stylegan3/versions/1/files/"
 STYLEGAN_SPECS: dict[str, ModelSpec] = {
     s.id: s
     for s in (
@@ -53,6 +55,18 @@ STYLEGAN_SPECS: dict[str, ModelSpec] = {
                 "http://d36zk2xti64re0.cloudfront.net/stylegan2/networks/stylegan2-church-config-f.pkl",
             ),
         ),
+        *(
+            ModelSpec(
+                f"stylegan3-{v}-ffhq",
+                "stylegan3",
+                1024,
+                f"FFHQ 1024, StyleGAN3-{v.upper()} (Karras et al. 2021) as released with "
+                "NVlabs/stylegan3",
+                f"stylegan3-{v}-ffhq-1024x1024.pkl",
+                (_NGC + f"stylegan3-{v}-ffhq-1024x1024.pkl",),
+            )
+            for v in ("t", "r")
+        ),
     )
 }
 
@@ -71,25 +85,32 @@ def sniff(path: Path) -> str:
     return "torch" if head.startswith(TORCH_LEGACY_HEAD) else "nvidia-pkl"
 
 
-def load_stylegan(path: Path, model_id: str = "stylegan2") -> StyleGAN2:
+Config = StyleGAN2Config | StyleGAN3Config
+
+
+def load_stylegan(path: Path, model_id: str = "stylegan2") -> StyleBased:
     """The generator in a user's StyleGAN file, weights loaded (float32)."""
     path = Path(path)
     if not path.is_file():
         raise ModelError(f"checkpoint not found: {path}")
-    kind = sniff(path)
-    if kind == "nvidia-pkl":
-        cfg, sd = read_nvidia(path)
-    elif kind == "torch":
-        cfg, sd = read_rosinality(path)
-    else:
-        raise ModelError(f"{path}: neither an NVIDIA network pickle nor a torch checkpoint")
-    gen = StyleGAN2(cfg, model_id)
+    cfg, sd, _ = read_file(path)
+    gen = StyleGAN3(cfg, model_id) if isinstance(cfg, StyleGAN3Config) else StyleGAN2(cfg, model_id)
     gen.load_published(sd, path)
     return gen
 
 
+def read_file(path: Path) -> tuple[Config, dict[str, torch.Tensor], str]:
+    """(architecture, tensors in NVIDIA's names, format) of a user's file."""
+    kind = sniff(path)
+    if kind == "nvidia-pkl":
+        return (*read_nvidia(path), "nvidia-pkl")
+    if kind == "torch":
+        return (*read_rosinality(path), "rosinality")
+    raise ModelError(f"{path}: neither an NVIDIA network pickle nor a torch checkpoint")
+
+
 # -- NVIDIA pickles ----------------------------------------------------------------------
-def read_nvidia(path: Path) -> tuple[StyleGAN2Config, dict[str, torch.Tensor]]:
+def read_nvidia(path: Path) -> tuple[Config, dict[str, torch.Tensor]]:
     data = read_network_pickle(path)
     g = data.get("G_ema")
     if not isinstance(g, Record):
@@ -97,23 +118,67 @@ def read_nvidia(path: Path) -> tuple[StyleGAN2Config, dict[str, torch.Tensor]]:
             f"{path}: no G_ema network in the pickle (keys: {', '.join(map(str, data))})"
         )
     synthesis = g.children().get("synthesis")
-    if synthesis is None or "b4" not in synthesis.children():
-        if synthesis is not None and "input" in synthesis.children():
-            raise ModelError(f"{path}: a StyleGAN3 generator; only StyleGAN2 layouts load")
-        raise ModelError(f"{path}: G_ema is not a StyleGAN2 generator")
+    parts = synthesis.children() if synthesis is not None else {}
+    if "input" in parts:
+        return config3_from_kwargs(g.init_kwargs, path), g.state_dict()
+    if "b4" not in parts:
+        raise ModelError(f"{path}: G_ema is neither a StyleGAN2 nor a StyleGAN3 generator")
     return config_from_kwargs(g.init_kwargs, path), g.state_dict()
 
 
-def config_from_kwargs(kw: dict, source: object) -> StyleGAN2Config:
-    """The architecture from Generator's constructor arguments (the reference's defaults
-    where one is absent); what we cannot run is a one-line ModelError."""
-    mk, sk = dict(kw.get("mapping_kwargs") or {}), dict(kw.get("synthesis_kwargs") or {})
+def _kwargs(kw: dict, source: object) -> tuple[dict, dict]:
+    """(mapping kwargs, synthesis kwargs): the stylegan3 repository passes the synthesis
+    arguments flat, stylegan2-ada-pytorch under ``synthesis_kwargs``; unrunnable cases are
+    a one-line ModelError."""
+    top = {"z_dim", "c_dim", "w_dim", "img_resolution", "img_channels", "mapping_kwargs"}
+    sk = {k: v for k, v in kw.items() if k not in top and k != "synthesis_kwargs"}
+    sk.update(kw.get("synthesis_kwargs") or {})
+    mk = dict(kw.get("mapping_kwargs") or {})
     if kw.get("c_dim", 0):
         raise ModelError(
             f"{source}: a class-conditional generator (c_dim {kw['c_dim']}); not supported"
         )
     if kw.get("img_channels", 3) != 3:
         raise ModelError(f"{source}: {kw['img_channels']} image channels; only RGB models load")
+    return mk, sk
+
+
+def _unreadable(source: object, e: Exception) -> ModelError:
+    return ModelError(f"{source}: unreadable generator arguments ({type(e).__name__}: {e})")
+
+
+def config3_from_kwargs(kw: dict, source: object) -> StyleGAN3Config:
+    """StyleGAN3's architecture from its Generator's constructor arguments (-T or -R: the
+    conv kernel and the radial filters say which), the reference's defaults where absent."""
+    mk, sk = _kwargs(kw, source)
+    d = StyleGAN3Config()
+    try:
+        clamp = sk.get("conv_clamp", d.conv_clamp)
+        return StyleGAN3Config(
+            resolution=int(kw["img_resolution"]),
+            z_dim=int(kw.get("z_dim", 512)),
+            w_dim=int(kw.get("w_dim", 512)),
+            map_layers=int(mk.get("num_layers", d.map_layers)),
+            lr_multiplier=float(mk.get("lr_multiplier", d.lr_multiplier)),
+            conv_clamp=None if clamp is None else float(clamp),
+            use_radial_filters=bool(sk.get("use_radial_filters", False)),
+            **{k: type(getattr(d, k))(sk.get(k, getattr(d, k))) for k in _SG3_NUMBERS},
+        )
+    except (KeyError, TypeError, ValueError) as e:
+        raise _unreadable(source, e) from None
+
+
+_SG3_NUMBERS = (
+    "channel_base", "channel_max", "num_layers", "num_critical", "first_cutoff",
+    "first_stopband", "last_stopband_rel", "margin_size", "output_scale", "num_fp16_res",
+    "conv_kernel", "filter_size", "lrelu_upsampling",
+)  # fmt: skip
+
+
+def config_from_kwargs(kw: dict, source: object) -> StyleGAN2Config:
+    """The architecture from Generator's constructor arguments (the reference's defaults
+    where one is absent); what we cannot run is a one-line ModelError."""
+    mk, sk = _kwargs(kw, source)
     if sk.get("architecture", "skip") != "skip":
         raise ModelError(
             f"{source}: synthesis architecture {sk['architecture']!r}; only 'skip' loads"
@@ -135,9 +200,7 @@ def config_from_kwargs(kw: dict, source: object) -> StyleGAN2Config:
             lr_multiplier=float(mk.get("lr_multiplier", 0.01)),
         )
     except (KeyError, TypeError, ValueError) as e:
-        raise ModelError(
-            f"{source}: unreadable generator arguments ({type(e).__name__}: {e})"
-        ) from None
+        raise _unreadable(source, e) from None
 
 
 # -- rosinality --------------------------------------------------------------------------
@@ -211,18 +274,11 @@ def rosinality_to_nvidia(
 
 def file_arch(path: Path) -> dict:
     """What ``models add`` records about a file: format and architecture."""
-    kind = sniff(Path(path))
-    if kind == "nvidia-pkl":
-        cfg, _ = read_nvidia(Path(path))
-        fmt = "nvidia-pkl"
-    elif kind == "torch":
-        cfg, _ = read_rosinality(Path(path))
-        fmt = "rosinality"
-    else:
-        raise ModelError(f"{path}: neither an NVIDIA network pickle nor a torch checkpoint")
+    cfg, _, fmt = read_file(Path(path))
+    sg3 = isinstance(cfg, StyleGAN3Config)
     return {
         "format": fmt,
-        "family": "stylegan2",
+        "family": "stylegan3" if sg3 else "stylegan2",
         "resolution": cfg.resolution,
-        "layers": int(math.log2(cfg.resolution)) * 2 - 2,
+        "layers": cfg.num_layers + 2 if sg3 else int(math.log2(cfg.resolution)) * 2 - 2,
     }

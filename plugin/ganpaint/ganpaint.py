@@ -33,7 +33,8 @@ import gi
 gi.require_version("Gimp", "3.0")
 gi.require_version("GimpUi", "3.0")
 gi.require_version("Gegl", "0.4")
-from gi.repository import Gegl, Gimp, GimpUi, GLib, GObject  # noqa: E402
+gi.require_version("Gtk", "3.0")
+from gi.repository import Gegl, Gimp, GimpUi, GLib, GObject, Gtk  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import ganpaint_support as gs  # noqa: E402
@@ -200,9 +201,9 @@ def selected_pixels(mask):
 
 
 def selection_region(image, layer):
-    """(crop rect, notes, None) or (None, [], message). The crop is the selection's bounding
-    box on the layer plus context, in image coordinates; notes say what the user should know
-    (part of the selection off the layer, a very large selection)."""
+    """(box, notes, None) or (None, [], message). The box is the selection's bounding box on
+    the layer, in image coordinates; notes say what the user should know (part of the
+    selection off the layer, a very large selection)."""
     ok, non_empty, x1, y1, x2, y2 = Gimp.Selection.bounds(image)
     if not ok or not non_empty:
         return None, [], gs.NO_SELECTION
@@ -219,7 +220,7 @@ def selection_region(image, layer):
     if refusal:
         return None, [], refusal
     notes = [n for n in (gs.outside_note(total, on_layer, layer.get_name()), warning) if n]
-    return gs.crop_region(box, lr), notes, None
+    return box, notes, None
 
 
 def keep_settings(layer, record):
@@ -345,8 +346,26 @@ def chosen_model(config, interactive):
     return config.get_property("model") or None
 
 
-def run_on_server(cfg, title, call):
-    """Run one job with GIMP's progress bar; a watchdog cancels it if GIMP kills us."""
+def ask_to_run(text):
+    """A question before a long job: Run anyway (True) or Cancel (False)."""
+    dialog = GimpUi.Dialog(title="GANPaint", role=PLUG_IN_BINARY)
+    dialog.add_button("_Cancel", Gtk.ResponseType.CANCEL)
+    dialog.add_button("_Run anyway", Gtk.ResponseType.OK)
+    label = Gtk.Label(label=text, wrap=True, max_width_chars=60, xalign=0)
+    for side in ("start", "end", "top", "bottom"):
+        getattr(label, f"set_margin_{side}")(12)
+    dialog.get_content_area().add(label)
+    label.show()
+    answer = dialog.run()
+    dialog.destroy()
+    return answer == Gtk.ResponseType.OK
+
+
+def run_on_server(cfg, title, call, ask=None):
+    """Run one job with GIMP's progress bar; a watchdog cancels it if GIMP kills us.
+
+    With ``ask``, call(client, progress, confirm=...) runs as gs.ask_first runs it: a
+    question before the long part, asked with ask(text); a no returns (None, None)."""
     client_mod = gs.import_client()
     client = client_mod.Client(cfg.address, timeout_s=cfg.timeout_s)
     watchdog = gs.Watchdog(cfg.address)
@@ -366,7 +385,12 @@ def run_on_server(cfg, title, call):
             Gimp.progress_pulse()
 
     try:
-        return call(client, progress), None
+        if ask is None:
+            return call(client, progress), None
+        asked = gs.ask_first(
+            lambda confirm: call(client, progress, confirm=confirm), ask, client_mod.ServerError
+        )
+        return asked, None
     except client_mod.ServerError as e:
         return None, gs.error_message(e, cfg)
     finally:
@@ -376,7 +400,8 @@ def run_on_server(cfg, title, call):
 
 
 def prepare(procedure, image, drawables, need_selection):
-    """Layer, crop rect, pixels, mask, formats -- or an error message."""
+    """Layer, selection box (None: the whole layer), formats -- or an error message. Nothing
+    is read yet: the crop around the box takes the server's context (``read_crop``)."""
     if image.get_base_type() == Gimp.ImageBaseType.INDEXED:
         return None, gs.INDEXED_IMAGE  # scripts reach here: the menu is off for indexed images
     layer = active_layer(image, drawables)
@@ -385,29 +410,28 @@ def prepare(procedure, image, drawables, need_selection):
     if layer.is_group():
         return None, gs.GROUP_LAYER.format(name=layer.get_name())
     fmt, dtype = pixel_format(image)
-    notes = []
+    box, notes = None, []
     if need_selection:
-        rect, notes, message = selection_region(image, layer)
+        box, notes, message = selection_region(image, layer)
         if message:
             return None, message
-        mask = read_mask(image, rect)
-    else:
-        ok, non_empty, *_ = Gimp.Selection.bounds(image)
-        rect = selection_region(image, layer)[0] if non_empty else None
-        rect = rect or layer_rect(layer)
-        mask = None
-    pixels = read_visible(image, layer, rect, fmt, dtype)
-    if dtype == "u16":
+    elif Gimp.Selection.bounds(image)[1]:
+        box = selection_region(image, layer)[0]
+    job = {"layer": layer, "box": box, "fmt": fmt, "dtype": dtype, "notes": notes}
+    return {**job, "selection": need_selection}, None
+
+
+def read_crop(image, job, info):
+    """The crop (the selection box plus the server's context, else the whole layer), its
+    pixels and (for an edit) its mask, into ``job``."""
+    layer, box = job["layer"], job["box"]
+    lr = layer_rect(layer)
+    rect = lr if box is None else gs.crop_region(box, lr, info["crop_context"])
+    pixels = read_visible(image, layer, rect, job["fmt"], job["dtype"])
+    if job["dtype"] == "u16":
         pixels = gs.u16_to_little_endian(pixels)
-    return {
-        "layer": layer,
-        "rect": rect,
-        "fmt": fmt,
-        "dtype": dtype,
-        "pixels": pixels,
-        "mask": mask,
-        "notes": notes,
-    }, None
+    mask = read_mask(image, rect) if job["selection"] else None
+    job.update(rect=rect, pixels=pixels, mask=mask)
 
 
 def raw_images(job):
@@ -435,9 +459,10 @@ def begin(procedure, run_mode, image, drawables, config, need_selection, fields,
     for note in job["notes"] if job else []:
         Gimp.message(note)  # before the (possibly long) job, in the status bar/console
     if not message:
-        _, message = connect(cfg, interactive)
+        info, message = connect(cfg, interactive)
     if message:
         return cfg, job, fail(procedure, message)
+    read_crop(image, job, info)
     if interactive:
         try:
             server_lists(cfg, procedure, config, op)
@@ -530,7 +555,7 @@ def edit_on_server(procedure, interactive, image, job, cfg, config, op):
     result, message = run_on_server(
         cfg,
         title,
-        lambda c, progress: c.edit(
+        lambda c, progress, confirm=False: c.edit(
             src,
             mask,
             op=op,
@@ -542,10 +567,14 @@ def edit_on_server(procedure, interactive, image, job, cfg, config, op):
             quality=quality(config),
             progress=progress,
             remove_all=everywhere,
+            confirm_replaced=gs.CONFIRM_REPLACED if confirm else None,
         ),
+        ask=ask_to_run if interactive else None,
     )
     if message:
         return fail(procedure, message)
+    if result is None:  # the user said no to the question
+        return cancelled(procedure)
     note = gs.edit_note(op, concept, result.get("metrics"))
     if note:
         Gimp.message(note)

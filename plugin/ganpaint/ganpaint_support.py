@@ -136,21 +136,16 @@ class Rect:
         x2, y2 = min(self.x2, other.x2), min(self.y2, other.y2)
         return Rect(x, y, max(0, x2 - x), max(0, y2 - y))
 
-    def moved(self, dx: int, dy: int) -> Rect:
-        return Rect(self.x + dx, self.y + dy, self.w, self.h)
 
-
-def context_margin(side: int, min_px: int = 32, fraction: float = 0.5) -> int:
-    return max(min_px, int(round(fraction * side)))
-
-
-def crop_region(selection: Rect, layer: Rect, min_px: int = 32, fraction: float = 0.5) -> Rect:
-    """The selection's bounding box plus context on each side (max(min_px, fraction × the
-    box's longer side)), clamped to the layer. All in image coordinates."""
+def crop_region(selection: Rect, layer: Rect, context: float, min_px: int = 32) -> Rect:
+    """The selection's bounding box plus context on each side (max(min_px, context × the
+    box's longer side)), clamped to the layer. All in image coordinates. ``context`` is the
+    server's own (``crop_context`` in its hello), the margin its crop adds around the
+    selection, so the plug-in sends the context the server uses."""
     box = selection.intersect(layer)
     if box.empty():
         return box
-    m = context_margin(max(box.w, box.h), min_px, fraction)
+    m = max(min_px, int(round(context * max(box.w, box.h))))
     grown = Rect(box.x - m, box.y - m, box.w + 2 * m, box.h + 2 * m)
     return grown.intersect(layer)
 
@@ -406,6 +401,36 @@ def unavailable_message(cfg: Config, started: bool = False, log: Path | None = N
         "and run the filter again (or let the installer configure a start command: "
         "python -m installer --start-command ...)."
     )
+
+
+# Ask before an edit that would draw more than this share of the selection anew (the
+# server's estimate, before the fit; docs/protocol.md §6.7): that part looks soft.
+CONFIRM_REPLACED = 0.5
+QUESTION_CODES = ("would_replace",)  # error codes that are a question to the user
+
+
+def question(err: Exception) -> str:
+    """The text of the question a QUESTION_CODES reply asks (would_replace)."""
+    text = (getattr(err, "message", None) or str(err)).strip().rstrip(".")
+    return (
+        f"GANPaint: {text}.\n\nNew content is drawn at the model's own resolution; a "
+        "smaller selection, or one that covers only what should change colour, keeps more "
+        "of the photo. Run the edit anyway?"
+    )
+
+
+def ask_first(call, ask, errors=Exception):
+    """call(confirm=True): a job that may stop before its long part with a question (an
+    error whose code is in QUESTION_CODES); ask(text) -> bool answers it. Yes: the job runs
+    again, call(confirm=False); no: None. Other errors go to the caller."""
+    try:
+        return call(True)
+    except errors as e:
+        if getattr(e, "code", None) not in QUESTION_CODES:
+            raise
+        if not ask(question(e)):
+            return None
+    return call(False)
 
 
 def error_message(err: Exception, cfg: Config) -> str:

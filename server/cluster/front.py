@@ -28,10 +28,11 @@ from typing import Any
 import ray
 from ray.exceptions import GetTimeoutError, RayActorError, RayError
 
+from ganpaint.core.errors import one_line
+
 from ..config import ClusterConfig, ServerConfig
 from ..jobs import CANCELLED, DONE, FAILED, QUEUED, RUNNING, Job
 from ..protocol import BUSY, INTERNAL, ProtocolError, error_header
-from ..runner import _one_line
 from .fair import FairQueue
 from .ring import HashRing
 from .routing import client_of, photo_key
@@ -112,7 +113,7 @@ class ClusterQueue:
                 ray.init(**kwargs)
             except Exception as e:
                 where = f"join the Ray cluster at {cc.address}" if cc.address else "start Ray"
-                raise ClusterError(f"cannot {where}: {_one_line(e)}") from None
+                raise ClusterError(f"cannot {where}: {one_line(e)}") from None
             self._started_ray = True
         gpus = self._gpus_per_worker(cc)
         actor = ray.remote(ClusterWorker)
@@ -139,7 +140,7 @@ class ClusterQueue:
                 self._kill(slots)
                 raise ClusterError(
                     f"worker {slot.name} did not start (it needs 1 {'GPU' if gpus else 'CPU'}; "
-                    f"the cluster has {has}): {_one_line(e)}"
+                    f"the cluster has {has}): {one_line(e)}"
                 ) from None
             slot.up = True
         devices = ", ".join(f"{s.name} {s.info.get('device')}@{s.info.get('host')}" for s in slots)

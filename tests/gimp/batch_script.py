@@ -5,8 +5,9 @@
 # non-interactively ("repeat" times, each on the layers then selected, as a user's next click
 # would), and writes what happened to PARAMS["out"]: result.json (status, message, layers with
 # their GANPaint parasite, the selected layers), the layers' pixels and the selection as raw
-# files, and the flattened image as after.png. With "edits" (a list of {"ellipse", "feather"})
-# it runs the procedure once per selection instead, and also writes each edit's selection
+# files, and the flattened image as after.png. With "edits" (a list of {"ellipse" or "polygon",
+# "subtract", "within", "feather", "args"}, see select()) it runs the procedure once per selection
+# instead, with each edit's "args" over the common ones, and also writes each edit's selection
 # (selection<i>.raw), the canvas after each edit (after<i>.png) and, at the end, the canvas
 # with each layer beside the source hidden in turn (hidden<i>.png, i = the layer's position).
 import json
@@ -32,9 +33,18 @@ if P.get("indexed"):
 fmt = "R'G'B'A u16" if P.get("precision") == "u16" else "R'G'B'A u8"
 
 
-def select(ellipse, feather):
-    x, y, w, h = ellipse
-    img.select_ellipse(Gimp.ChannelOps.REPLACE, x, y, w, h)
+def select(ellipse, feather, subtract=None, polygon=None, within=None):
+    """An ellipse [x, y, w, h] (or a polygon [x0, y0, x1, y1, ...]), less the ellipse
+    ``subtract``, cut to the rectangle ``within`` [x, y, w, h], feathered: as a user makes
+    it with the selection tools."""
+    if polygon:
+        img.select_polygon(Gimp.ChannelOps.REPLACE, [float(v) for v in polygon])
+    else:
+        img.select_ellipse(Gimp.ChannelOps.REPLACE, *ellipse)
+    if subtract:
+        img.select_ellipse(Gimp.ChannelOps.SUBTRACT, *subtract)
+    if within:
+        img.select_rectangle(Gimp.ChannelOps.INTERSECT, *within)
     if feather:
         Gimp.Selection.feather(img, feather)
 
@@ -77,14 +87,14 @@ stack = group.get_children if group else img.get_layers  # where results go
 img.set_selected_layers([target])
 
 
-def run_once(drawables):
+def run_once(drawables, extra_args=None):
     proc = Gimp.get_pdb().lookup_procedure(P["procedure"])
     cfg = proc.create_config()
     cfg.set_property("run-mode", Gimp.RunMode.NONINTERACTIVE)
     if P["procedure"] != "plug-in-ganpaint-status":
         cfg.set_property("image", img)
         cfg.set_core_object_array("drawables", drawables)
-    for key, value in P.get("args", {}).items():
+    for key, value in {**P.get("args", {}), **(extra_args or {})}.items():
         cfg.set_property(key, value)
     t0 = time.perf_counter()
     result = proc.run(cfg)
@@ -104,9 +114,11 @@ def run_once(drawables):
 if P.get("edits"):
     runs = []
     for i, edit in enumerate(P["edits"]):
-        select(edit["ellipse"], edit.get("feather"))
+        shape = {k: edit.get(k) for k in ("subtract", "polygon", "within")}
+        select(edit.get("ellipse"), edit.get("feather"), **shape)
         save_selection(f"selection{i}.raw")
-        runs.append(run_once(list(img.get_selected_layers())))  # as the menu would
+        layers = list(img.get_selected_layers())  # as the menu would
+        runs.append(run_once(layers, edit.get("args")))
         save_canvas(f"after{i}.png")
     for i, layer in enumerate(stack()):
         layer.set_visible(False)

@@ -54,9 +54,9 @@ def server(tmp_path_factory):
     on CPU: 400 steps by default), and its own empty concept library (the user's stays
     untouched)."""
     try:
-        import ganpaint.server.client  # noqa: F401
+        import ganpaint.server.client.ganpaint_client  # noqa: F401
     except ImportError as e:
-        pytest.fail(f"server/client.py is not importable: {e}")
+        pytest.fail(f"server/client/ganpaint_client.py is not importable: {e}")
     address = f"tcp://127.0.0.1:{free_port()}"
     log = tmp_path_factory.mktemp("server") / "serve.log"
     invert_steps = os.environ.get("GANPAINT_TEST_INVERT_STEPS", "40")

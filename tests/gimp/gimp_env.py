@@ -18,6 +18,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -207,7 +208,7 @@ def ganpaint_command() -> list[str]:
 
 
 def copy_sources(root: Path) -> Path:
-    """installer/, plugin/ and server/client.py into the chroot (what a user would have)."""
+    """installer/, plugin/ and the client module into the chroot (what a user would have)."""
     dest = root / CHROOT_SRC.lstrip("/")
     if dest.exists():
         shutil.rmtree(dest)
@@ -215,8 +216,9 @@ def copy_sources(root: Path) -> Path:
     ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
     shutil.copytree(REPO / "installer", dest / "installer", ignore=ignore)
     shutil.copytree(REPO / "plugin", dest / "plugin", ignore=ignore)
-    (dest / "server").mkdir()
-    shutil.copy2(REPO / "server" / "client.py", dest / "server" / "client.py")
+    client = Path("server", "client", "ganpaint_client.py")
+    (dest / client.parent).mkdir(parents=True)
+    shutil.copy2(REPO / client, dest / client)
     return dest
 
 
@@ -229,7 +231,7 @@ def start_server(
 ) -> subprocess.Popen:
     """The real `ganpaint serve` on ``address`` (from this Python's environment); returns once
     it answers hello. RuntimeError with the log's tail if it does not."""
-    from ganpaint.server import client as gc
+    from ganpaint.server.client import ganpaint_client as gc
 
     out = open(log, "wb")  # noqa: SIM115 - the child keeps it
     env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "2"), **(env or {})}
@@ -287,6 +289,23 @@ def install_plugin(gimp: Gimp, address: str) -> str:
     if r.returncode != 0:
         raise RuntimeError("installer failed:\n" + r.stdout + r.stderr)
     return r.stdout
+
+
+@contextlib.contextmanager
+def served_plugin(gimp: Gimp, log_tail: int = 2000):
+    """For the block: the real `ganpaint serve` (with a scratch data folder) and the plug-in
+    installed in the chroot against it; yields the scratch folder. The server's log tail is
+    printed at the end."""
+    address = f"tcp://127.0.0.1:{free_port()}"
+    with tempfile.TemporaryDirectory() as tmp, mounted_proc(gimp.root):
+        log = Path(tmp) / "serve.log"
+        server = start_server(address, log, env={"GANPAINT_DATA": str(Path(tmp) / "data")})
+        try:
+            install_plugin(gimp, address)
+            yield Path(tmp)
+        finally:
+            stop_server(server)
+            print(log.read_text(errors="replace")[-log_tail:])
 
 
 def make_photo(size: int = 256, seed: int = 3):

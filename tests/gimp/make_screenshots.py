@@ -22,7 +22,6 @@ import argparse
 import json
 import shutil
 import sys
-import tempfile
 import textwrap
 import time
 from pathlib import Path
@@ -34,13 +33,9 @@ from gimp_env import (
     REPO,
     Gimp,
     ensure_root,
-    free_port,
     gimp_root_path,
-    install_plugin,
     make_photo,
-    mounted_proc,
-    start_server,
-    stop_server,
+    served_plugin,
 )
 from PIL import Image
 
@@ -244,17 +239,8 @@ def main(argv: list[str] | None = None) -> int:
         "strength": args.strength,
         "steps": args.steps,
     }
-    address = f"tcp://127.0.0.1:{free_port()}"
-    with tempfile.TemporaryDirectory() as tmp, mounted_proc(root):
-        server = start_server(
-            address, Path(tmp) / "serve.log", env={"GANPAINT_DATA": str(Path(tmp) / "data")}
-        )
-        try:
-            install_plugin(gimp, address)
-            info = run_gui(gimp, photo, params, args.job_wait)
-        finally:
-            stop_server(server)
-            print((Path(tmp) / "serve.log").read_text(errors="replace")[-2000:])
+    with served_plugin(gimp):
+        info = run_gui(gimp, photo, params, args.job_wait)
     print(json.dumps({k: v for k, v in info.items() if k not in ("log", "gimp_log")}, default=str))
     if info.get("status") != "success":
         print(info["log"], info["gimp_log"], sep="\n", file=sys.stderr)

@@ -59,7 +59,7 @@ def photo(gimp) -> dict:
 def concept(installed) -> dict:
     """What to add/remove: the server's first concept, or (a server without a concept
     library) explicit units; with the layer name the plug-in must give the result."""
-    from ganpaint.server import client as gc
+    from ganpaint.server.client import ganpaint_client as gc
 
     c = gc.Client(installed["address"])
     try:
@@ -245,7 +245,7 @@ def test_a_model_added_with_models_add_is_offered_and_runs(gimp, installed, phot
 
     from stylegan_layouts import write_nvidia_pickle
 
-    from ganpaint.server import client as gc
+    from ganpaint.server.client import ganpaint_client as gc
 
     pkl = tmp_path / "tiny.pkl"
     write_nvidia_pickle(pkl)
@@ -514,7 +514,7 @@ def test_killed_plugin_cancels_its_job(gimp, installed, photo, concept):
     """GIMP's Cancel kills the plug-in (SIGKILL, see gimp_plug_in_close()); the plug-in's watchdog
     then cancels the job on the server at once: the server's log names a client's cancel, not
     its heartbeat timeout (10 s), as the reason."""
-    from ganpaint.server import client as gc
+    from ganpaint.server.client import ganpaint_client as gc
 
     box = {}
     t = threading.Thread(
@@ -542,7 +542,7 @@ def test_killed_plugin_cancels_its_job(gimp, installed, photo, concept):
         assert running, "the job never started"
         pids = _plugin_pids()
         assert pids
-        # status shows another client's job only by an opaque label (issue #14): find the
+        # status shows another client's job only by an opaque label: find the
         # job in the log lines written from the kill on.
         seen = len(Path(installed["log"]).read_text().splitlines())
         for pid in pids:  # as GIMP does: the plug-in shares GIMP's process group

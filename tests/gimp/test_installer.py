@@ -138,7 +138,8 @@ def test_cli_install_check_uninstall(tmp_path, client_file, capsys):
 def test_check_says_how_to_start_a_server_at_the_address_in_use(tmp_path, monkeypatch):
     """--address, or GANPAINT_ADDRESS as the plug-in reads it, overrides the installed
     address: the fix names a server there, not at the installed port."""
-    client = Path(installer.__file__).resolve().parents[1] / "server" / "client.py"
+    from installer.common import CLIENT_SRC as client
+
     pdir = tmp_path / "p"
     install(pdir, address="tcp://127.0.0.1:9", start_command=None, deps=False, client_src=client)
     used = "tcp://127.0.0.1:53805"

@@ -33,13 +33,14 @@ def test_plugin_imports_only_stdlib_gi_zmq_msgpack(name):
 def test_crop_region_adds_context_and_clamps():
     layer = gs.Rect(10, 20, 400, 300)
     # small box: 32 px margin
-    assert gs.crop_region(gs.Rect(100, 100, 20, 10), layer) == gs.Rect(68, 68, 84, 74)
-    # large box: half its longer side
-    assert gs.crop_region(gs.Rect(100, 100, 100, 40), layer) == gs.Rect(50, 50, 200, 140)
+    assert gs.crop_region(gs.Rect(100, 100, 20, 10), layer, 0.5) == gs.Rect(68, 68, 84, 74)
+    # large box: the server's context × its longer side
+    assert gs.crop_region(gs.Rect(100, 100, 100, 40), layer, 0.5) == gs.Rect(50, 50, 200, 140)
+    assert gs.crop_region(gs.Rect(100, 100, 100, 40), layer, 0.75) == gs.Rect(25, 25, 250, 190)
     # clamped to the layer
-    assert gs.crop_region(gs.Rect(0, 0, 30, 30), layer) == gs.Rect(10, 20, 52, 42)
+    assert gs.crop_region(gs.Rect(0, 0, 30, 30), layer, 0.5) == gs.Rect(10, 20, 52, 42)
     # outside the layer: empty
-    assert gs.crop_region(gs.Rect(500, 500, 10, 10), layer).empty()
+    assert gs.crop_region(gs.Rect(500, 500, 10, 10), layer, 0.5).empty()
 
 
 def test_parse_units():
@@ -154,10 +155,10 @@ def test_read_settings_takes_only_a_json_object():
 
 @pytest.fixture
 def real_client(tmp_path, monkeypatch):
-    """server/client.py importable as ganpaint_client, as the installer arranges."""
-    src = Path(__file__).resolve().parents[2] / "server" / "client.py"
+    """server/client/ganpaint_client.py importable as ganpaint_client, as the installer arranges."""
+    src = Path(__file__).resolve().parents[2] / "server" / "client" / "ganpaint_client.py"
     if not src.exists():
-        pytest.skip("server/client.py missing")
+        pytest.skip("server/client/ganpaint_client.py missing")
     (tmp_path / "ganpaint_client.py").write_bytes(src.read_bytes())
     monkeypatch.syspath_prepend(str(tmp_path))
     sys.modules.pop("ganpaint_client", None)
@@ -340,7 +341,7 @@ def test_opaque_alpha_is_added_to_each_pixel_in_8_and_16_bit():
 def test_invert_ahead_leaves_the_inversion_to_the_edit_and_stops_when_cancelled():
     import numpy as np
 
-    from ganpaint.server import client as client_mod
+    from ganpaint.server.client import ganpaint_client as client_mod
     from ganpaint.server.config import ServerConfig
     from ganpaint.server.testing import running_server
 
@@ -376,3 +377,41 @@ def test_edit_note_speaks_only_when_a_remove_found_nothing():
     assert gs.edit_note("remove", "tree", {"psnr_inside": 30.0}) is None  # no probe: no claim
     assert gs.edit_note("add", "tree", {"present_fraction": 0}) is None
     assert gs.edit_note("remove", "tree", None) is None
+
+
+def test_an_edit_that_would_draw_most_anew_asks_first_and_runs_only_on_yes():
+    import numpy as np
+
+    from ganpaint.server.client import ganpaint_client as client_mod
+    from ganpaint.server.config import ServerConfig
+    from ganpaint.server.testing import running_server
+
+    rng = np.random.default_rng(6)
+    img = client_mod.RawImage(
+        rng.integers(0, 256, (320, 320, 3), np.uint8).tobytes(), 320, 320, 3, "u8"
+    )
+    m = np.zeros((320, 320), np.uint8)
+    m[60:260, 60:260] = 255  # a crop > 4× the model's resolution
+    mask = client_mod.RawImage(m.tobytes(), 320, 320, 1, "u8")
+    units = list(range(0, 256, 4))  # many units at once: new structure
+    lines: list[str] = []
+    cfg = ServerConfig(bind="tcp://127.0.0.1:*", steps=5, invert_steps=10, quality="fast")
+    with running_server(cfg, log=lines.append) as srv:
+        with client_mod.Client(srv.endpoint, timeout_s=10.0) as c:
+
+            def call(confirm):  # the plug-in sends CONFIRM_REPLACED; 0 asks at any share
+                sent = 0.0 if confirm else None
+                return c.edit(img, mask, op="add", units=units, confirm_replaced=sent)
+
+            asked: list[str] = []
+            errors = client_mod.ServerError
+            no = gs.ask_first(call, lambda text: asked.append(text) or False, errors)
+            assert no is None and len(asked) == 1
+            assert "of the selection anew" in asked[0] and asked[0].endswith("anyway?")
+            yes = gs.ask_first(call, lambda text: True, errors)
+            assert yes["session_reused"] and yes["metrics"]["replaced_fraction"] > 0
+            with pytest.raises(errors, match="bad_request"):  # not a question: raised
+                gs.ask_first(lambda confirm: c.edit(img, mask, op="add", units=[999]), bool)
+    edits = [line for line in lines if line.startswith("edit ")]
+    assert [" would_replace " in line for line in edits[:3]] == [True, True, False]
+    assert sum("psnr_keep=" in line for line in edits) == 1  # only the yes ran to the end

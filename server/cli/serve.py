@@ -7,17 +7,18 @@ import signal
 import sys
 from pathlib import Path
 
-from .config import DEFAULT_BIND, ClusterConfig, Limits, ServerConfig
+from ganpaint.server.config import DEFAULT_BIND, ClusterConfig, Limits, ServerConfig
 
 EXIT_REFUSED = 2
 MIB = 1024 * 1024
 
 
 def register(subparsers) -> None:
+    from ganpaint.core.adapt import DEFAULT_STEPS
+    from ganpaint.core.fast import QUALITIES
     from ganpaint.core.generators import DEFAULT_MODEL
 
-    from .cli import add_invert_args
-    from .requests import QUALITIES
+    from .main import add_invert_args
 
     limits = Limits()
     p = subparsers.add_parser(
@@ -29,7 +30,9 @@ def register(subparsers) -> None:
     p.add_argument("--bind", default=DEFAULT_BIND, help=f"ZeroMQ endpoint (default {DEFAULT_BIND})")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     p.add_argument("--model", default=DEFAULT_MODEL, help="model for requests that name none")
-    p.add_argument("--steps", type=int, default=1000, help="G′ steps when a request names none")
+    p.add_argument(
+        "--steps", type=int, default=DEFAULT_STEPS, help="G′ steps when a request names none"
+    )
     p.add_argument(
         "--quality",
         default="faithful",
@@ -108,9 +111,8 @@ def register(subparsers) -> None:
 
 
 def config_from_args(args: argparse.Namespace) -> ServerConfig:
-    from ganpaint.server.cli import UserError
-
-    from .security import curve_files
+    from ganpaint.server.cli.main import UserError
+    from ganpaint.server.security import curve_files
 
     counts = ("steps", "max_side", "max_pixels", "max_steps", "max_queue", "max_connections")
     for name in (*counts, "max_pending_mb", "cache_mb"):
@@ -154,7 +156,7 @@ def cluster_from_args(args: argparse.Namespace) -> ClusterConfig | None:
     """--cluster ray[=ADDRESS] --workers N; Ray must be installed (an optional extra)."""
     import importlib.util
 
-    from ganpaint.server.cli import UserError
+    from ganpaint.server.cli.main import UserError
 
     if args.cluster is None:
         if args.workers != 1:
@@ -177,7 +179,7 @@ def cluster_from_args(args: argparse.Namespace) -> ClusterConfig | None:
 def parse_checkpoints(items: list[str], default_model: str) -> dict[str, Path]:
     """["FILE", "MODEL=FILE", ...] -> {model id: existing file}; bad ones are UserErrors."""
     from ganpaint.core.generators import get_spec
-    from ganpaint.server.cli import UserError
+    from ganpaint.server.cli.main import UserError
 
     out: dict[str, Path] = {}
     for item in items:
@@ -196,10 +198,9 @@ def parse_checkpoints(items: list[str], default_model: str) -> dict[str, Path]:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     from ganpaint.core.generators import get_spec
-    from ganpaint.server.cli import UserError
-
-    from .security import BindRefused, make_keys
-    from .server import EditServer
+    from ganpaint.server.cli.main import UserError
+    from ganpaint.server.security import BindRefused, make_keys
+    from ganpaint.server.server import EditServer
 
     if args.make_keys:
         paths = make_keys(args.make_keys)
@@ -240,6 +241,6 @@ def cluster_errors(cfg: ServerConfig) -> tuple[type[Exception], ...]:
     """What a cluster's start raises for a person to read (Ray imported only with one)."""
     if cfg.cluster is None:
         return ()
-    from .cluster.front import ClusterError
+    from ganpaint.server.cluster.front import ClusterError
 
     return (ClusterError,)

@@ -19,7 +19,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     import torch
 
     from ganpaint.core.encoder import TrainConfig, TrainState, train
-    from ganpaint.server.cli import UserError, load_generator
+    from ganpaint.server.cli.main import UserError, load_generator
 
     if args.steps < 1 or args.batch < 1 or args.width < 4:
         raise UserError("--steps and --batch must be at least 1, --width at least 4")
@@ -83,7 +83,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def cmd_info(args: argparse.Namespace) -> int:
     from ganpaint.core.encoder import load_encoder
-    from ganpaint.server.cli import load_generator
+    from ganpaint.server.cli.main import load_generator
 
     gen = load_generator(args)
     enc = load_encoder(args.path, gen)
@@ -99,7 +99,7 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 
 def register(sub) -> None:
-    from ganpaint.server.cli import add_model_args
+    from ganpaint.server.cli.main import add_model_args
 
     p = sub.add_parser("encoder", help="train or inspect an encoder (image → latent) for a model")
     esub = p.add_subparsers(dest="encoder_command", required=True)

@@ -19,13 +19,12 @@ from dataclasses import dataclass
 
 import torch
 
-from ..core import region
-from ..core.adapt import AdaptConfig, adapt, keep_mask
-from ..core.edit import apply_edit, unit_quantiles
-from ..core.fast import FastConfig, base_fit, fast_adapt
-from ..core.generators.base import LayeredGenerator, ModelError, freeze
-from ..core.invert import InvertConfig, default_config, uses_bf16
-from ..core.metrics import psnr
+from ganpaint.core import region
+from ganpaint.core.adapt import DEFAULT_STEPS, AdaptConfig, adapt, keep_mask
+from ganpaint.core.edit import apply_edit, unit_quantiles
+from ganpaint.core.fast import FastConfig, base_fit, fast_adapt
+from ganpaint.core.generators.base import LayeredGenerator, ModelError, freeze
+from ganpaint.core.metrics import psnr
 
 # GAN Dissection churchoutdoor layer4 "tree" units (method.md); any units on random weights.
 TREE = [119, 125, 157, 195]
@@ -79,14 +78,14 @@ class Row:
 def load_generator(name: str) -> tuple[LayeredGenerator, str]:
     """'dcgan' (the real default model) or 'progan' (a published checkpoint if cached, else
     random weights of the published shape)."""
-    from ..core.generators import load_model
+    from ganpaint.core.generators import load_model
 
     if name == "dcgan":
         return load_model("digiface-dcgan64", "cpu"), "real weights (digiface-dcgan64)"
     try:
         return load_model("progan-churchoutdoor", "cpu", download=False), "real checkpoint"
     except (ModelError, OSError):
-        from ..core.generators.progan import ProGAN256
+        from ganpaint.core.generators.progan import ProGAN256
 
         torch.manual_seed(0)
         return freeze(ProGAN256()), "random weights, published shape (no checkpoint cached)"
@@ -215,8 +214,8 @@ def composite_seconds(
     all carried by the colour transform (a tone and tint change of G's rendering)."""
     import numpy as np
 
-    from ..core.composite import Layers, composite
-    from ..core.photo import Box, to_model
+    from ganpaint.core.composite import Layers, composite
+    from ganpaint.core.photo import Box, to_model
 
     rng = np.random.default_rng(0)
     photo = (rng.random((size, size, 3)) * 255).astype(np.uint8)
@@ -245,19 +244,16 @@ def cmd_bench(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
     out = []
     for name in args.models:
-        if not args.first_edit_only:
-            out.append(
-                bench_model(name, args.ref_steps, args.base_steps, args.ablations, print, args.base)
-            )
-            res = out[-1]["resolution"]
-            out[-1]["composite_2000_s"] = t = composite_seconds(res)
-            out[-1]["composite_recolour_2000_s"] = tc = composite_seconds(res, recolour=True)
-            print(
-                f"  composite at photo resolution (2000×2000 crop, R={res}): {t:.3f} s all "
-                f"replaced, {tc:.3f} s all recoloured"
-            )
-        if args.first_edit or args.first_edit_only:
-            out.append(bench_first_edit(name, args.first_qualities, print, not args.one_off))
+        out.append(
+            bench_model(name, args.ref_steps, args.base_steps, args.ablations, print, args.base)
+        )
+        res = out[-1]["resolution"]
+        out[-1]["composite_2000_s"] = t = composite_seconds(res)
+        out[-1]["composite_recolour_2000_s"] = tc = composite_seconds(res, recolour=True)
+        print(
+            f"  composite at photo resolution (2000×2000 crop, R={res}): {t:.3f} s all "
+            f"replaced, {tc:.3f} s all recoloured"
+        )
     if args.json:
         with open(args.json, "w") as f:
             json.dump(out, f, indent=1)
@@ -267,8 +263,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
 def register(sub) -> None:
     p = sub.add_parser("bench", help="time the faithful G′ fit against the fast path")
     p.add_argument("--models", nargs="+", default=["dcgan", "progan"], choices=["dcgan", "progan"])
-    p.add_argument("--ref-steps", type=int, default=1000)
-    p.add_argument("--base-steps", type=int, default=1000)
+    p.add_argument("--ref-steps", type=int, default=DEFAULT_STEPS)
+    p.add_argument("--base-steps", type=int, default=DEFAULT_STEPS)
     p.add_argument("--ablations", action="store_true", help="time each technique alone")
     p.add_argument(
         "--base",
@@ -276,150 +272,6 @@ def register(sub) -> None:
         default="direct",
         help="the session's base fit: direct δ early-stopped (what --quality fast makes) or R",
     )
-    p.add_argument("--first-edit", action="store_true", help="add the first-edit-of-a-photo rows")
-    p.add_argument("--first-edit-only", action="store_true", help="only the first-edit rows")
-    p.add_argument(
-        "--first-qualities", nargs="+", default=["fast", "faithful"], choices=["fast", "faithful"]
-    )
-    p.add_argument("--one-off", action="store_true", help="first edit without a session cache")
     p.add_argument("--threads", type=int, default=0)
     p.add_argument("--json", default="")
     p.set_defaults(func=cmd_bench)
-
-
-# -- first edit of a new photo (issue #12) -------------------------------------------------
-# Held-out real photos for the first-edit row: (photo, selection centre y, x, side) at the
-# photo's own pixels. The crop the pipeline inverts is the selection with 50 % context on
-# each side (pipeline.PipelineConfig.context), so a side of 80 on the astronaut crops her
-# face at 160 px. Never used to train or select an encoder.
-FIRST_EDIT_CASES = {
-    "dcgan": [
-        ("astronaut face", "astronaut", 105, 228, 80),
-        ("astronaut head", "astronaut", 105, 228, 100),
-        ("astronaut face, off-centre", "astronaut", 120, 240, 70),
-    ],
-    "progan": [("Path wallpaper", "Path", 800, 1280, 512)],
-}
-
-
-def _real_photo(name: str):
-    """A real photo from benchmarks/photos.py (repository checkouts only): [H, W, 3] uint8."""
-    import sys
-    from pathlib import Path
-
-    import numpy as np
-    from PIL import Image
-
-    bench = Path(__file__).resolve().parents[1] / "benchmarks"
-    if not (bench / "photos.py").is_file():
-        raise ModelError("the first-edit bench needs a repository checkout (benchmarks/photos.py)")
-    sys.path.insert(0, str(bench))
-    try:
-        from photos import photo
-    finally:
-        sys.path.remove(str(bench))
-    return np.asarray(Image.open(photo(name)).convert("RGB"))
-
-
-@dataclass
-class FirstEditPath:
-    """One way to make a region's first edit: its inversion, and (fast quality) whether the
-    session's base fit of the unedited region is made before the edit's own fit, as the
-    pipeline did before a first edit became one cold fit."""
-
-    invert: InvertConfig
-    base_fit_first: bool = False
-
-
-def first_edit_paths(gen: LayeredGenerator, encoder) -> dict[str, FirstEditPath]:
-    """Today's inversion (16 starts, 400 steps) with base fit + edit fit, the new inversion
-    (encoder or cheaper starts, early stopping) the same way, and the new inversion with one
-    cold fit (the pipeline's path now; its G in bfloat16 where "auto" precision picks it,
-    then also a float32 row): {name: FirstEditPath}."""
-    new = "encoder + short" if encoder is not None else "4 starts + early stop"
-    paths = {
-        "today (16 starts, 400 steps; base + edit fit)": FirstEditPath(InvertConfig(), True),
-        f"{new}; base + edit fit": FirstEditPath(default_config(encoder), True),
-        f"{new}; one cold fit": FirstEditPath(default_config(encoder)),
-    }
-    if uses_bf16(gen, next(gen.parameters()).device, "auto"):  # bf16 on its own
-        fp32 = default_config(encoder, precision="fp32")
-        paths[f"{new}; one cold fit; float32"] = FirstEditPath(fp32)
-    if encoder is None:  # what `--invert-steps 60` buys where no encoder starts close
-        paths[f"{new} (<= 60); one cold fit"] = FirstEditPath(default_config(None, 60))
-    return paths
-
-
-def bench_first_edit(
-    name: str,
-    qualities: list[str],
-    log: Callable[[str], None],
-    server: bool = True,
-    paths: dict | None = None,
-    gen: LayeredGenerator | None = None,
-) -> dict:
-    """Wall seconds from request to result layer for a photo the session has not seen,
-    today's inversion against the new one, in one process (edit_photo, fresh cache).
-    paths: {row name: FirstEditPath} instead of ``first_edit_paths``; the first is the
-    reference of the ratios. gen: a generator instead of ``load_generator(name)``."""
-    import numpy as np
-
-    from ..core.encoder import model_encoder
-    from ..core.pipeline import EditSpec, PipelineConfig, edit_photo, prepare
-
-    gen, weights = (gen, "given") if gen is not None else load_generator(name)
-    encoder = model_encoder(gen)
-    paths = paths or first_edit_paths(gen, encoder)
-    k = gen.edit_index
-    units = TREE if gen.infos[k].channels > max(TREE) else [0, 1, 2, 3]
-    on = unit_quantiles(gen, k, 64)  # per model, held by the server: not part of an edit
-    log(
-        f"first edit of a new photo: {gen.model_id} ({weights}), encoder "
-        f"{'shipped' if encoder is not None else 'none'}, threads {torch.get_num_threads()}, "
-        f"{'server session, fresh cache' if server else 'one-off'}, inversion precision auto = "
-        f"{'bf16' if uses_bf16(gen, next(gen.parameters()).device, 'auto') else 'fp32'}"
-    )
-    rows = []
-    for case, photo_name, cy, cx, side in FIRST_EDIT_CASES[name]:
-        photo = _real_photo(photo_name)
-        mask = np.zeros(photo.shape[:2], np.uint8)
-        mask[cy - side // 2 : cy + side // 2, cx - side // 2 : cx + side // 2] = 255
-        for quality in qualities:
-            ref_s = None
-            for path, way in paths.items():
-                if quality == "faithful" and way.base_fit_first and ref_s is not None:
-                    continue  # a faithful fit never starts from a base fit: same as the next
-                cfg = PipelineConfig(invert=way.invert, quality=quality)
-                spec = EditSpec(units, "add")
-                cache = {} if server else None
-                t0 = time.perf_counter()
-                if server:  # the same work as one edit_photo call, timed in two parts
-                    prep = prepare(gen, photo, mask, cfg, cache=cache)
-                t_inv = time.perf_counter() - t0
-                if server and quality == "fast" and way.base_fit_first:
-                    bound = gen.bind(prep.session.inversion.z)
-                    with torch.no_grad():
-                        z_h = bound.run(prep.session.inversion.r, k + 1, gen.default_split())
-                    prep.session.base = base_fit(bound, z_h, prep.x, cfg.adapt, cfg.fast).fit
-                res = edit_photo(gen, photo, mask, spec, cfg, cache=cache, on_values=on)
-                dt = time.perf_counter() - t0
-                ref_s = ref_s or dt
-                row = {
-                    "case": case,
-                    "quality": quality,
-                    "path": path,
-                    "seconds": dt,
-                    "invert_s": t_inv if server else None,
-                    "psnr_inversion": res.psnr_inversion,
-                    "psnr_keep": res.psnr_keep,
-                    "fit_steps": res.steps,
-                    "speedup": ref_s / dt,
-                }
-                rows.append(row)
-                split = f"(inversion {t_inv:6.2f} s) " if server else ""
-                log(
-                    f"  {case:<27} {quality:<8} {path:<46} {dt:7.2f} s {split} inversion "
-                    f"{res.psnr_inversion:6.2f} dB  psnr_keep {res.psnr_keep:6.2f} dB  "
-                    f"fit {res.steps:4d} steps  {ref_s / dt:5.1f}x  load {os.getloadavg()[0]:.1f}"
-                )
-    return {"model": gen.model_id, "weights": weights, "first_edit": rows}

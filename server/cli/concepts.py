@@ -10,7 +10,7 @@
     ganpaint concept learn IMAGE --mask M --name NAME
     ganpaint concept discover [--groups K] -o SHEET.png
 
-server/cli.py calls ``register(subparsers)``; each sub-command sets ``func(args) -> int``.
+server/cli/main.py calls ``register(subparsers)``; each sub-command sets ``func(args) -> int``.
 Errors are ConceptError / ModelError / PhotoError, which cli.main prints as one line.
 """
 
@@ -167,7 +167,7 @@ def _generator(args: argparse.Namespace):
 
 
 def _progress(args: argparse.Namespace):
-    from ganpaint.server.cli import ProgressBar
+    from ganpaint.server.cli.main import ProgressBar
 
     return ProgressBar(not args.quiet)
 

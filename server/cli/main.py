@@ -16,14 +16,16 @@ import time
 from pathlib import Path
 
 from ganpaint.core import __version__
+from ganpaint.core.adapt import DEFAULT_STEPS
+from ganpaint.core.errors import one_line
 from ganpaint.core.progress import Cancelled, Progress
 
 # Modules that add sub-commands; each exposes register(subparsers).
 COMMAND_MODULES = (
-    "ganpaint.server.cli_concepts",
-    "ganpaint.server.cli_serve",
-    "ganpaint.server.cli_bench",
-    "ganpaint.server.cli_encoder",
+    "ganpaint.server.cli.concepts",
+    "ganpaint.server.cli.serve",
+    "ganpaint.server.cli.bench",
+    "ganpaint.server.cli.encoder",
 )
 
 
@@ -32,17 +34,12 @@ class UserError(Exception):
 
 
 def user_errors() -> tuple[type[BaseException], ...]:
+    from ganpaint.core.concepts.record import ConceptError
     from ganpaint.core.generators import ModelError
     from ganpaint.core.photo import PhotoError
+    from ganpaint.core.resolve import EditError
 
-    errors: list[type[BaseException]] = [UserError, ModelError, PhotoError]
-    try:
-        from ganpaint.core.concepts.library import ConceptError
-
-        errors.append(ConceptError)
-    except ImportError:
-        pass
-    return tuple(errors)
+    return UserError, ModelError, PhotoError, ConceptError, EditError
 
 
 class ProgressBar:
@@ -90,7 +87,12 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
 
 
 def add_fit_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--steps", type=int, default=1000, help="G′ adaptation steps (default 1000)")
+    p.add_argument(
+        "--steps",
+        type=int,
+        default=DEFAULT_STEPS,
+        help=f"G′ adaptation steps (default {DEFAULT_STEPS})",
+    )
     p.add_argument(
         "--variant",
         choices=["network", "direct"],
@@ -137,20 +139,22 @@ def load_generator(args: argparse.Namespace):
 
 
 def fit_config(args: argparse.Namespace, gen=None):
-    from ganpaint.core.adapt import AdaptConfig
+    """The pipeline's settings from the flags (pipeline.fit_settings), with the model's
+    encoder start when it has one."""
     from ganpaint.core.encoder import model_encoder
-    from ganpaint.core.invert import default_config
-    from ganpaint.core.pipeline import PipelineConfig
+    from ganpaint.core.pipeline import fit_settings
 
     if args.steps < 1 or (args.invert_steps is not None and args.invert_steps < 2):
         raise UserError("--steps must be at least 1 and --invert-steps at least 2")
-    # The model's encoder start when it has one (core/encoder.py), else random starts.
     encoder = model_encoder(gen) if gen is not None else None
-    inv = default_config(encoder, args.invert_steps, args.seed, args.invert_precision, args.quality)
-    return PipelineConfig(
-        invert=inv,
-        adapt=AdaptConfig(steps=args.steps, variant=args.variant, seed=args.seed),
-        quality=args.quality,
+    return fit_settings(
+        args.quality,
+        args.steps,
+        encoder,
+        args.invert_steps,
+        args.invert_precision,
+        args.seed,
+        args.variant,
     )
 
 
@@ -165,7 +169,7 @@ def report(args: argparse.Namespace, result, out: Path, **extra) -> None:
         "output": str(out),
         # At the photo's resolution, inside the selection (core/metrics.py photo_metrics);
         # psnr_keep above is G′'s fit at the generator's resolution, outside the edit.
-        **{k: _json_number(v) for k, v in getattr(result, "metrics", {}).items()},
+        **{k: _json_number(v) for k, v in result.metrics.items()},
         **extra,
     }
     if args.json:
@@ -231,85 +235,58 @@ def cmd_reconstruct(args: argparse.Namespace) -> int:
     return 0
 
 
-def resolve_edit(args: argparse.Namespace, gen):
-    """EditSpec from --units or --concept (+ --strength)."""
-    from ganpaint.core.pipeline import EditSpec
-
-    if args.units is not None:
-        if args.leave_out:
-            raise UserError("--leave-out goes with --concept; with --units list the units you want")
-        try:
-            units = [int(u) for u in args.units.split(",") if u.strip()]
-        except ValueError:
-            raise UserError(
-                f"--units must be comma-separated integers, got {args.units!r}"
-            ) from None
-        n = gen.out_shape(gen.edit_layer)[0]
-        bad = [u for u in units if not 0 <= u < n]
-        if not units or bad:
-            raise UserError(
-                f"unknown unit index {bad or args.units!r}: "
-                f"layer {gen.edit_layer} has units 0..{n - 1}"
-            )
-        values = None
-        if args.op == "add":  # the model's on-values: published where the reference has them
-            from ganpaint.core.concepts.quantiles import on_values
-
-            table = on_values(gen, gen.edit_layer)
-            values = [float(table[u]) for u in units]
-        return EditSpec(units, args.op, values), f"units {args.units}"
-    from ganpaint.core.concepts.library import ConceptLibrary
-
-    concept = ConceptLibrary(gen.model_id, generator=gen).get(args.concept)
-    if not concept.supports(args.op):  # usable by name, but say what the gallery found
-        print(
-            f"ganpaint: note: {args.op} {args.concept!r} is not among the concept's operations "
-            f"({', '.join(concept.ops)}): it may not do what the name says",
-            file=sys.stderr,
-        )
-    units, values = concept.top(args.strength, leave_out=parse_units(args.leave_out))
-    args.strength = concept.brush(args.strength)  # reported: the brush actually used
-    presence = None if args.remove_all else concept.presence
-    spec = EditSpec(list(units), args.op, list(values), concept.layer, presence)
-    return spec, args.concept
-
-
-def parse_units(text: str | None) -> list[int]:
-    """--leave-out "418,3" -> [418, 3] (empty when not given)."""
+def parse_units(text: str | None, flag: str) -> list[int]:
+    """ "418,3" -> [418, 3] (empty when not given)."""
     if not text:
         return []
     try:
         return [int(u) for u in text.split(",") if u.strip()]
     except ValueError:
-        raise UserError(f"--leave-out must be comma-separated integers, got {text!r}") from None
+        raise UserError(f"{flag} must be comma-separated integers, got {text!r}") from None
 
 
 def cmd_edit(args: argparse.Namespace) -> int:
     from ganpaint.core.imageio import read_image, read_mask, write_image
     from ganpaint.core.pipeline import edit_photo
+    from ganpaint.core.resolve import resolve_edit
 
     photo = read_image(args.image)
     mask = read_mask(args.mask)
     gen = load_generator(args)
-    spec, label = resolve_edit(args, gen)
+    spec = resolve_edit(
+        gen,
+        args.op,
+        units=None if args.units is None else parse_units(args.units, "--units"),
+        concept=args.concept,
+        strength=args.strength,
+        leave_out=parse_units(args.leave_out, "--leave-out"),
+        remove_all=args.remove_all,
+    )
+    if spec.concept is not None and not spec.concept.supports(args.op):
+        # usable by name, but say what the gallery found
+        print(
+            f"ganpaint: note: {args.op} {args.concept!r} is not among the concept's operations "
+            f"({', '.join(spec.concept.ops)}): it may not do what the name says",
+            file=sys.stderr,
+        )
     result = edit_photo(gen, photo, mask, spec, fit_config(args, gen), ProgressBar(not args.quiet))
     write_image(args.output, result.image)
     if result.metrics.get("present_fraction") == 0:
         print(
-            f"ganpaint: note: found no {label} in the selection, so the photo is unchanged; "
-            "--remove-all switches the units off anyway",
+            f"ganpaint: note: found no {spec.label()} in the selection, so the photo is "
+            "unchanged; --remove-all switches the units off anyway",
             file=sys.stderr,
         )
     extra = {"units": list(spec.units)}
-    if args.concept is not None:
-        extra["strength"] = args.strength
-    report(args, result, args.output, op=args.op, concept=label, **extra)
+    if spec.concept is not None:
+        extra["strength"] = spec.strength
+    report(args, result, args.output, op=args.op, concept=spec.label(), **extra)
     return 0
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
     """A before/after picture on the default model, made from nothing on disk."""
-    from ganpaint.server.demo import run_demo
+    from ganpaint.server.cli.demo import run_demo
 
     info = run_demo(args.output, steps=args.steps, progress=ProgressBar(not args.quiet))
     print(
@@ -331,7 +308,7 @@ def build_parser() -> argparse.ArgumentParser:
     msub = p.add_subparsers(dest="models_command")
     a = msub.add_parser(
         "add",
-        help="add a StyleGAN2 file (NVIDIA .pkl or rosinality .pt), read without running its code",
+        help="add a StyleGAN2/3 file (NVIDIA .pkl, rosinality .pt), read without running its code",
     )
     a.add_argument("file", type=Path)
     a.add_argument("--name", help="model id (default: from the file name)")
@@ -377,19 +354,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("demo", help="edit a generated portrait; writes a before/after picture")
     p.add_argument("-o", "--output", type=Path, default=Path("ganpaint-demo.png"))
-    p.add_argument("--steps", type=int, default=1000)
+    p.add_argument("--steps", type=int, default=DEFAULT_STEPS)
     p.add_argument("--json", action="store_true")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_demo)
 
     for name in COMMAND_MODULES:
-        try:
-            module = importlib.import_module(name)
-        except ImportError as e:
-            if e.name != name:
-                raise
-            continue
-        module.register(sub)
+        importlib.import_module(name).register(sub)
     return parser
 
 
@@ -402,7 +373,7 @@ def main(argv: list[str] | None = None) -> int:
         return int(args.func(args) or 0)
     except errors as e:
         print(
-            f"ganpaint: error: {str(e).splitlines()[0] if str(e) else type(e).__name__}",
+            f"ganpaint: error: {one_line(e)}",
             file=sys.stderr,
         )
         return 2

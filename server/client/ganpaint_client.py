@@ -46,8 +46,8 @@ ShouldCancel = Callable[[], bool]
 class ServerError(Exception):
     """An error reply or a failure to reach the server.
 
-    code: bad_request, too_large, unknown_model, unknown_concept, cancelled, busy, internal
-    (sent by the server) or unavailable, timeout (decided here).
+    code: bad_request, too_large, unknown_model, unknown_concept, would_replace, cancelled,
+    busy, internal (sent by the server) or unavailable, timeout (decided here).
     """
 
     def __init__(self, code: str, message: str):
@@ -213,13 +213,16 @@ class Client:
         quality: str | None = None,
         leave_out: list[int] | None = None,
         remove_all: bool = False,
+        confirm_replaced: float | None = None,
     ) -> dict:
         """Add or remove a concept (by name, or as unit indices) inside the mask.
 
         strength None: the concept's default (else "high", the GANPaint demo's default);
         leave_out: ranked units of the concept to skip (our option, e.g. [418]);
         remove_all: a remove switches the units off in every selected cell, also where the
-        concept's presence probe finds none of it (the published method).
+        concept's presence probe finds none of it (the published method);
+        confirm_replaced: raise ServerError "would_replace" (before the fit, seconds in)
+        when the edit would draw more than this share of a large selection anew.
 
         Returns {"image": RawImage like the input, "psnr_keep", "seconds", "session_reused",
         "model", "steps", "job", ...}; pixels where mask == 0 come back unchanged.
@@ -235,6 +238,8 @@ class Client:
             fields["leave_out"] = [int(u) for u in leave_out]
         if remove_all:
             fields["remove_all"] = True
+        if confirm_replaced is not None:
+            fields["confirm_replaced"] = float(confirm_replaced)
         if units is not None:
             fields["units"] = [int(u) for u in units]
         return self._job("edit", fields, [image.data, mask.data], progress, should_cancel)
@@ -491,99 +496,139 @@ class Client:
         should_cancel: ShouldCancel | None,
     ) -> dict:
         """Submit, then relay progress and send heartbeats until the final reply."""
-        rid = uuid.uuid4().hex
-        request = {"kind": kind, "id": rid, "session": self.session, **fields}
+        return _JobRun(self, kind, fields, frames, progress, should_cancel).run()
+
+
+class _JobRun:
+    """One job's exchange with the server: submit, relay progress, send heartbeats, cancel
+    when asked, and knock again on a silent or full server, until the final reply."""
+
+    def __init__(
+        self,
+        client: Client,
+        kind: str,
+        fields: dict,
+        frames: list,
+        progress: ProgressFn | None,
+        should_cancel: ShouldCancel | None,
+    ):
+        self.client, self.frames = client, frames
+        self.progress, self.should_cancel = progress, should_cancel
+        self.rid = uuid.uuid4().hex
+        self.request = {"kind": kind, "id": self.rid, "session": client.session, **fields}
         # Pixels larger than one message go as an upload, chunk by chunk under the server's
         # credit (docs/protocol.md §3a); smaller ones in the request itself.
-        chunked = Chunked(frames) if self._needs_upload(frames) else None
-        if chunked is not None:
-            request["upload"] = True
+        self.chunked = Chunked(frames) if client._needs_upload(frames) else None
+        if self.chunked is not None:
+            self.request["upload"] = True
+        self.job: str | None = None  # the server's id, once it accepted
+        self.heartbeat_s = 1.0
+        self.position = None  # in the queue, as last heard
+        self.want_cancel = False
+        self.cancel_deadline: float | None = None
+        self.failures = 0  # silent timeouts in a row
+        self.refused_since: float | None = None  # when the server started refusing to connect
+        self.last_heard = self.last_beat = 0.0
 
-        def submit() -> None:
-            self._send(request, [] if chunked is not None else frames)
-
-        job: str | None = None
-        heartbeat_s = 1.0
-        want_cancel = False
-        cancel_deadline: float | None = None
-        failures = 0
-        position = None
-        refused_since: float | None = None  # when the server started refusing to connect
-        submit()
-        last_heard = last_beat = time.monotonic()
+    def run(self) -> dict:
+        self.submit()
+        self.last_heard = self.last_beat = time.monotonic()
         try:
             while True:
-                if not want_cancel and should_cancel is not None and should_cancel():
-                    want_cancel = True
-                if want_cancel and job is not None and cancel_deadline is None:
-                    self._send({"kind": "cancel", "id": rid, "job": job})
-                    cancel_deadline = time.monotonic() + self.timeout_s
-                got = self._recv(rid, POLL_S)
+                self.check_cancel()
+                got = self.client._recv(self.rid, POLL_S)
                 now = time.monotonic()
-                if self._refused == FULL:
-                    # The server is at its connection cap: say so, knock again now and
-                    # then, and give up after the whole wait (timeout × retries).
-                    if refused_since is None:
-                        refused_since = now
-                        _report(progress, _waiting(job))
-                    if job is None and want_cancel:
-                        raise Cancelled("cancelled before the server took the job")
-                    if now - refused_since > self.timeout_s * self.retries:
-                        raise self._no_answer()
-                    if now - last_heard >= REFUSED_RETRY_S:
-                        self._reopen()
-                        if job is None:
-                            submit()
-                        else:
-                            self._send({"kind": "heartbeat", "id": rid, "job": job})
-                        last_heard = last_beat = now
+                if self.client._refused == FULL:
+                    self.knock(now)
                     continue
                 if got is not None:
-                    last_heard, failures, refused_since = now, 0, None
-                    header, parts = got
-                    what = header.get("kind")
-                    if what in ("upload", "credit") and chunked is not None:
-                        for index, data in chunked.granted(header):
-                            msg = {"kind": "chunk", "id": rid, "upload": chunked.id, "index": index}
-                            self._send(msg, [data])
-                    elif what == "accepted":
-                        job = str(header.get("job"))
-                        heartbeat_s = float(header.get("heartbeat_s") or 1.0)
-                        position = header.get("position")
-                        _report(progress, _queued(job, position))
-                    elif what == "heartbeat":
-                        if header.get("state") == "queued" and header.get("position") != position:
-                            position = header.get("position")
-                            _report(progress, _queued(job, position))
-                    elif what == "progress":
-                        _report(progress, _progress(header))
-                    elif what == "result":
-                        if want_cancel:
-                            raise Cancelled("cancelled (the job had just finished)")
-                        return _result(header, parts)
-                    elif what == "error":
-                        raise _error(header)
-                if cancel_deadline is not None and now > cancel_deadline:
-                    raise Cancelled("cancelled (the server did not confirm in time)")
-                if job is not None and now - last_beat >= heartbeat_s:
-                    self._send({"kind": "heartbeat", "id": rid, "job": job})
-                    last_beat = now
-                if now - last_heard > self.timeout_s:
-                    failures += 1
-                    if failures >= self.retries:
-                        raise self._no_answer()
-                    self._reopen()
-                    if job is None:  # the server drops the duplicate if it had it
-                        submit()
-                    else:  # the same routing id: the server answers the new socket
-                        self._send({"kind": "heartbeat", "id": rid, "job": job})
-                    last_heard = last_beat = now
+                    result = self.on_reply(now, *got)
+                    if result is not None:
+                        return result
+                self.keep_alive(now)
         except BaseException as e:
             # Leaving early (timeout, a failing callback, KeyboardInterrupt): do not leave
             # the job running for nobody.
-            if job is not None and not (isinstance(e, ServerError) and e.code != "timeout"):
-                self._send({"kind": "cancel", "id": rid, "job": job})
+            if self.job is not None and not (isinstance(e, ServerError) and e.code != "timeout"):
+                self.send("cancel")
             raise
+
+    def send(self, kind: str) -> None:
+        self.client._send({"kind": kind, "id": self.rid, "job": self.job})
+
+    def submit(self) -> None:
+        self.client._send(self.request, [] if self.chunked is not None else self.frames)
+
+    def resubmit(self, now: float) -> None:
+        """After reopening the socket: the request again before the server took it (it drops
+        a duplicate), else a heartbeat (the same routing id: it answers the new socket)."""
+        if self.job is None:
+            self.submit()
+        else:
+            self.send("heartbeat")
+        self.last_heard = self.last_beat = now
+
+    def check_cancel(self) -> None:
+        if not self.want_cancel and self.should_cancel is not None and self.should_cancel():
+            self.want_cancel = True
+        if self.want_cancel and self.job is not None and self.cancel_deadline is None:
+            self.send("cancel")
+            self.cancel_deadline = time.monotonic() + self.client.timeout_s
+
+    def knock(self, now: float) -> None:
+        """The server is at its connection cap: say so, knock again now and then, and give up
+        after the whole wait (timeout × retries)."""
+        if self.refused_since is None:
+            self.refused_since = now
+            _report(self.progress, _waiting(self.job))
+        if self.job is None and self.want_cancel:
+            raise Cancelled("cancelled before the server took the job")
+        if now - self.refused_since > self.client.timeout_s * self.client.retries:
+            raise self.client._no_answer()
+        if now - self.last_heard >= REFUSED_RETRY_S:
+            self.client._reopen()
+            self.resubmit(now)
+
+    def on_reply(self, now: float, header: dict, parts: list) -> dict | None:
+        """Act on one reply; the job's result when it is the final one."""
+        self.last_heard, self.failures, self.refused_since = now, 0, None
+        what = header.get("kind")
+        if what in ("upload", "credit") and self.chunked is not None:
+            for index, data in self.chunked.granted(header):
+                msg = {"kind": "chunk", "id": self.rid, "upload": self.chunked.id, "index": index}
+                self.client._send(msg, [data])
+        elif what == "accepted":
+            self.job = str(header.get("job"))
+            self.heartbeat_s = float(header.get("heartbeat_s") or 1.0)
+            self.position = header.get("position")
+            _report(self.progress, _queued(self.job, self.position))
+        elif what == "heartbeat":
+            if header.get("state") == "queued" and header.get("position") != self.position:
+                self.position = header.get("position")
+                _report(self.progress, _queued(self.job, self.position))
+        elif what == "progress":
+            _report(self.progress, _progress(header))
+        elif what == "result":
+            if self.want_cancel:
+                raise Cancelled("cancelled (the job had just finished)")
+            return _result(header, parts)
+        elif what == "error":
+            raise _error(header)
+        return None
+
+    def keep_alive(self, now: float) -> None:
+        """Heartbeats while the job runs; a silent server is asked again, then given up."""
+        if self.cancel_deadline is not None and now > self.cancel_deadline:
+            raise Cancelled("cancelled (the server did not confirm in time)")
+        if self.job is not None and now - self.last_beat >= self.heartbeat_s:
+            self.send("heartbeat")
+            self.last_beat = now
+        if now - self.last_heard > self.client.timeout_s:
+            self.failures += 1
+            if self.failures >= self.client.retries:
+                raise self.client._no_answer()
+            self.client._reopen()
+            self.resubmit(now)
 
 
 class Chunked:
