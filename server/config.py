@@ -56,6 +56,16 @@ class CurveFiles:
 
 
 @dataclass
+class ClusterConfig:
+    """Where jobs run when the server is scaled out on Ray (server/cluster/)."""
+
+    address: str | None = None  # a Ray cluster to join ("auto", "HOST:6379"); None: start one
+    workers: int = 1  # worker actors: one per GPU (--device cuda or auto with GPUs), else CPU
+    threads: int | None = None  # torch threads in each worker (None: torch's choice)
+    object_store_mb: int | None = None  # a cluster started here: Ray's object store size
+
+
+@dataclass
 class ServerConfig:
     bind: str = DEFAULT_BIND
     device: str = "auto"  # "auto" | "cpu" | "cuda"
@@ -74,3 +84,4 @@ class ServerConfig:
     # model id -> weights file used instead of the cache (not hash-checked; `--checkpoint`)
     checkpoints: dict[str, Path] = field(default_factory=dict)
     limits: Limits = field(default_factory=Limits)
+    cluster: ClusterConfig | None = None  # None: jobs run in this process (one device)

@@ -107,7 +107,8 @@ class EditServer:
     def __init__(self, cfg: ServerConfig, log: Callable[[str], None] | None = None):
         self.cfg = cfg
         self.log = log or stderr_log
-        self.device = resolve_device(cfg.device)
+        # With a cluster the jobs run on its workers' devices; this process loads no model.
+        self.device = resolve_device(cfg.device if cfg.cluster is None else "cpu")
         self.ctx = zmq.Context()
         self.pool = ModelPool(self.device, cfg.download, cfg.checkpoints)
         self.known_models = ModelPool.known()
@@ -145,15 +146,21 @@ class EditServer:
         self._gate: ConnectionGate | None = None
         runner = JobRunner(cfg, self.pool, self.sessions, self._emit, self.log, self.concepts)
         lim = cfg.limits
-        self.queue = JobQueue(
-            runner,
-            lim.max_queue,
-            on_crash=self._worker_crash,
-            on_exit=self._worker_exit,
-            # Missing four heartbeats (and a third of the timeout) when its turn comes means
-            # the client is most likely gone: the job is not started for nobody.
-            stale_after_s=max(4 * lim.heartbeat_s, lim.heartbeat_timeout_s / 3),
-        )
+        # Missing four heartbeats (and a third of the timeout) when its turn comes means the
+        # client is most likely gone: the job is not started for nobody.
+        stale_after_s = max(4 * lim.heartbeat_s, lim.heartbeat_timeout_s / 3)
+        if cfg.cluster is not None:  # Ray, an optional extra: imported only when asked for
+            from .cluster.front import ClusterQueue
+
+            self.queue = ClusterQueue(cfg, self._emit, self.log, stale_after_s, self._worker_exit)
+        else:
+            self.queue = JobQueue(
+                runner,
+                lim.max_queue,
+                on_crash=self._worker_crash,
+                on_exit=self._worker_exit,
+                stale_after_s=stale_after_s,
+            )
 
     # -- life cycle --------------------------------------------------------------------------
     def bind(self) -> str:
@@ -197,6 +204,7 @@ class EditServer:
             except zmq.ZMQError as e:
                 raise BindRefused(f"cannot listen on {self.cfg.bind}: {e}") from None
         except BaseException:
+            self.queue.close(timeout=0)  # a cluster's workers stop with the server
             if self._gate is not None:
                 self._gate.close()
             if router is not None:
@@ -226,7 +234,7 @@ class EditServer:
         if self._router is None:
             self.bind()
         self.log(
-            f"listening on {self.endpoint} (device {self.device}, default model "
+            f"listening on {self.endpoint} (device {self._device_label()}, default model "
             f"{self.cfg.model}, protocol {PROTOCOL_VERSION}, server {SERVER_VERSION})"
         )
         try:
@@ -469,7 +477,7 @@ class EditServer:
             req.id,
             server_version=SERVER_VERSION,
             protocol=PROTOCOL_VERSION,
-            device=str(self.device),
+            device=self._device_label(),
             models=self.pool.describe(),
             default_model=self.cfg.model,
             limits=self.cfg.limits.to_dict(),
@@ -547,10 +555,14 @@ class EditServer:
             connections=self._gate.stats(),
             sessions=self.sessions.stats(),
             models_loaded=self.pool.loaded(),
-            device=str(self.device),
+            device=self._device_label(),
             uptime_s=round(time.monotonic() - self._started, 1),
             counts=dict(self.counts),
+            **({"workers": self.queue.workers()} if self.cfg.cluster is not None else {}),
         )
+
+    def _device_label(self) -> str:
+        return self.queue.device_label() if self.cfg.cluster is not None else str(self.device)
 
     def _cancel_request(self, owner: Owner, req: Request) -> dict:
         # Whoever names a job may cancel it: ids are secrets only the submitter learns (and

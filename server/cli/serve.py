@@ -7,7 +7,7 @@ import signal
 import sys
 from pathlib import Path
 
-from ganpaint.server.config import DEFAULT_BIND, Limits, ServerConfig
+from ganpaint.server.config import DEFAULT_BIND, ClusterConfig, Limits, ServerConfig
 
 EXIT_REFUSED = 2
 MIB = 1024 * 1024
@@ -76,6 +76,19 @@ def register(subparsers) -> None:
         type=int,
         help="CPU threads for torch (default: torch's choice; 1 is far faster on a busy machine)",
     )
+    p.add_argument(
+        "--cluster",
+        metavar="ray[=ADDRESS]",
+        help="run the jobs on Ray workers (pip install 'ganpaint[cluster]'): 'ray' starts a "
+        "cluster on this machine, 'ray=auto' joins the one this machine is a node of (any "
+        "address ray.init accepts); docs/deploy.md",
+    )
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="with --cluster: worker actors, one per GPU (or CPU workers without GPUs)",
+    )
     p.add_argument("--no-download", action="store_true", help="never download model weights")
     p.add_argument(
         "--checkpoint",
@@ -121,6 +134,7 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
     )
     checkpoints = parse_checkpoints(args.checkpoint, args.model)
     return ServerConfig(
+        cluster=cluster_from_args(args),
         checkpoints=checkpoints,
         bind=args.bind,
         device=args.device,
@@ -136,6 +150,30 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
         download=not args.no_download,
         limits=limits,
     )
+
+
+def cluster_from_args(args: argparse.Namespace) -> ClusterConfig | None:
+    """--cluster ray[=ADDRESS] --workers N; Ray must be installed (an optional extra)."""
+    import importlib.util
+
+    from ganpaint.server.cli.main import UserError
+
+    if args.cluster is None:
+        if args.workers != 1:
+            raise UserError("--workers needs --cluster ray[=ADDRESS]")
+        return None
+    engine, _, address = args.cluster.partition("=")
+    if engine != "ray":
+        raise UserError(f"--cluster {args.cluster}: expected ray or ray=ADDRESS")
+    if args.workers < 1:
+        raise UserError("--workers must be at least 1")
+    try:
+        found = importlib.util.find_spec("ray") is not None
+    except ValueError:  # a module set to None (blocked) in sys.modules
+        found = False
+    if not found:
+        raise UserError("--cluster needs Ray: pip install 'ganpaint[cluster]'")
+    return ClusterConfig(address=address or None, workers=args.workers, threads=args.threads)
 
 
 def parse_checkpoints(items: list[str], default_model: str) -> dict[str, Path]:
@@ -183,10 +221,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
         torch.set_num_threads(args.threads)
     get_spec(cfg.model)  # an unknown default model is a start-up error, not a per-job one
-    server = EditServer(cfg)
     try:
+        server = EditServer(cfg)
         server.bind()
-    except BindRefused as e:
+    except (BindRefused, *cluster_errors(cfg)) as e:
         print(f"ganpaint serve: {e}", file=sys.stderr)
         return EXIT_REFUSED
 
@@ -197,3 +235,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, stop)
     server.serve()
     return 0
+
+
+def cluster_errors(cfg: ServerConfig) -> tuple[type[Exception], ...]:
+    """What a cluster's start raises for a person to read (Ray imported only with one)."""
+    if cfg.cluster is None:
+        return ()
+    from ganpaint.server.cluster.front import ClusterError
+
+    return (ClusterError,)
