@@ -134,7 +134,7 @@ def main() -> int:
     p.add_argument("--json", type=Path)
     p.add_argument("--per-step-only", action="store_true", help="only the fwd+bwd rows")
     p.add_argument("--arch", choices=["sg2", "sg3-t", "sg3-r"], default="sg2")
-    p.add_argument("--reps", type=int, default=3, help="fwd+bwd repeats (the median)")
+    p.add_argument("--reps", type=int, default=3, help="fwd+bwd repeats (0: none)")
     args = p.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="bench-stylegan-"))
     os.environ["GANPAINT_DATA"] = str(tmp / "data")
@@ -154,7 +154,8 @@ def main() -> int:
     rows.append(row("models add + load", t0, mem))
     rows[-1]["file_mib"] = pkl.stat().st_size / 2**20
     for name, start in (("edit layer", gen.edit_index + 1), ("split", gen.default_split())):
-        rows.append(evaluation_cost(gen, name, start, args.reps))
+        if args.reps:  # --reps 0: the edits only
+            rows.append(evaluation_cost(gen, name, start, args.reps))
     if args.per_step_only:
         return finish(rows, args.json)
     photo = make_photo(1024, 1024)
