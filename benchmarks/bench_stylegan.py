@@ -13,7 +13,7 @@ the composite, so an over-estimate), then the default-length time it implies (in
 process's, sampled every 5 ms.
 
     python benchmarks/bench_stylegan.py [--arch sg2|sg3-t|sg3-r] [--steps 4]
-        [--invert-steps 4] [--per-step-only] [--json out.json]
+        [--invert-steps 4] [--per-step-only [--reps 3]] [--json out.json]
 """
 
 from __future__ import annotations
@@ -99,21 +99,24 @@ def row(name: str, t0: float, mem: PeakRSS, steps: int = 0, default: int = 0) ->
 
 def evaluation_cost(gen, name: str, start: int, reps: int = 3) -> dict:
     """G_F from layer ``start``, forward and backward to its input (an inversion step at the
-    edit layer; about a G′ step at the split, without R's own cost): the median of reps."""
+    edit layer; about a G′ step at the split, without R's own cost): the median of reps,
+    wall and process CPU seconds (on a shared machine CPU/threads is the quiet wall time)."""
     w = gen.sample_latent(1, torch.Generator().manual_seed(0))
     bound = gen.bind(w)
     with torch.no_grad():
         r = gen.run(w, 0, start)
-    times = []
+    times, cpu = [], []
     with PeakRSS() as mem:
         for _ in range(reps):
             v = r.clone().requires_grad_(True)
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             bound.run(v, start).square().mean().backward()
             times.append(time.perf_counter() - t0)
+            cpu.append(time.process_time() - c0)
     out = {"row": f"G_F from the {name} ({gen.layer_names[start]}), fwd+bwd",
-           "seconds": round(sorted(times)[reps // 2], 2), "rss_mib": round(mem.peak),
-           "load": round(os.getloadavg()[0], 1)}  # fmt: skip
+           "seconds": round(sorted(times)[reps // 2], 2),
+           "cpu_s": round(sorted(cpu)[reps // 2], 2), "threads": torch.get_num_threads(),
+           "rss_mib": round(mem.peak), "load": round(os.getloadavg()[0], 1)}  # fmt: skip
     print(out, flush=True)
     return out
 
@@ -131,6 +134,7 @@ def main() -> int:
     p.add_argument("--json", type=Path)
     p.add_argument("--per-step-only", action="store_true", help="only the fwd+bwd rows")
     p.add_argument("--arch", choices=["sg2", "sg3-t", "sg3-r"], default="sg2")
+    p.add_argument("--reps", type=int, default=3, help="fwd+bwd repeats (0: none)")
     args = p.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="bench-stylegan-"))
     os.environ["GANPAINT_DATA"] = str(tmp / "data")
@@ -150,7 +154,8 @@ def main() -> int:
     rows.append(row("models add + load", t0, mem))
     rows[-1]["file_mib"] = pkl.stat().st_size / 2**20
     for name, start in (("edit layer", gen.edit_index + 1), ("split", gen.default_split())):
-        rows.append(evaluation_cost(gen, name, start))
+        if args.reps:  # --reps 0: the edits only
+            rows.append(evaluation_cost(gen, name, start, args.reps))
     if args.per_step_only:
         return finish(rows, args.json)
     photo = make_photo(1024, 1024)

@@ -43,9 +43,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 from .base import LayerInfo
 from .stylegan2 import SQRT2, Affine, Mapping, StyleBased, Styled, default_edit_layer
+
+CHANNEL_GROUP = 16  # channels per filtered-lrelu call (memory: see SynthesisLayer.forward)
 
 
 @dataclass(frozen=True)
@@ -283,12 +286,27 @@ class SynthesisLayer(nn.Module):
         if demod is not None:
             x = x * demod[:, :, None, None]
         x = x + self.bias[:, None, None]
+
+        # The filtered lrelu's maps are up² times the layer's, and it acts per channel: run
+        # it on groups of channels, and for gradients keep only each group's input,
+        # computing the rest again in the backward pass (G_F at 1024² needs > 22 GiB
+        # otherwise; this costs one more forward of the activation).
+        def act(group: torch.Tensor) -> torch.Tensor:
+            if torch.is_grad_enabled() and spec.up > 1:
+                return checkpoint(self.filtered_lrelu, group, use_reentrant=False)
+            return self.filtered_lrelu(group)
+
+        x = torch.cat([act(g) for g in x.split(CHANNEL_GROUP, dim=1)], dim=1)
+        return x * self.output_scale if self.output_scale != 1 else x
+
+    def filtered_lrelu(self, x: torch.Tensor) -> torch.Tensor:
+        """Upsample, leaky ReLU, clamp, downsample (bias already added): the size change."""
+        spec = self.spec
         x = upsample(x, self.up_filter, spec.up, spec.padding)
         x = F.leaky_relu(x, 0.2) * SQRT2 if not spec.torgb else x
         if self.clamp is not None:
             x = x.clamp(-self.clamp, self.clamp)
-        x = fir(x, self.down_filter, down=spec.down)
-        return x * self.output_scale if self.output_scale != 1 else x
+        return fir(x, self.down_filter, down=spec.down)
 
 
 class StyleGAN3(StyleBased):
