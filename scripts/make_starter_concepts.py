@@ -78,7 +78,9 @@ LEARNED: dict[str, Learned] = {
         (3, 14, 24, 32, 33, 37, 47, 79, 87, 91),
         "hair",
         ("add",),
-        "the hair above a face: add turns it golden blond",
+        "the hair above a face; on photos the upper hair turns blond, hair near the hairline "
+        "stays as it was",
+        hidden=True,
     ),
     "grey hair": Learned(
         (9, 17, 59, 85, 93, 94),

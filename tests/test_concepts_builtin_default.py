@@ -78,7 +78,7 @@ def test_regions_and_masks():
 def test_every_shown_builtin_has_a_plain_name_ops_and_where():
     concepts = builtins()
     shown = [c for c in concepts if not c.hidden]
-    assert {c.name for c in shown} == {"dark hair", "blond hair"}  # the menu
+    assert {c.name for c in shown} == {"dark hair"}  # the menu
     for c in shown:
         assert not UNNAMED.match(c.name) and c.ops and c.where, c.name
         assert c.layer == "layer2" and c.values is not None and len(c.values) == len(c.units)
