@@ -20,6 +20,7 @@ import time
 import numpy as np
 import torch
 
+from ganpaint.core.adapt import DEFAULT_STEPS
 from ganpaint.core.generators import DEFAULT_MODEL
 from ganpaint.server.client.ganpaint_client import Client, RawImage
 from ganpaint.server.config import ServerConfig
@@ -68,7 +69,9 @@ def timed_edit(client: Client, photo: RawImage, mask: RawImage, edit: dict) -> d
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--model", default=DEFAULT_MODEL)
-    p.add_argument("--steps", type=int, default=1000, help="G′ steps per edit (default 1000)")
+    p.add_argument(
+        "--steps", type=int, default=DEFAULT_STEPS, help=f"G′ steps per edit ({DEFAULT_STEPS})"
+    )
     p.add_argument("--quality", default="faithful", help="G′ fit: faithful (default) or fast")
     p.add_argument("--invert-steps", type=int, help="inversion steps (default: the core's)")
     p.add_argument("--size", type=int, default=256, help="photo side in pixels")

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ganpaint.core.adapt import AdaptConfig
+from ganpaint.core.adapt import DEFAULT_STEPS, AdaptConfig
 from ganpaint.core.concepts.library import ConceptLibrary
 from ganpaint.core.concepts.regions import ellipse_mask
 from ganpaint.core.generators import load_model
@@ -49,7 +49,7 @@ def demo_mask() -> np.ndarray:
 
 def run_demo(
     output: Path,
-    steps: int = 1000,
+    steps: int = DEFAULT_STEPS,
     progress: ProgressFn | None = None,
     cfg: PipelineConfig | None = None,
 ) -> dict:
