@@ -236,41 +236,47 @@ def test_reconstruct_without_selection(gimp, installed, photo):
     assert info["values"][1] > 10  # PSNR of the fit, dB
 
 
-def test_a_model_added_with_models_add_is_offered_and_runs(gimp, installed, photo, tmp_path):
-    """A StyleGAN2 pickle added to the running server's models config (`ganpaint models
-    add`) is in the list the plug-in's model choice is filled from, and a plug-in run that
-    names it is served by it."""
+@pytest.mark.parametrize("family", ["stylegan2", "stylegan3"])
+def test_a_model_added_with_models_add_is_offered_and_runs(
+    gimp, installed, photo, tmp_path, family
+):
+    """A StyleGAN2 or StyleGAN3-T pickle added to the running server's models config
+    (`ganpaint models add`) is in the list the plug-in's model choice is filled from, and a
+    plug-in run that names it is served by it."""
     import subprocess
     import sys
 
-    from stylegan_layouts import write_nvidia_pickle
+    from stylegan_layouts import sg3_init_kwargs, sg3_state_dict, write_nvidia_pickle
 
     from ganpaint.server.client import ganpaint_client as gc
 
-    pkl = tmp_path / "tiny.pkl"
-    write_nvidia_pickle(pkl)
+    pkl, name = tmp_path / "tiny.pkl", f"tiny-{family}"
+    if family == "stylegan3":
+        write_nvidia_pickle(pkl, sg3_state_dict("t"), sg3_init_kwargs("t"))
+    else:
+        write_nvidia_pickle(pkl)
     env = {**os.environ, "GANPAINT_DATA": str(installed["data"])}
     cmd = [sys.executable, "-m", "ganpaint.server.cli", "models", "add", str(pkl)]
-    r = subprocess.run([*cmd, "--name", "tiny-sg2"], capture_output=True, text=True, env=env)
+    r = subprocess.run([*cmd, "--name", name], capture_output=True, text=True, env=env)
     assert r.returncode == 0, r.stderr
     c = gc.Client(installed["address"])
     try:
         offered = {m["id"]: m for m in c.models()}  # what server_lists puts in the choice
     finally:
         c.close()
-    assert offered["tiny-sg2"]["family"] == "stylegan2"
+    assert offered[name]["family"] == family
     info = run_batch(
         gimp,
-        "added-model",
+        f"added-{family}",
         {
             "photo": photo["inside"],
             "procedure": "plug-in-ganpaint-reconstruct",
-            "args": {"steps": 3, "model": "tiny-sg2"},
+            "args": {"steps": 3, "model": name},
         },
     )
     assert info["status"] == "success", info.get("message") or info["log"]
     served = installed["log"].read_text(errors="replace")
-    assert "model=tiny-sg2" in served
+    assert f"model={name}" in served
 
 
 def test_unknown_concept_is_a_clear_server_error(gimp, installed, photo):
