@@ -28,10 +28,17 @@ not a blurred one cut at the edge); the high band switches where the low band is
 way, H to N with energy-preserving weights cos/sin, over ``fine_feather`` px but at least
 one generator pixel (S / R px): H holds structure up to that scale, and beside an edge it is
 locally far from zero-mean, so a faster switch steps there. No band leaves a seam or a rim.
+The colour change's fade also follows the photo's edges (guided.py): where the selection's
+edge runs along an edge of the photo (a hairline, a head against the wall), the change is
+there right inside it, so a thin selection (short hair, 100 px thick) gets all of it, not a
+band of the old colour; only where the transform keeps the tones' contrast at R (luminance
+gain ``lift_gain``: a cell that mixes dark hair with pale skin flattens the tones between
+them, and there the blind fade keeps the photo's own). New content keeps the blind fade.
 
-out = P + w_low·((1 − α)·C + up(α·(E − x))) + (a − 1)·H + b·N, with C the colour
-transform's change of P, a = cos(π/2·w_high·α), b = sin(π/2·w_high·α). α = 0 gives
-P + w_low·C (a null edit: C = 0, the photo bit for bit); α = 1 and w = 1 give up(E) + N.
+out = P + w_c·(1 − α)·C + w_low·up(α·(E − x)) + (a − 1)·H + b·N, with C the colour
+transform's change of P, w_c ≥ w_low its edge-aware fade, a = cos(π/2·w_high·α),
+b = sin(π/2·w_high·α). α = 0 gives P + w_c·C (a null edit: C = 0, the photo bit for bit);
+α = 1 and w = 1 give up(E) + N.
 Reconstruct (``replace=False``) adds up(Δ) to the photo: G′'s error in its own band.
 
 Photo arrays are numpy [H, W, C] (C = 3 or 4, alpha untouched), uint8/uint16; masks [H, W]
@@ -49,6 +56,7 @@ import torch.nn.functional as F
 
 from .blur import gaussian_blur
 from .colour_grid import GridConfig, fit_grid, is_neutral, luminance, slice_grid
+from .guided import edge_aware_fade
 from .photo import DTYPE_MAX, Box, mask_window
 
 Window = tuple[int, int, int, int]  # (y0, y1, x0, x1) in image coordinates, half-open
@@ -61,6 +69,8 @@ class CompositeConfig:
     feather: float = 0.02  # low-band fade inside the selection, × crop side (≥ 2 gen. px)
     fine_feather: float = 3.0  # high-band transition width, px ...
     band_feather: float = 1.0  # ... at least this many generator px (H holds that scale)
+    edge_eps: float | None = 0.01  # guide variance of a photo edge the fade may follow; None: blind
+    lift_gain: tuple[float, float] = (0.7, 1.0)  # gain at R over which the fade follows edges
     change_low: float = 0.15  # |ρ| (channel mean, [-1, 1] units) up to which content stays
     change_high: float = 0.40  # |ρ| from which content counts as replaced
     change_blur: float = 1.0  # σ of the blur on |ρ|, generator px
@@ -118,7 +128,9 @@ def replaced_map(
     return alpha * layers.free
 
 
-def colour_transform(layers: Layers, cfg: CompositeConfig) -> tuple[torch.Tensor, torch.Tensor]:
+def colour_transform(
+    layers: Layers, cfg: CompositeConfig
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """The edit as a local colour transform of the photo (colour_grid.py), fitted at R from
     x to x + Δ: (grid, α [1, 1, R, R]: ``replaced_map`` of what it leaves unexplained).
     Fitted twice: the second fit leaves out what the first could not explain (new content),
@@ -135,14 +147,14 @@ def colour_transform(layers: Layers, cfg: CompositeConfig) -> tuple[torch.Tensor
         gain = 1 + (luminance(bright) - luminance(explained)) / GAIN_STEP
         alpha = replaced_map(layers, cfg, explained * 2, gain)
         weight = 1 - alpha
-    return grid, alpha
+    return grid, alpha, gain
 
 
 def replaced_share(layers: Layers, mask: torch.Tensor, cfg: CompositeConfig) -> float:
     """Share of the selection ``mask`` [1, 1, R, R] (in [0, 1]) that ``composite`` would
     draw anew (α of ``colour_transform``) rather than recolour, at R: what an edit is
     about to do, before the photo's resolution is touched."""
-    _, alpha = colour_transform(layers, cfg)
+    _, alpha, _ = colour_transform(layers, cfg)
     m = mask.detach().float().cpu()
     return float((alpha * m).sum() / m.sum().clamp_min(1e-8))
 
@@ -306,6 +318,24 @@ def grain(photo: torch.Tensor, weight: torch.Tensor, levels: int, seed: int) -> 
     return out[0]
 
 
+def _edge_aware(
+    photo: np.ndarray, mask: np.ndarray, win: Window, fade: torch.Tensor, radius: float, eps: float
+) -> torch.Tensor:
+    """guided.edge_aware_fade of ``fade`` [y1−y0, x1−x0] in the window ``win``, with the
+    photo around it as context: the filter must see what lies outside the selection."""
+    y0, y1, x0, x1 = win
+    c = math.ceil(radius / 2) + 2
+    h, w = mask.shape
+    gy0, gy1, gx0, gx1 = max(y0 - c, 0), min(y1 + c, h), max(x0 - c, 0), min(x1 + c, w)
+    top = DTYPE_MAX[photo.dtype]
+    guide = torch.from_numpy(photo[gy0:gy1, gx0:gx1, :3].astype(np.float32)).permute(2, 0, 1)
+    sel = torch.from_numpy(mask[gy0:gy1, gx0:gx1].astype(np.float32) / 255.0)
+    inner = (slice(y0 - gy0, y1 - gy0), slice(x0 - gx0, x1 - gx0))
+    big = torch.zeros_like(sel)
+    big[inner] = fade
+    return edge_aware_fade(big, sel, guide.div_(top), radius, eps)[inner].contiguous()
+
+
 def composite(
     photo: np.ndarray,
     mask: np.ndarray | None,
@@ -353,14 +383,17 @@ def composite(
     )
     grid = None
     if replace:
-        grid, alpha = colour_transform(Layers(x, e, b, free), cfg)
+        grid, alpha, gain = colour_transform(Layers(x, e, b, free), cfg)
     else:
         alpha = torch.zeros_like(free)
+    w_colour = None  # the colour change's fade where it differs from the low band's
     if mask is None:
         w_low = w_high = torch.ones(y1 - y0, x1 - x0)
     else:
         m = mask[y0:y1, x0:x1]
         w_low = torch.from_numpy(feather_weights(m, r_low))
+        if cfg.edge_eps is not None and replace:
+            w_colour = _edge_aware(photo, mask, (y0, y1, x0, x1), w_low, r_low, cfg.edge_eps)
         # The high band switches where the low band is half way (as in multi-band blending:
         # one boundary, a narrow transition for fine bands); switching it sooner would leave
         # a rim of the photo's low band without its detail, a blurred glow.
@@ -397,8 +430,18 @@ def composite(
         change = slice_grid(grid, p, size, rows, cols)
         if is_neutral((x + 1) / 2, cfg.grid):  # a black-and-white photo stays so
             change = luminance(change[None])[0].expand(3, -1, -1).contiguous()
-        change.mul_(1 - a_low).add_(up(alpha * (e - x) * free / 2))
-        out = change.mul_(w_low).add_(p)
+        change.mul_(1 - a_low)
+        if w_colour is not None:  # the colour change follows the photo's edges ...
+            # ... where the transform keeps the photo's tonal contrast (gain near 1): in a
+            # cell that mixes hair with wall or skin it flattens the tones between them
+            lo, hi = cfg.lift_gain
+            trust = up(smoothstep((gain - lo) / (hi - lo)))[0].clamp_(0, 1)
+            w_colour = torch.lerp(w_low, w_colour, trust)
+            change.mul_(w_colour)
+            del w_colour, trust
+            out = up(alpha * (e - x) * free / 2).mul_(w_low).add_(change).add_(p)
+        else:  # ... new content fades in as the selection does
+            out = change.add_(up(alpha * (e - x) * free / 2)).mul_(w_low).add_(p)
         del change, p
     del w_low, a_low
     if detail is not None:

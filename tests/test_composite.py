@@ -160,6 +160,29 @@ def test_the_colour_change_follows_the_photos_edges():
     assert abs(change[:, 130:144].mean()) < 0.02 * 255  # bright side, in the same grid cell
 
 
+def test_a_thin_selection_along_the_photos_edges_gets_the_whole_colour_change():
+    # A dark band 24 px thick on a bright ground (short hair on a wall), selected along its
+    # outline: the change fades in where the selection crosses the band's plain inside, not
+    # over 2 generator px from its outline (which would leave most of the band unchanged).
+    photo = textured(256, 256, seed=7)
+    photo[116:140, 16:240] //= 4
+    mask = np.zeros((256, 256), np.uint8)
+    mask[116:140, 40:216] = 255  # the band's outline, less its two ends
+    box = selection_box(mask, context=0.5, min_size=R)
+    darker = layers_for(photo, box, lambda b: torch.where(b < -0.4, b - 0.3, b))
+
+    def change(cfg: CompositeConfig) -> np.ndarray:
+        out = composite(photo, mask, box, darker, cfg).image
+        return (out[116:140].astype(float) - photo[116:140]).mean(-1)
+
+    edge_aware, blind = change(CompositeConfig()), change(CompositeConfig(edge_eps=None))
+    middle = slice(96, 160)  # along the band, away from its ends
+    assert edge_aware[2:-2, middle].mean() < 0.8 * 0.15 * 255  # ≈ the generator's −0.15
+    assert edge_aware[2:-2, middle].mean() < 2 * blind[2:-2, middle].mean()
+    # Where the selection crosses the plain band (its ends), the change fades in from 0.
+    assert np.abs(edge_aware[:, 40]).max() < 0.02 * 255
+
+
 def test_a_black_and_white_photo_stays_black_and_white():
     grey = textured(200, 200, seed=6)[..., :1].repeat(3, axis=2)
     mask = make_mask(200, 200, (50, 50, 150, 150))
