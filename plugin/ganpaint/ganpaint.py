@@ -422,11 +422,12 @@ def prepare(procedure, image, drawables, need_selection):
 
 
 def read_crop(image, job, info):
-    """The crop (the selection box plus the server's context, else the whole layer), its
-    pixels and (for an edit) its mask, into ``job``."""
+    """The crop (the server's square around the selection, for the largest model it offers,
+    else the whole layer), its pixels and (for an edit) its mask, into ``job``."""
     layer, box = job["layer"], job["box"]
     lr = layer_rect(layer)
-    rect = lr if box is None else gs.crop_region(box, lr, info["crop_context"])
+    res = max([int(m.get("resolution") or 0) for m in info.get("models", [])] + [64])
+    rect = lr if box is None else gs.crop_region(box, lr, info["crop_context"], res)
     pixels = read_visible(image, layer, rect, job["fmt"], job["dtype"])
     if job["dtype"] == "u16":
         pixels = gs.u16_to_little_endian(pixels)

@@ -137,17 +137,29 @@ class Rect:
         return Rect(x, y, max(0, x2 - x), max(0, y2 - y))
 
 
-def crop_region(selection: Rect, layer: Rect, context: float, min_px: int = 32) -> Rect:
-    """The selection's bounding box plus context on each side (max(min_px, context × the
-    box's longer side)), clamped to the layer. All in image coordinates. ``context`` is the
-    server's own (``crop_context`` in its hello), the margin its crop adds around the
-    selection, so the plug-in sends the context the server uses."""
+def crop_region(selection: Rect, layer: Rect, context: float, min_px: int = 64) -> Rect:
+    """The square the server crops around the selection, as far as it lies on the layer: the
+    selection's bounding box's longer side × (1 + 2·``context``), at least ``min_px`` (the
+    server's model resolution) and at most the layer's longer side, centred on the box and
+    moved onto the layer where it fits (core/photo.py ``selection_box``, the same rule). All
+    in image coordinates; ``context`` is the server's (``crop_context`` in its hello). A
+    smaller crop would make the server fill the rest of its square with repeated border
+    pixels: another inversion, another edit than the same selection on the whole layer."""
     box = selection.intersect(layer)
     if box.empty():
         return box
-    m = max(min_px, int(round(context * max(box.w, box.h))))
-    grown = Rect(box.x - m, box.y - m, box.w + 2 * m, box.h + 2 * m)
-    return grown.intersect(layer)
+    side = max(box.w, box.h)
+    size = max(min_px, int(round(side * (1 + 2 * context))))
+    size = max(min(size, max(layer.w, layer.h)), side)
+
+    def place(centre: float, start: int, extent: int) -> int:
+        if size > extent:  # the server centres it on the layer (and repeats the border)
+            return start + int(round((extent - size) / 2))
+        return min(max(int(round(centre - size / 2)), start), start + extent - size)
+
+    x = place(box.x + box.w / 2, layer.x, layer.w)
+    y = place(box.y + box.h / 2, layer.y, layer.h)
+    return Rect(x, y, size, size).intersect(layer)
 
 
 def bytes_per_channel(dtype: str) -> int:

@@ -7,6 +7,7 @@ import json
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 PLUGIN = Path(__file__).resolve().parents[2] / "plugin" / "ganpaint"
@@ -30,17 +31,39 @@ def test_plugin_imports_only_stdlib_gi_zmq_msgpack(name):
             assert m in sys.stdlib_module_names or m in ALLOWED, f"{name} imports {m}"
 
 
-def test_crop_region_adds_context_and_clamps():
+def test_crop_region_is_the_servers_square_on_the_layer():
     layer = gs.Rect(10, 20, 400, 300)
-    # small box: 32 px margin
-    assert gs.crop_region(gs.Rect(100, 100, 20, 10), layer, 0.5) == gs.Rect(68, 68, 84, 74)
-    # large box: the server's context × its longer side
-    assert gs.crop_region(gs.Rect(100, 100, 100, 40), layer, 0.5) == gs.Rect(50, 50, 200, 140)
-    assert gs.crop_region(gs.Rect(100, 100, 100, 40), layer, 0.75) == gs.Rect(25, 25, 250, 190)
-    # clamped to the layer
-    assert gs.crop_region(gs.Rect(0, 0, 30, 30), layer, 0.5) == gs.Rect(10, 20, 52, 42)
+    # small box: the model's resolution, centred on it
+    assert gs.crop_region(gs.Rect(100, 100, 20, 10), layer, 0.5) == gs.Rect(78, 73, 64, 64)
+    # large box: its longer side × (1 + 2 × the server's context), a square
+    assert gs.crop_region(gs.Rect(100, 100, 100, 40), layer, 0.5) == gs.Rect(50, 20, 200, 200)
+    assert gs.crop_region(gs.Rect(100, 100, 100, 40), layer, 0.75) == gs.Rect(25, 20, 250, 250)
+    # moved onto the layer where it fits, cut by it where it does not
+    assert gs.crop_region(gs.Rect(10, 20, 30, 30), layer, 0.5) == gs.Rect(10, 20, 64, 64)
+    assert gs.crop_region(gs.Rect(20, 40, 300, 100), layer, 0.5) == gs.Rect(10, 20, 400, 300)
     # outside the layer: empty
     assert gs.crop_region(gs.Rect(500, 500, 10, 10), layer, 0.5).empty()
+
+
+def test_the_servers_box_in_the_crop_is_its_box_in_the_whole_layer():
+    """What the server edits, from the plug-in's crop, is what it edits from the whole layer:
+    its square (core/photo.py selection_box) lies in the crop at the same place, so no
+    pixel of it is a repeated border pixel that the whole layer has for real."""
+    from ganpaint.core.photo import selection_box
+
+    rng = np.random.default_rng(0)
+    for _ in range(300):
+        lw, lh = (int(v) for v in rng.integers(40, 900, 2))
+        sw, sh = int(rng.integers(1, lw + 1)), int(rng.integers(1, lh + 1))
+        sx, sy = int(rng.integers(0, lw - sw + 1)), int(rng.integers(0, lh - sh + 1))
+        res = int(rng.choice([64, 256]))
+        mask = np.zeros((lh, lw), np.uint8)
+        mask[sy : sy + sh, sx : sx + sw] = 255
+        whole = selection_box(mask, 0.5, min_size=res)
+        for crop_res in (res, 1024):  # the plug-in crops for the largest model offered
+            c = gs.crop_region(gs.Rect(sx, sy, sw, sh), gs.Rect(0, 0, lw, lh), 0.5, crop_res)
+            inner = selection_box(mask[c.y : c.y2, c.x : c.x2], 0.5, min_size=res)
+            assert (inner.x0 + c.x, inner.y0 + c.y, inner.size) == (whole.x0, whole.y0, whole.size)
 
 
 def test_parse_units():
