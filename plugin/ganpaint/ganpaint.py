@@ -421,18 +421,25 @@ def prepare(procedure, image, drawables, need_selection):
     return {**job, "selection": need_selection}, None
 
 
-def read_crop(image, job, info):
-    """The crop (the server's square around the selection, for the largest model it offers,
-    else the whole layer), its pixels and (for an edit) its mask, into ``job``."""
+def read_crop(image, job, info, model=None):
+    """The crop (the server's square around the selection for ``model``, else the whole
+    layer), its pixels and (for an edit) its mask, into ``job``."""
     layer, box = job["layer"], job["box"]
     lr = layer_rect(layer)
-    res = max([int(m.get("resolution") or 0) for m in info.get("models", [])] + [64])
+    res = gs.model_resolution(info, model)
     rect = lr if box is None else gs.crop_region(box, lr, info["crop_context"], res)
     pixels = read_visible(image, layer, rect, job["fmt"], job["dtype"])
     if job["dtype"] == "u16":
         pixels = gs.u16_to_little_endian(pixels)
     mask = read_mask(image, rect) if job["selection"] else None
-    job.update(rect=rect, pixels=pixels, mask=mask)
+    job.update(rect=rect, pixels=pixels, mask=mask, crop_res=res, image=image, info=info)
+
+
+def crop_for(job, model):
+    """Read the crop again when the model chosen in the dialog needs a larger square than
+    the one read before it (a smaller one is inside the crop already)."""
+    if job["box"] is not None and gs.model_resolution(job["info"], model) > job["crop_res"]:
+        read_crop(job["image"], job, job["info"], model)
 
 
 def raw_images(job):
@@ -463,7 +470,7 @@ def begin(procedure, run_mode, image, drawables, config, need_selection, fields,
         info, message = connect(cfg, interactive)
     if message:
         return cfg, job, fail(procedure, message)
-    read_crop(image, job, info)
+    read_crop(image, job, info, config.get_property("model") or None)
     if interactive:
         try:
             server_lists(cfg, procedure, config, op)
@@ -533,6 +540,7 @@ def edit_on_server(procedure, interactive, image, job, cfg, config, op):
             )
         config.set_property("concept", concept)
     model = chosen_model(config, interactive)
+    crop_for(job, model)
     ahead = job.get("ahead")
     if ahead is not None and ahead.model != model:
         ahead.cancel()  # another model was chosen: its inversion is of no use
@@ -614,6 +622,7 @@ def run_reconstruct(procedure, run_mode, image, drawables, config, data):
     if failed:
         return failed
     model = chosen_model(config, interactive)
+    crop_for(job, model)
     steps = config.get_property("steps") or None
     src, _ = raw_images(job)
     result, message = run_on_server(
@@ -638,6 +647,7 @@ def run_learn(procedure, run_mode, image, drawables, config, data):
     if failed:
         return failed
     model = chosen_model(config, interactive)
+    crop_for(job, model)
     name = (config.get_property("name") or "").strip()
     if not name:
         return fail(

@@ -137,6 +137,16 @@ class Rect:
         return Rect(x, y, max(0, x2 - x), max(0, y2 - y))
 
 
+def model_resolution(info: dict, model: str | None) -> int:
+    """The resolution of ``model`` (None: the server's default) in the server's hello; 64
+    for one it does not list."""
+    want = model or info.get("default_model")
+    for m in info.get("models", []):
+        if m.get("id") == want and m.get("resolution"):
+            return int(m["resolution"])
+    return 64
+
+
 def crop_region(selection: Rect, layer: Rect, context: float, min_px: int = 64) -> Rect:
     """The square the server crops around the selection, as far as it lies on the layer: the
     selection's bounding box's longer side × (1 + 2·``context``), at least ``min_px`` (the

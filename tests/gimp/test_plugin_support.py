@@ -45,6 +45,20 @@ def test_crop_region_is_the_servers_square_on_the_layer():
     assert gs.crop_region(gs.Rect(500, 500, 10, 10), layer, 0.5).empty()
 
 
+def test_model_resolution_is_the_chosen_models_in_the_hello():
+    info = {
+        "default_model": "digiface-dcgan64",
+        "models": [
+            {"id": "digiface-dcgan64", "resolution": 64},
+            {"id": "stylegan2-ffhq", "resolution": 1024},
+        ],
+    }
+    assert gs.model_resolution(info, None) == 64  # the server's default
+    assert gs.model_resolution(info, "stylegan2-ffhq") == 1024
+    assert gs.model_resolution(info, "unknown") == 64
+    assert gs.model_resolution({}, None) == 64
+
+
 def test_the_servers_box_in_the_crop_is_its_box_in_the_whole_layer():
     """What the server edits, from the plug-in's crop, is what it edits from the whole layer:
     its square (core/photo.py selection_box) lies in the crop at the same place, so no
@@ -60,7 +74,7 @@ def test_the_servers_box_in_the_crop_is_its_box_in_the_whole_layer():
         mask = np.zeros((lh, lw), np.uint8)
         mask[sy : sy + sh, sx : sx + sw] = 255
         whole = selection_box(mask, 0.5, min_size=res)
-        for crop_res in (res, 1024):  # the plug-in crops for the largest model offered
+        for crop_res in (res, 1024):  # the crop for this model, or for a larger one
             c = gs.crop_region(gs.Rect(sx, sy, sw, sh), gs.Rect(0, 0, lw, lh), 0.5, crop_res)
             inner = selection_box(mask[c.y : c.y2, c.x : c.x2], 0.5, min_size=res)
             assert (inner.x0 + c.x, inner.y0 + c.y, inner.size) == (whole.x0, whole.y0, whole.size)
