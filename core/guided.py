@@ -24,6 +24,10 @@ import math
 import torch
 import torch.nn.functional as F
 
+# Unselected pixels near the edge that the filter rates this high (as like the selected ones)
+# mean the selection cuts through content rather than follows an edge: no lift there.
+LEAK = 0.5
+
 
 def box_mean(t: torch.Tensor, r: int) -> torch.Tensor:
     """Mean of [C, H, W] over (2r + 1)² windows, clipped at the border (each pixel the mean
@@ -44,10 +48,11 @@ def box_mean(t: torch.Tensor, r: int) -> torch.Tensor:
 def guided_filter(
     guide: torch.Tensor, p: torch.Tensor, radius: float, eps: float
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """(q, flat), each [H, W]: p [H, W] smoothed over ~``radius`` px edge-aware with the
-    colour guide [3, H, W], and the same smoothing blind to the guide (a = 0: p blurred by
-    the box twice). ``eps`` (in the guide's squared units) is the variance below which the
-    guide's changes count as flat (texture and noise) rather than as an edge."""
+    """(q, flat, leak), each [H, W]: p [H, W] smoothed over ~``radius`` px edge-aware with
+    the colour guide [3, H, W]; the same smoothing blind to the guide (a = 0: p blurred by
+    the box twice); and the highest q of an unselected pixel (p < 0.5) within the window.
+    ``eps`` (in the guide's squared units) is the variance below which the guide's changes
+    count as flat (texture and noise) rather than as an edge."""
     h, w = p.shape
     s = max(1, math.floor(radius / 4))
     r = max(1, round(radius / s))
@@ -66,10 +71,16 @@ def guided_filter(
     a = a[..., 0].permute(2, 0, 1)  # [3, h/s, w/s]
     b = mean_p - (a * mean_i).sum(0, keepdim=True)
     ab = box_mean(torch.cat([a, b, mean_p]), r)
+    # What the filter says of the unselected pixels nearby: high where the selection's
+    # edge cuts through content like what it holds (no photo edge separates them there).
+    q_lo = (ab[:3] * g).sum(0, keepdim=True) + ab[3:4]
+    out = torch.where(q < 0.5, q_lo, torch.zeros_like(q_lo))
+    leak = F.max_pool2d(out[None], 2 * r + 1, stride=1, padding=r)[0]
+    ab = torch.cat([ab, leak])
     if s > 1:
         ab = F.interpolate(ab[None], scale_factor=s, mode="bilinear", align_corners=False)[0]
         ab = ab[:, :h, :w]
-    return (ab[:3] * guide).sum(0) + ab[3], ab[4]
+    return (ab[:3] * guide).sum(0) + ab[3], ab[4], ab[5]
 
 
 def edge_aware_fade(
@@ -86,8 +97,12 @@ def edge_aware_fade(
     just inside a photo edge along the selection's edge q ≈ 1 and the change is there at
     once; on its outer side q < q₀ and nothing is lifted. The lift is also capped by
     smoothstep((q − 0.6) / 0.3): where the selection cuts across a plain band whose sides
-    it follows (q ≈ 0.5 at the cut, q₀ lower), the change still fades in from 0."""
-    q, flat = guided_filter(guide, sel, radius / 2, eps)
+    it follows (q ≈ 0.5 at the cut, q₀ lower), the change still fades in from 0. And it
+    goes to 0 as the highest q of an unselected pixel nearby reaches ``LEAK``: where the
+    selection's edge cuts through hair (a hard ellipse across the curls), hair is on both
+    sides, and a change that were there at once would step where the photo does not."""
+    q, flat, leak = guided_filter(guide, sel, radius / 2, eps)
     t = ((q - flat) / (1 - flat).clamp_min(1e-3)).clamp_(0, 1)
+    t *= 1 - (leak / LEAK).clamp_(0, 1)
     u = ((q - 0.6) / 0.3).clamp_(0, 1)
     return torch.minimum(sel, fade + (1 - fade) * t * u * u * (3 - 2 * u))
