@@ -161,7 +161,7 @@ def time_report(log: Path) -> dict:
 
 
 def run_timed(name: str, cmd: list[str], tmp: Path) -> dict:
-    log = tmp / f"{name}.time"
+    log = tmp / (re.sub(r"\W+", "-", name).strip("-") + ".time")
     proc = timed(cmd, log, stdout=subprocess.PIPE, text=True)
     out, _ = proc.communicate()
     row = {"row": name, **time_report(log), "load": round(os.getloadavg()[0], 1)}
