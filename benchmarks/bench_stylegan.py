@@ -12,8 +12,16 @@ the composite, so an over-estimate), then the default-length time it implies (in
 120 evaluations; faithful: 1000 G′ steps; fast: at most 300, usually fewer). Peak RSS is the
 process's, sampled every 5 ms.
 
+``--end-to-end`` runs the commands a user runs instead, each as its own process under
+``/usr/bin/time -v`` (wall time and peak RSS): ``ganpaint models add``, ``ganpaint edit``
+fast and faithful on a 1024² PNG with a selection (unit 1, ``--op``; an add's first edit
+also samples the model's on-values), and the fast edit once more through ``ganpaint
+serve`` and the reference client. Run it with ``nice -n 19`` on a shared machine
+(the children inherit it).
+
     python benchmarks/bench_stylegan.py [--arch sg2|sg3-t|sg3-r] [--steps 4]
-        [--invert-steps 4] [--per-step-only [--reps 3]] [--json out.json]
+        [--invert-steps 4] [--per-step-only [--reps 3]] [--end-to-end [--op add|remove]]
+        [--json out.json]
 """
 
 from __future__ import annotations
@@ -21,6 +29,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
+import signal
+import subprocess
 import sys
 import tempfile
 import time
@@ -127,6 +138,103 @@ def finish(rows: list[dict], path: Path | None) -> int:
     return 0
 
 
+def timed(cmd: list[str], log: Path, **kw) -> subprocess.Popen:
+    """``cmd`` under ``/usr/bin/time -v``, its report in ``log``; in its own process group
+    so that a SIGINT reaches ``cmd`` (time itself ignores SIGINT and then reports)."""
+    print("$", " ".join(cmd), flush=True)
+    return subprocess.Popen(["/usr/bin/time", "-v", "-o", str(log), *cmd],
+                            start_new_session=True, **kw)  # fmt: skip
+
+
+def time_report(log: Path) -> dict:
+    """Wall seconds, peak RSS (MiB), CPU seconds and exit status from time -v's report."""
+    text = log.read_text()
+
+    def field(name: str) -> str:
+        return re.search(rf"{re.escape(name)}: (.*)", text).group(1).strip()
+
+    h, m, sec = (["0", "0"] + field("Elapsed (wall clock) time (h:mm:ss or m:ss)").split(":"))[-3:]
+    cpu = float(field("User time (seconds)")) + float(field("System time (seconds)"))
+    return {"wall_s": round(int(h) * 3600 + int(m) * 60 + float(sec), 1), "cpu_s": round(cpu, 1),
+            "rss_mib": round(int(field("Maximum resident set size (kbytes)")) / 1024),
+            "exit": int(field("Exit status"))}  # fmt: skip
+
+
+def run_timed(name: str, cmd: list[str], tmp: Path) -> dict:
+    log = tmp / (re.sub(r"\W+", "-", name).strip("-") + ".time")
+    proc = timed(cmd, log, stdout=subprocess.PIPE, text=True)
+    out, _ = proc.communicate()
+    row = {"row": name, **time_report(log), "load": round(os.getloadavg()[0], 1)}
+    last = out.strip().splitlines()[-1] if out.strip() else ""
+    if last.startswith("{"):
+        info = json.loads(last)
+        row.update({k: info[k] for k in ("steps", "seconds", "psnr_keep") if k in info})
+    print(row, flush=True)
+    return row
+
+
+def served_edit(ganpaint: str, args, tmp: Path, photo: np.ndarray, mask: np.ndarray) -> dict:
+    """The fast edit through ``ganpaint serve`` and the reference client; the server's wall
+    time is from its start to its stop after the one edit (loading the model included)."""
+    from ganpaint.server.client.ganpaint_client import Client, RawImage, ServerError
+
+    address = f"ipc://{tmp}/serve.sock"
+    cmd = [ganpaint, "serve", "--bind", address, "--model", "ffhq-shaped",
+           "--steps", str(args.steps), "--invert-steps", str(args.invert_steps)]  # fmt: skip
+    log = tmp / "serve.time"
+    server = timed(cmd, log)
+    try:
+        with Client(address, timeout_s=5, retries=1) as client:
+            for _ in range(120):  # the server binds within seconds
+                try:
+                    client.hello()
+                    break
+                except ServerError:
+                    time.sleep(1)
+            t0 = time.perf_counter()
+            res = client.edit(
+                RawImage(photo.tobytes(), 1024, 1024, 3, "u8"),
+                RawImage(mask.tobytes(), 1024, 1024, 1, "u8"),
+                op=args.op, units=[1], quality="fast", model="ffhq-shaped",
+            )  # fmt: skip
+            seconds = time.perf_counter() - t0
+    finally:
+        os.killpg(server.pid, signal.SIGINT)
+        server.wait(timeout=120)
+    kept = np.frombuffer(res["image"].data, np.uint8).reshape(photo.shape)
+    row = {"row": "served fast edit (client)", "client_s": round(seconds, 1),
+           "steps": res.get("steps"), "psnr_keep": res.get("psnr_keep"),
+           "outside_bit_identical": bool(np.array_equal(kept[mask == 0], photo[mask == 0])),
+           "server": time_report(log), "load": round(os.getloadavg()[0], 1)}  # fmt: skip
+    print(row, flush=True)
+    return row
+
+
+def end_to_end(args, tmp: Path, pkl: Path) -> list[dict]:
+    """models add, edit fast and faithful, the fast edit through the server: the CLI's own
+    processes, steps capped with its own flags."""
+    from PIL import Image
+
+    ganpaint = str(Path(sys.executable).with_name("ganpaint"))
+    photo = make_photo(1024, 1024)
+    mask = make_mask(1024, 1024, (384, 384, 640, 640))
+    Image.fromarray(photo).save(tmp / "photo.png")
+    Image.fromarray(mask).save(tmp / "mask.png")
+    rows = [run_timed("models add", [ganpaint, "models", "add", str(pkl), "--name",
+                                     "ffhq-shaped", "--json"], tmp)]  # fmt: skip
+    for quality in ("fast", "faithful"):
+        cmd = [ganpaint, "edit", str(tmp / "photo.png"), "--mask", str(tmp / "mask.png"),
+               "-o", str(tmp / f"{quality}.png"), "--units", "1", "--op", args.op,
+               "--quality", quality, "--steps", str(args.steps),
+               "--invert-steps", str(args.invert_steps), "--model", "ffhq-shaped",
+               "--json", "--quiet"]  # fmt: skip
+        rows.append(run_timed(f"edit --quality {quality}", cmd, tmp))
+        out = np.asarray(Image.open(tmp / f"{quality}.png"))
+        rows[-1]["outside_bit_identical"] = bool(np.array_equal(out[mask == 0], photo[mask == 0]))
+    rows.append(served_edit(ganpaint, args, tmp, photo, mask))
+    return rows
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--steps", type=int, default=4)
@@ -135,6 +243,11 @@ def main() -> int:
     p.add_argument("--per-step-only", action="store_true", help="only the fwd+bwd rows")
     p.add_argument("--arch", choices=["sg2", "sg3-t", "sg3-r"], default="sg2")
     p.add_argument("--reps", type=int, default=3, help="fwd+bwd repeats (0: none)")
+    p.add_argument("--end-to-end", action="store_true",
+                   help="the ganpaint commands as processes: models add, edit, serve")  # fmt: skip
+    p.add_argument("--op", choices=["add", "remove"], default="add",
+                   help="--end-to-end's edit: add samples the on-values first (once per "
+                        "model, in the first edit); remove needs none")  # fmt: skip
     args = p.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="bench-stylegan-"))
     os.environ["GANPAINT_DATA"] = str(tmp / "data")
@@ -145,6 +258,8 @@ def main() -> int:
         write_nvidia_pickle(pkl, ada_state_dict(FFHQ, seed=0), init_kwargs(FFHQ))
     else:
         write_sg3_ffhq(pkl, args.arch[-1])
+    if args.end_to_end:
+        return finish(end_to_end(args, tmp, pkl), args.json)
     from ganpaint.core.generators.user_models import add_model
 
     t0 = time.perf_counter()

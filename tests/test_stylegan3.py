@@ -1,5 +1,6 @@
 """StyleGAN3 (-T, -R): NVIDIA pickles read without running them, the layered interface, the
-selection's frame on margin-carrying layers, `models add` and an edit end to end.
+selection's frame on margin-carrying layers, concept ranking on the image's cells, `models
+add` and an edit end to end.
 
 Equality with NVlabs/stylegan3 itself is checked by scripts/verify_stylegan.py --sg3 (it
 needs their code; docs/models.md has the figures)."""
@@ -108,6 +109,54 @@ def test_a_selection_lands_on_the_image_part_of_a_margin_layer(files):
     assert cols == list(range(18, 26)) and rows == list(range(10, 26))
     # The last layers have no margin: the selection is the mask itself.
     assert gen.layer_mask(mask, gen.n_layers - 1) is mask
+
+
+class _PaintedUnits(torch.nn.Module):
+    """A synthesis layer whose units ``painted`` are replaced by fixed maps [h, w]."""
+
+    def __init__(self, conv: torch.nn.Module, painted: dict[int, torch.Tensor]):
+        super().__init__()
+        self.conv, self.painted = conv, painted
+
+    def forward(self, x, ws):
+        out = self.conv(x, ws).clone()
+        for unit, value in self.painted.items():
+            out[:, unit] = value
+        return out
+
+
+def test_concept_learn_and_discover_rank_on_the_image_not_the_margin(files):
+    """The edit layer L0_36_32 covers the image with its central 16² cells (rows and columns
+    10..25). Unit 3 fires in the image's left half and in the map's right margin, unit 5 only
+    in the margin. Learnt from the image's right half, unit 3 fires outside the selection,
+    not inside: it must not rank (on the whole map, its right margin reads as inside, and it
+    ranked first). Unit 5 is constant over the image: discover leaves it out as dead (on the
+    whole map it joined a group)."""
+    import numpy as np
+    from samples import make_photo
+
+    from ganpaint.core.concepts.discover import discover
+    from ganpaint.core.concepts.learn import learn_concept
+    from ganpaint.core.pipeline import fit_settings
+
+    gen = load_stylegan(files["t"]).eval()
+    k = gen.edit_index
+    assert gen.layer_names[k] == "L0_36_32"
+    left_and_margin, margin = torch.zeros(36, 36), torch.full((36, 36), 50.0)
+    left_and_margin[10:26, 10:18] = 50  # the image's left half
+    left_and_margin[:, 26:] = 50  # the right margin
+    margin[10:26, 10:26] = 0
+    gen.layers[k].conv = _PaintedUnits(gen.layers[k].conv, {3: left_and_margin, 5: margin})
+    mask = np.zeros((64, 64), np.uint8)
+    mask[:, 32:] = 255
+    concept = learn_concept(
+        gen, make_photo(64, 64), mask, "right", fit_settings("fast", 1, invert_steps=2),
+        scale=torch.ones(32),
+    )  # fmt: skip
+    assert concept.units and 3 not in concept.units
+    groups = discover(gen, groups=4, n_samples=16).groups
+    ranked = [u for g in groups for u in g]
+    assert 5 not in ranked and len(ranked) >= 20
 
 
 def test_a_stylegan3_pickle_carrying_code_loads_without_running_it(tmp_path):

@@ -124,11 +124,13 @@ def discover(
     cancel: CancelFn | None = None,
     acts: torch.Tensor | None = None,
 ) -> Discovery:
-    """Group the units of ``layer`` (default the edit layer) into ``groups`` concepts."""
+    """Group the units of ``layer`` (default the edit layer) into ``groups`` concepts, by
+    where they fire in the image (``gen.image_cells``: a StyleGAN3 map's margin is left out).
+    acts: [N, C, h, w] the layer's whole maps (``sample_activations``), if already sampled."""
     k = gen.index(gen.edit_layer if layer is None else layer)
     if acts is None:
         acts = sample_activations(gen, n_samples, k, seed, progress=progress, cancel=cancel)
-    grouped, close = group_units(acts, groups, seed)
+    grouped, close = group_units(gen.image_cells(acts, k), groups, seed)
     values = cached_on_values(gen, k)
     return Discovery(gen.infos[k].name, grouped, close, values, int(acts.shape[0]), seed)
 
@@ -185,10 +187,11 @@ def contact_sheet(
         draw.text((label_w + pad + c * (cell + pad), 4), title, fill="black")
     names = discovery.names or [f"group-{i + 1:02d}" for i in range(rows)]
     scale = discovery.on_values.clamp_min(1e-6)
-    h = acts.shape[-1]
+    cells = gen.image_cells(acts, k)  # the outlines: where the group fires in the image
+    h = cells.shape[-1]
     for g, units in enumerate(discovery.groups):
         top = units[: min(15, len(units))]
-        gmap = (acts[:, top] / scale[top].view(1, -1, 1, 1)).mean(dim=1)  # [N, h, w]
+        gmap = (cells[:, top] / scale[top].view(1, -1, 1, 1)).mean(dim=1)  # [N, h, w]
         strength = gmap.flatten(1).amax(dim=1)
         order = torch.argsort(-strength, stable=True)
         level = float(torch.quantile(gmap.flatten(), 0.9))
@@ -209,6 +212,7 @@ def contact_sheet(
         weak = int(order[-1])
         m = torch.zeros(1, 1, h, h)
         m[..., h // 4 : h - h // 4, h // 4 : h - h // 4] = 1
+        m = gen.layer_mask(m, k)  # the image's middle half, in the frame of the whole map
         r = acts[weak : weak + 1].to(dev)
         before = gen.run(r, k + 1)[0]
         added = gen.run(apply_edit(r, m.to(dev), eu, discovery.on_values[eu]), k + 1)[0]
@@ -217,7 +221,8 @@ def contact_sheet(
         strong = int(order[0])
         r = acts[strong : strong + 1].to(dev)
         removed = gen.run(
-            apply_edit(r, torch.ones(1, 1, h, h, device=dev), eu, torch.zeros(len(eu))), k + 1
+            apply_edit(r, torch.ones(1, 1, *r.shape[-2:], device=dev), eu, torch.zeros(len(eu))),
+            k + 1,
         )[0]
         sheet.paste(_to_pil(removed, cell), (label_w + pad + (per_row + 2) * (cell + pad), y))
     path = Path(path)

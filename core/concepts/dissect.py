@@ -110,7 +110,8 @@ def dissect(
         for j in range(acts.shape[0]):  # one image at a time: 512 units × 256² is 128 MB
             lmasks = label_masks(lm[j : j + 1], len(labels))
             size = tuple(lmasks.shape[-2:])
-            counts = iou_counts(threshold_maps(acts[j : j + 1], thresholds, size), lmasks)
+            cells = gen.image_cells(acts[j : j + 1], k)  # the label maps cover the image
+            counts = iou_counts(threshold_maps(cells, thresholds, size), lmasks)
             if inter is None:
                 inter, ua, la = counts
             else:

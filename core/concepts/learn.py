@@ -153,7 +153,7 @@ def learn_concept(
     if scale is None:
         scale = cached_on_values(gen, inv.layer)
     return concept_from_activations(
-        inv.r,
+        gen.image_cells(inv.r, inv.layer),  # the selection is in the image's frame
         prep.mask,
         name,
         gen.model_id,

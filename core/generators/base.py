@@ -123,6 +123,12 @@ class LayeredGenerator(nn.Module):
         exactly: the mask itself. StyleGAN3's maps carry a margin (stylegan3.py)."""
         return mask
 
+    def image_cells(self, acts: torch.Tensor, layer: int) -> torch.Tensor:
+        """The cells of layer ``layer``'s map [B, C, h, w] that the image covers: what
+        statistics over the image (concept ranking, dissection, discovery) read. Here the
+        map covers the image exactly: all of it. StyleGAN3's drop their margin."""
+        return acts
+
     def describe(self) -> dict:
         return {
             "id": self.model_id,

@@ -339,16 +339,29 @@ class StyleGAN3(StyleBased):
         fits = [s.name for s in self.geometry.layers[:-1] if s.sampling_rate <= target]
         return fits[-1] if fits else self.geometry.layers[0].name
 
+    def _margin(self, layer: int) -> tuple[int, int]:
+        """(margin, sampling rate) of layer ``layer``'s map, in cells: the image covers the
+        central rate² cells of its size² (size = rate + 2 × margin; no margin in the last
+        two layers)."""
+        size = self.infos[layer].size
+        rate = self.geometry.sampling_rates[max(layer - 1, 0)]  # layer 0 is the input
+        return (size - rate) // 2, rate
+
     def layer_mask(self, mask: torch.Tensor, layer: int) -> torch.Tensor:
         """A selection [B, 1, H, W] in image pixels → the same on the frame of layer
         ``layer``'s map: the image covers its central sampling-rate² cells, the margin
         around them is unselected."""
-        size = self.infos[layer].size
-        rate = self.geometry.sampling_rates[max(layer - 1, 0)]  # layer 0 is the input
-        if size == rate:
+        margin, rate = self._margin(layer)
+        if not margin:
             return mask
-        pad = round((size - rate) / 2 * mask.shape[-1] / rate)
+        pad = round(margin * mask.shape[-1] / rate)
         return F.pad(mask, (pad, pad, pad, pad))
+
+    def image_cells(self, acts: torch.Tensor, layer: int) -> torch.Tensor:
+        """Layer ``layer``'s map [B, C, size, size] → its central [B, C, rate, rate], the
+        cells the image covers (the margin is outside the image)."""
+        margin, rate = self._margin(layer)
+        return acts[..., margin : margin + rate, margin : margin + rate] if margin else acts
 
     # -- the published layout ---------------------------------------------------------
     def published_names(self) -> dict[str, str]:
