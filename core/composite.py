@@ -132,7 +132,8 @@ def colour_transform(
     layers: Layers, cfg: CompositeConfig
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """The edit as a local colour transform of the photo (colour_grid.py), fitted at R from
-    x to x + Δ: (grid, α [1, 1, R, R]: ``replaced_map`` of what it leaves unexplained).
+    x to x + Δ: (grid, α [1, 1, R, R]: ``replaced_map`` of what it leaves unexplained, and
+    the grid's luminance gain [1, 1, R, R] at x: d(luminance out) / d(luminance in)).
     Fitted twice: the second fit leaves out what the first could not explain (new content),
     which would otherwise pull the colour changes of its neighbours."""
     src = ((layers.x + 1) / 2).clamp(0, 1)
