@@ -47,7 +47,7 @@ def box_mean(t: torch.Tensor, r: int) -> torch.Tensor:
 
 def guided_filter(
     guide: torch.Tensor, p: torch.Tensor, radius: float, eps: float
-) -> tuple[torch.Tensor, torch.Tensor]:
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(q, flat, leak), each [H, W]: p [H, W] smoothed over ~``radius`` px edge-aware with
     the colour guide [3, H, W]; the same smoothing blind to the guide (a = 0: p blurred by
     the box twice); and the highest q of an unselected pixel (p < 0.5) within the window.
@@ -57,9 +57,9 @@ def guided_filter(
     s = max(1, math.floor(radius / 4))
     r = max(1, round(radius / s))
     g = F.avg_pool2d(guide[None], s, ceil_mode=True)[0] if s > 1 else guide
-    q = F.avg_pool2d(p[None, None], s, ceil_mode=True)[0] if s > 1 else p[None]
+    p_lo = F.avg_pool2d(p[None, None], s, ceil_mode=True)[0] if s > 1 else p[None]
     pairs = [(0, 0), (0, 1), (0, 2), (1, 1), (1, 2), (2, 2)]
-    stack = torch.cat([g, q, g * q, torch.stack([g[i] * g[j] for i, j in pairs])])
+    stack = torch.cat([g, p_lo, g * p_lo, torch.stack([g[i] * g[j] for i, j in pairs])])
     m = box_mean(stack, r)
     mean_i, mean_p, mean_ip, mean_ii = m[:3], m[3:4], m[4:7], m[7:]
     cov_ip = mean_ip - mean_i * mean_p
@@ -74,8 +74,8 @@ def guided_filter(
     # What the filter says of the unselected pixels nearby: high where the selection's
     # edge cuts through content like what it holds (no photo edge separates them there).
     q_lo = (ab[:3] * g).sum(0, keepdim=True) + ab[3:4]
-    out = torch.where(q < 0.5, q_lo, torch.zeros_like(q_lo))
-    leak = F.max_pool2d(out[None], 2 * r + 1, stride=1, padding=r)[0]
+    unselected = torch.where(p_lo < 0.5, q_lo, torch.zeros_like(q_lo))
+    leak = F.max_pool2d(unselected[None], 2 * r + 1, stride=1, padding=r)[0]
     ab = torch.cat([ab, leak])
     if s > 1:
         ab = F.interpolate(ab[None], scale_factor=s, mode="bilinear", align_corners=False)[0]
